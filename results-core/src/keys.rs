@@ -1,0 +1,165 @@
+//! The Redis key layout.
+//!
+//! ```text
+//! {prefix}:v1:r:{id / 100}   hash  field = id % 100 (decimal), value = codec::encode_result
+//! {prefix}:v1:schools        hash  field = school id,          value = codec::encode_school
+//! {prefix}:v1:meta           hash  the completeness marker (see MARKER_* field names)
+//! ```
+//!
+//! Results are grouped a hundred to a hash: Redis stores small hashes as one compact listpack,
+//! so a result costs its value plus a few bytes instead of a full key (~50 bytes vs ~110).
+//! A hundred entries keep `HGET` a short scan and stay below `hash-max-listpack-entries`
+//! (128 by default, raised in `redis/redis.conf`). Consecutive IDs share a bucket, and the bucket
+//! number is the whole key, so buckets spread evenly over Redis Cluster slots.
+//!
+//! The layout version `v1` is part of every key: a future layout writes beside the old one, so
+//! old and new replicas can both read during a rolling deploy.
+//!
+//! The marker is written last by the seeder, after every result; while it is present and its
+//! count matches, a missing field is an authoritative "unknown ID" and no reader needs to ask
+//! PostgreSQL. The seeder deletes it before it touches any result.
+
+use crate::id::StudentId;
+
+/// The layout version embedded in every key.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Results per bucket hash.
+pub const BUCKET_SIZE: u32 = 100;
+/// The default key prefix.
+pub const DEFAULT_PREFIX: &str = "results";
+
+/// Marker field: the data-set fingerprint (see [`crate::checksum`]), hex.
+pub const MARKER_FINGERPRINT: &str = "fingerprint";
+/// Marker field: the number of results stored.
+pub const MARKER_COUNT: &str = "count";
+/// Marker field: the generator seed the data set came from.
+pub const MARKER_SEED: &str = "seed";
+/// Marker field: [`crate::generate::GENERATOR_VERSION`] of the data set.
+pub const MARKER_GENERATOR: &str = "generator";
+/// Marker field: [`crate::codec::CODEC_VERSION`] of the stored values.
+pub const MARKER_CODEC: &str = "codec";
+/// Marker field: students in the natural-science stream (the API shows "rank N of M").
+pub const MARKER_NATURAL_SCIENCE: &str = "natural_science";
+/// Marker field: students in the social-science stream.
+pub const MARKER_SOCIAL_SCIENCE: &str = "social_science";
+/// Marker field: when the load finished, Unix seconds.
+pub const MARKER_LOADED_AT: &str = "loaded_at";
+
+/// Why a key prefix was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key prefix {0:?} must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")]
+pub struct PrefixError(pub String);
+
+/// Where everything lives in Redis, under one prefix (tests use a random one each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLayout {
+    prefix: String,
+}
+
+impl Default for KeyLayout {
+    fn default() -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+        }
+    }
+}
+
+impl KeyLayout {
+    /// A layout under `prefix`, which must be a plain word so keys stay unambiguous.
+    pub fn new(prefix: &str) -> Result<Self, PrefixError> {
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(plain) {
+            return Err(PrefixError(prefix.to_owned()));
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The bucket number holding `id`.
+    pub fn bucket_of(id: StudentId) -> u32 {
+        id.get() / BUCKET_SIZE
+    }
+
+    /// The key of bucket `bucket`.
+    pub fn bucket_key(&self, bucket: u32) -> String {
+        format!("{}:v{LAYOUT_VERSION}:r:{bucket}", self.prefix)
+    }
+
+    /// The hash key and field under which the result for `id` is stored.
+    pub fn result_location(&self, id: StudentId) -> (String, u32) {
+        (self.bucket_key(Self::bucket_of(id)), id.get() % BUCKET_SIZE)
+    }
+
+    /// The ID stored at `field` of `bucket`, if the pair is a valid location.
+    pub fn id_at(bucket: u32, field: u32) -> Option<StudentId> {
+        if field >= BUCKET_SIZE {
+            return None;
+        }
+        bucket
+            .checked_mul(BUCKET_SIZE)
+            .and_then(|base| StudentId::new(base + field).ok())
+    }
+
+    /// The schools hash.
+    pub fn schools_key(&self) -> String {
+        format!("{}:v{LAYOUT_VERSION}:schools", self.prefix)
+    }
+
+    /// The completeness marker hash.
+    pub fn marker_key(&self) -> String {
+        format!("{}:v{LAYOUT_VERSION}:meta", self.prefix)
+    }
+
+    /// A scratch key used to check that Redis accepts writes before a load starts.
+    pub fn probe_key(&self) -> String {
+        format!("{}:v{LAYOUT_VERSION}:probe", self.prefix)
+    }
+
+    /// A `SCAN MATCH` pattern covering every key of this layout version under the prefix.
+    pub fn scan_pattern(&self) -> String {
+        format!("{}:v{LAYOUT_VERSION}:*", self.prefix)
+    }
+
+    /// The buckets a data set of `students` contiguous IDs from [`StudentId::MIN`] occupies.
+    pub fn buckets_for(students: u32) -> std::ops::RangeInclusive<u32> {
+        let first = StudentId::MIN / BUCKET_SIZE;
+        let last = (StudentId::MIN + students.max(1) - 1) / BUCKET_SIZE;
+        first..=last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_id_has_one_location_and_back() {
+        let layout = KeyLayout::new("t-1").expect("valid prefix");
+        let id = StudentId::new(1_674_822).expect("in range");
+        let (key, field) = layout.result_location(id);
+        assert_eq!(key, "t-1:v1:r:16748");
+        assert_eq!(field, 22);
+        assert_eq!(KeyLayout::id_at(16_748, 22), Some(id));
+        assert_eq!(KeyLayout::id_at(16_748, 100), None);
+    }
+
+    #[test]
+    fn buckets_cover_exactly_the_data_set() {
+        assert_eq!(KeyLayout::buckets_for(674_823), 10_000..=16_748);
+        assert_eq!(KeyLayout::buckets_for(100), 10_000..=10_000);
+        assert_eq!(KeyLayout::buckets_for(101), 10_000..=10_001);
+    }
+
+    #[test]
+    fn prefixes_that_could_collide_are_refused() {
+        for bad in ["", "a:b", "a*", "a b", &"x".repeat(65)] {
+            assert!(KeyLayout::new(bad).is_err(), "{bad:?}");
+        }
+    }
+}

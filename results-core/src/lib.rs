@@ -1,0 +1,27 @@
+//! The shared vocabulary of the results portal: every binary (API, seeder, load generator) links
+//! this crate so that they agree byte for byte on what a result is and where it lives.
+//! Nothing here performs I/O.
+//!
+//! - [`id`]: the registration-number range and strict parsing of IDs from untrusted text.
+//! - [`record`]: the result record, streams, subjects, schools, regions and the pass mark.
+//! - [`codec`]: the versioned MessagePack encoding of records and schools stored in Redis.
+//! - [`keys`]: the Redis key layout (prefix, layout version, buckets, completeness marker).
+//! - [`generate`]: the deterministic data generator (same seed, same data, byte for byte).
+//! - [`checksum`]: the order-defined content checksum used as data-set fingerprint and by verify.
+
+pub mod checksum;
+pub mod codec;
+pub mod generate;
+pub mod id;
+pub mod keys;
+mod names;
+pub mod record;
+
+pub use checksum::ContentChecksum;
+pub use codec::{CODEC_VERSION, CodecError};
+pub use generate::{
+    DEFAULT_SEED, DEFAULT_STUDENTS, Dataset, DatasetSpec, GENERATOR_VERSION, SpecError,
+};
+pub use id::{IdError, StudentId};
+pub use keys::KeyLayout;
+pub use record::{PASS_MARK, Region, ResultRecord, SUBJECTS_PER_STREAM, School, Stream, Subject};
