@@ -91,6 +91,17 @@ impl KeyLayout {
         format!("{}:v{LAYOUT_VERSION}:r:{bucket}", self.prefix)
     }
 
+    /// The bucket number of a bucket key of this layout (`None` for any other key).
+    pub fn bucket_of_key(&self, key: &str) -> Option<u32> {
+        let rest = key
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(&format!(":v{LAYOUT_VERSION}:r:"))?;
+        if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        rest.parse().ok()
+    }
+
     /// The hash key and field under which the result for `id` is stored.
     pub fn result_location(&self, id: StudentId) -> (String, u32) {
         (self.bucket_key(Self::bucket_of(id)), id.get() % BUCKET_SIZE)
@@ -147,6 +158,16 @@ mod tests {
         assert_eq!(field, 22);
         assert_eq!(KeyLayout::id_at(16_748, 22), Some(id));
         assert_eq!(KeyLayout::id_at(16_748, 100), None);
+        assert_eq!(layout.bucket_of_key(&key), Some(16_748));
+        for other in [
+            "t-1:v1:schools",
+            "t-1:v1:r:",
+            "t-1:v1:r:+5",
+            "t-12:v1:r:5",
+            "t-1:v2:r:5",
+        ] {
+            assert_eq!(layout.bucket_of_key(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -1,0 +1,123 @@
+//! `seeder export`: writes the generated rows as CSV files plus a `copy.psql` script of
+//! `\copy` commands, so a benchmark can load exactly the same rows with `psql` as the baseline
+//! the seeder is measured against.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use results_core::record::{Region, Stream};
+use results_core::{Dataset, DatasetSpec};
+
+use crate::pg::results_table;
+
+/// Quotes a CSV field when it needs it.
+fn csv(field: &str) -> std::borrow::Cow<'_, str> {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\"")).into()
+    } else {
+        field.into()
+    }
+}
+
+struct Table {
+    name: &'static str,
+    columns: String,
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl Table {
+    fn create(dir: &Path, name: &'static str, columns: String) -> anyhow::Result<Self> {
+        let path = dir.join(format!("{name}.csv"));
+        let file =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self {
+            name,
+            columns,
+            path,
+            out: BufWriter::new(file),
+        })
+    }
+}
+
+/// Writes the CSV files and `copy.psql` into `dir` (created if missing); returns the rows written.
+pub fn run(spec: DatasetSpec, dir: &Path) -> anyhow::Result<u64> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dataset = Dataset::new(spec);
+    let records = dataset.generate();
+    let subject_columns = |stream: Stream| stream.subjects().map(|s| s.as_str()).join(", ");
+    let mut regions = Table::create(dir, "regions", "id, name".into())?;
+    let mut schools = Table::create(dir, "schools", "id, name, region_id".into())?;
+    let mut students = Table::create(dir, "students", "id, full_name, school_id, stream".into())?;
+    let mut natural = Table::create(
+        dir,
+        results_table(Stream::NaturalScience),
+        format!(
+            "student_id, {}, rank_in_stream",
+            subject_columns(Stream::NaturalScience)
+        ),
+    )?;
+    let mut social = Table::create(
+        dir,
+        results_table(Stream::SocialScience),
+        format!(
+            "student_id, {}, rank_in_stream",
+            subject_columns(Stream::SocialScience)
+        ),
+    )?;
+    let mut rows = 0u64;
+    let io = |e: std::io::Error| anyhow::anyhow!("cannot write CSV: {e}");
+    for r in Region::ALL {
+        writeln!(regions.out, "{},{}", r.id, csv(r.name)).map_err(io)?;
+        rows += 1;
+    }
+    for s in dataset.schools() {
+        writeln!(schools.out, "{},{},{}", s.id, csv(&s.name), s.region.id).map_err(io)?;
+        rows += 1;
+    }
+    for r in &records {
+        writeln!(
+            students.out,
+            "{},{},{},{}",
+            r.id,
+            csv(&r.name),
+            r.school_id,
+            r.stream.as_str()
+        )
+        .map_err(io)?;
+        let table = if r.stream == Stream::NaturalScience {
+            &mut natural
+        } else {
+            &mut social
+        };
+        let s = r.scores;
+        writeln!(
+            table.out,
+            "{},{},{},{},{},{},{},{}",
+            r.id, s[0], s[1], s[2], s[3], s[4], s[5], r.rank
+        )
+        .map_err(io)?;
+        rows += 2;
+    }
+    let script_path = dir.join("copy.psql");
+    let mut script = BufWriter::new(
+        File::create(&script_path)
+            .with_context(|| format!("cannot create {}", script_path.display()))?,
+    );
+    for mut table in [regions, schools, students, natural, social] {
+        table.out.flush().map_err(io)?;
+        let absolute = std::path::absolute(&table.path).unwrap_or(table.path.clone());
+        writeln!(
+            script,
+            "\\copy {} ({}) FROM '{}' WITH (FORMAT csv)",
+            table.name,
+            table.columns,
+            absolute.display().to_string().replace('\'', "''")
+        )
+        .map_err(io)?;
+    }
+    script.flush().map_err(io)?;
+    Ok(rows)
+}

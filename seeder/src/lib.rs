@@ -1,0 +1,32 @@
+//! The seeder: generates the deterministic data set, loads PostgreSQL (the source of truth) with
+//! parallel binary COPY, then Redis with pipelined hash writes, and checks that they agree.
+//! `main.rs` only parses the command line; everything here can be driven by tests.
+//!
+//! - [`cli`]: command-line flags and environment variables (clap), turned into settings.
+//! - [`load`]: the load plan: what is already there, what to (re)do, in which order.
+//! - [`pg`]: PostgreSQL: connection pool, migrations, bulk COPY, constraints, reading back.
+//! - [`redis_store`]: Redis: connection, write check, bucketed writes, completeness marker.
+//! - [`verify`]: compares PostgreSQL and Redis (counts and content checksum).
+//! - [`export`]: writes the rows as CSV for the `psql \copy` benchmark baseline.
+//! - [`progress`]: progress bars on a terminal, plain log lines otherwise; per-phase rates.
+
+pub mod cli;
+pub mod export;
+pub mod load;
+pub mod pg;
+pub mod progress;
+pub mod redis_store;
+pub mod verify;
+
+use results_core::KeyLayout;
+
+/// Where the two stores are.
+#[derive(Debug, Clone)]
+pub struct Stores {
+    /// PostgreSQL connection URL (`postgres://user:password@host:port/database`).
+    pub database_url: String,
+    /// Redis connection URL (`redis://host:port`, or `redis-cluster://…`).
+    pub redis_url: String,
+    /// The Redis key layout, with its prefix.
+    pub layout: KeyLayout,
+}

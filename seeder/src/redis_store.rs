@@ -1,0 +1,364 @@
+//! Redis: the read-optimised copy every replica serves from.
+//!
+//! A load deletes the completeness marker first, then every key of the layout, writes the schools
+//! and the result buckets (many `HSET`s in flight at once, which fred pipelines on the
+//! connection), and writes the marker last. A load killed at any point leaves no marker, so no
+//! reader trusts a partial data set, and the next seeder run loads Redis again.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use bytes::Bytes;
+use fred::prelude::*;
+use fred::types::scan::ScanType;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use results_core::codec;
+use results_core::generate::StreamSizes;
+use results_core::keys::{self, KeyLayout};
+use results_core::record::{ResultRecord, School};
+use results_core::{CODEC_VERSION, GENERATOR_VERSION};
+
+use crate::progress::Phase;
+
+/// `HSET`s in flight at once while loading; enough to keep the connection's pipeline full.
+const IN_FLIGHT: usize = 64;
+
+/// The completeness marker: what a complete load wrote, last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// Content fingerprint of the data set.
+    pub fingerprint: String,
+    /// Number of results.
+    pub count: u64,
+    /// Generator seed.
+    pub seed: u64,
+    /// Generator version.
+    pub generator: u32,
+    /// Codec version of the values.
+    pub codec: u8,
+    /// Students per stream.
+    pub streams: StreamSizes,
+    /// When the load finished, Unix seconds.
+    pub loaded_at: u64,
+}
+
+/// A connected Redis client with the key layout.
+#[derive(Clone)]
+pub struct RedisStore {
+    client: Client,
+    layout: KeyLayout,
+    target: String,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.target)
+            .field("layout", &self.layout)
+            .finish()
+    }
+}
+
+/// Where a Redis URL points, without credentials.
+pub fn describe_target(config: &Config) -> String {
+    match &config.server {
+        ServerConfig::Centralized { server } => format!("{}:{}", server.host, server.port),
+        ServerConfig::Clustered { hosts, .. } => hosts.first().map_or_else(
+            || "(cluster)".to_owned(),
+            |h| format!("cluster via {}:{}", h.host, h.port),
+        ),
+        other => format!("{other:?}"),
+    }
+}
+
+impl RedisStore {
+    /// Connects, failing within seconds when Redis is unreachable (fred's defaults would wait
+    /// forever).
+    pub async fn connect(url: &str, layout: KeyLayout) -> anyhow::Result<Self> {
+        let config = Config::from_url(url)
+            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {e}"))?;
+        let target = describe_target(&config);
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(5);
+                c.internal_command_timeout = Duration::from_secs(10);
+                c.max_command_attempts = 1;
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = Duration::from_secs(60);
+            })
+            .build()
+            .context("cannot configure the Redis client")?;
+        client
+            .init()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {target}: {}", e.details()))?;
+        Ok(Self {
+            client,
+            layout,
+            target,
+        })
+    }
+
+    /// Where this client points.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The key layout.
+    pub fn layout(&self) -> &KeyLayout {
+        &self.layout
+    }
+
+    /// Checks that Redis accepts writes (a read-only replica, a full memory or a user without
+    /// write permission would refuse them), before any time is spent loading.
+    pub async fn check_writable(&self) -> anyhow::Result<()> {
+        let key = self.layout.probe_key();
+        self.client
+            .set::<(), _, _>(&key, "probe", Some(Expiration::PX(10_000)), None, false)
+            .await
+            .and(self.client.del::<i64, _>(&key).await.map(drop))
+            .map_err(|e| {
+                anyhow::anyhow!("Redis at {} refuses writes: {}", self.target, e.details())
+            })
+    }
+
+    /// The completeness marker, if a complete load left one (a malformed marker counts as none).
+    pub async fn marker(&self) -> anyhow::Result<Option<Marker>> {
+        let fields: HashMap<String, String> = self
+            .client
+            .hgetall(self.layout.marker_key())
+            .await
+            .map_err(|e| {
+            anyhow::anyhow!("cannot read the completeness marker: {}", e.details())
+        })?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u64>().ok());
+        let marker = (|| {
+            Some(Marker {
+                fingerprint: fields.get(keys::MARKER_FINGERPRINT)?.clone(),
+                count: number(keys::MARKER_COUNT)?,
+                seed: number(keys::MARKER_SEED)?,
+                generator: u32::try_from(number(keys::MARKER_GENERATOR)?).ok()?,
+                codec: u8::try_from(number(keys::MARKER_CODEC)?).ok()?,
+                streams: StreamSizes {
+                    natural_science: u32::try_from(number(keys::MARKER_NATURAL_SCIENCE)?).ok()?,
+                    social_science: u32::try_from(number(keys::MARKER_SOCIAL_SCIENCE)?).ok()?,
+                },
+                loaded_at: number(keys::MARKER_LOADED_AT)?,
+            })
+        })();
+        if marker.is_none() {
+            tracing::warn!(
+                key = self.layout.marker_key(),
+                "the completeness marker is malformed; ignoring it"
+            );
+        }
+        Ok(marker)
+    }
+
+    /// Every key of this layout (marker included), found with `SCAN` on every node.
+    pub async fn layout_keys(&self) -> anyhow::Result<Vec<String>> {
+        let pattern = self.layout.scan_pattern();
+        let keys: Vec<Key> = if self.client.is_clustered() {
+            self.client
+                .scan_cluster_buffered(pattern, Some(1_000), Some(ScanType::Hash))
+                .try_collect()
+                .await
+        } else {
+            self.client
+                .scan_buffered(pattern, Some(1_000), Some(ScanType::Hash))
+                .try_collect()
+                .await
+        }
+        .map_err(|e| anyhow::anyhow!("cannot list keys: {}", e.details()))?;
+        Ok(keys
+            .iter()
+            .filter_map(|k| k.as_str().map(str::to_owned))
+            .collect())
+    }
+
+    /// Deletes the marker, then every other key of the layout. Returns the keys deleted.
+    pub async fn clear(&self) -> anyhow::Result<u64> {
+        let write_error =
+            |e: Error| anyhow::anyhow!("Redis at {} refused a write: {}", self.target, e.details());
+        let mut deleted: u64 = self
+            .client
+            .del(self.layout.marker_key())
+            .await
+            .map_err(write_error)?;
+        let keys = self.layout_keys().await?;
+        // One key per UNLINK so a cluster never sees a cross-slot command.
+        let counts: Vec<u64> = stream::iter(keys)
+            .map(|key| self.client.unlink::<u64, _>(key))
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await
+            .map_err(write_error)?;
+        deleted += counts.into_iter().sum::<u64>();
+        Ok(deleted)
+    }
+
+    /// Writes every school into the schools hash.
+    pub async fn write_schools(&self, schools: &[School]) -> anyhow::Result<()> {
+        let key = self.layout.schools_key();
+        for chunk in schools.chunks(500) {
+            let entries: Vec<(u32, Bytes)> = chunk
+                .iter()
+                .map(|s| (s.id, Bytes::from(codec::encode_school(s))))
+                .collect();
+            self.client
+                .hset::<u64, _, _>(&key, entries)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "Redis at {} refused the schools: {}",
+                        self.target,
+                        e.details()
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Writes every result, a bucket per `HSET`, [`IN_FLIGHT`] at once. `records` must be
+    /// ordered by ID (as the generator and [`crate::pg::Pg::read_results`] return them).
+    pub async fn write_results(
+        &self,
+        records: &[ResultRecord],
+        phase: &Phase,
+    ) -> anyhow::Result<u64> {
+        let buckets =
+            records.chunk_by(|a, b| KeyLayout::bucket_of(a.id) == KeyLayout::bucket_of(b.id));
+        let writes = buckets.map(|bucket| {
+            let key = self.layout.bucket_key(KeyLayout::bucket_of(bucket[0].id));
+            let entries: Vec<(u32, Bytes)> = bucket
+                .iter()
+                .map(|r| {
+                    (
+                        r.id.get() % keys::BUCKET_SIZE,
+                        Bytes::from(codec::encode_result(r)),
+                    )
+                })
+                .collect();
+            let len = entries.len() as u64;
+            async move {
+                self.client.hset::<u64, _, _>(key, entries).await?;
+                phase.inc(len);
+                Ok::<u64, Error>(len)
+            }
+        });
+        let written: Vec<u64> = stream::iter(writes)
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "Redis at {} refused a write while loading results: {}",
+                    self.target,
+                    e.details()
+                )
+            })?;
+        Ok(written.into_iter().sum())
+    }
+
+    /// Writes the completeness marker (the last write of a load).
+    pub async fn write_marker(
+        &self,
+        fingerprint: &str,
+        count: u64,
+        seed: u64,
+        streams: StreamSizes,
+    ) -> anyhow::Result<Marker> {
+        let loaded_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let marker = Marker {
+            fingerprint: fingerprint.to_owned(),
+            count,
+            seed,
+            generator: GENERATOR_VERSION,
+            codec: CODEC_VERSION,
+            streams,
+            loaded_at,
+        };
+        let fields: Vec<(&str, String)> = vec![
+            (keys::MARKER_FINGERPRINT, marker.fingerprint.clone()),
+            (keys::MARKER_COUNT, count.to_string()),
+            (keys::MARKER_SEED, seed.to_string()),
+            (keys::MARKER_GENERATOR, marker.generator.to_string()),
+            (keys::MARKER_CODEC, marker.codec.to_string()),
+            (
+                keys::MARKER_NATURAL_SCIENCE,
+                streams.natural_science.to_string(),
+            ),
+            (
+                keys::MARKER_SOCIAL_SCIENCE,
+                streams.social_science.to_string(),
+            ),
+            (keys::MARKER_LOADED_AT, loaded_at.to_string()),
+        ];
+        self.client
+            .hset::<u64, _, _>(self.layout.marker_key(), fields)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "Redis at {} refused the completeness marker: {}",
+                    self.target,
+                    e.details()
+                )
+            })?;
+        Ok(marker)
+    }
+
+    /// Every school as stored: `(id, encoded value)`, unordered. Fields that are not numbers
+    /// are returned as `Err(field)`.
+    pub async fn read_schools_raw(&self) -> anyhow::Result<Vec<Result<(u32, Bytes), String>>> {
+        let fields: HashMap<String, Bytes> =
+            self.client
+                .hgetall(self.layout.schools_key())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot read the schools hash: {}", e.details()))?;
+        Ok(fields
+            .into_iter()
+            .map(|(field, value)| field.parse().map(|id| (id, value)).map_err(|_| field))
+            .collect())
+    }
+
+    /// The numbers of every result bucket present, ascending.
+    pub async fn bucket_numbers(&self) -> anyhow::Result<Vec<u32>> {
+        let mut numbers: Vec<u32> = self
+            .layout_keys()
+            .await?
+            .iter()
+            .filter_map(|k| self.layout.bucket_of_key(k))
+            .collect();
+        numbers.sort_unstable();
+        Ok(numbers)
+    }
+
+    /// The fields of several buckets, in the order asked, [`IN_FLIGHT`] requests at once.
+    pub fn read_buckets<'a>(
+        &'a self,
+        buckets: &'a [u32],
+    ) -> impl futures_util::Stream<Item = anyhow::Result<(u32, HashMap<String, Bytes>)>> + 'a {
+        stream::iter(buckets)
+            .map(move |&bucket| async move {
+                let fields: HashMap<String, Bytes> = self
+                    .client
+                    .hgetall(self.layout.bucket_key(bucket))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot read bucket {bucket}: {}", e.details()))?;
+                Ok((bucket, fields))
+            })
+            .buffered(IN_FLIGHT)
+    }
+
+    /// Closes the connection.
+    pub async fn quit(&self) {
+        let _ = self.client.quit().await;
+    }
+}
