@@ -1,0 +1,666 @@
+#!/usr/bin/env bash
+# scripts/stack.sh - run the project's local service stack natively (no
+# containers, no systemd): our own PostgreSQL cluster and our own Redis, with
+# all data, logs, sockets and pid files under $STACK_DIR.
+#
+# Usage: scripts/stack.sh up | down [--purge] | status | env | help
+#
+# Configuration (environment variables; defaults in brackets):
+#   STACK_DIR           [<repo>/.stack]  data, logs, sockets and pid files
+#                       ($STACK_DIR/postgres/data, $STACK_DIR/redis,
+#                       $STACK_DIR/log, $STACK_DIR/run). Git-ignored.
+#   STACK_HOST          [127.0.0.1]      address both services listen on; must
+#                       be a loopback address (127.0.0.0/8 or ::1).
+#   STACK_PG_PORT       [55432]          PostgreSQL TCP port (not 5432, so a
+#                       system PostgreSQL can run beside it).
+#   STACK_REDIS_PORT    [56379]          Redis TCP port (not 6379, likewise).
+#   STACK_PG_USER       [results]        application role (LOGIN CREATEDB).
+#   STACK_PG_PASSWORD   [results-local-only]  its password. This default is
+#                       a LOCAL-ONLY development value, NOT a secret: the
+#                       services only listen on loopback.
+#   STACK_PG_DB         [results]        application database, owned by
+#                       STACK_PG_USER.
+#   STACK_TIMEOUT       [30]             seconds to wait for a service to
+#                       start or stop.
+#   STACK_PG_BIN        [highest /usr/lib/postgresql/*/bin]  PostgreSQL server
+#                       binaries; an existing cluster always uses the
+#                       binaries of its own major version.
+#
+# Services are managed one function per service (<svc>_preflight, <svc>_up,
+# <svc>_down, <svc>_status) and listed in SERVICES; add new ones there.
+# Only processes found through our own pid files / data directory are ever
+# stopped: system-wide services (e.g. a system Redis on 6379 or PostgreSQL on
+# 5432) are never touched.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname -- "$SCRIPT_DIR")
+SELF=scripts/stack.sh
+LOG_PREFIX=stack
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+source "$SCRIPT_DIR/lib/common.sh"
+
+# --- configuration -----------------------------------------------------------
+DEFAULT_STACK_DIR=$REPO_DIR/.stack
+DEFAULT_STACK_HOST=127.0.0.1
+DEFAULT_STACK_PG_PORT=55432
+DEFAULT_STACK_REDIS_PORT=56379
+DEFAULT_STACK_PG_USER=results
+DEFAULT_STACK_PG_PASSWORD=results-local-only # LOCAL-ONLY default, not a secret
+DEFAULT_STACK_PG_DB=results
+DEFAULT_STACK_TIMEOUT=30
+
+# Started in this order by `up`, stopped in reverse order by `down`.
+SERVICES=(pg redis)
+
+REDIS_CONF=$REPO_DIR/redis/redis.conf
+PG_PROJECT_CONF=$REPO_DIR/postgres/postgresql.conf
+PG_SUPERUSER=postgres
+
+usage() {
+    cat <<EOF
+Usage: $SELF COMMAND
+
+Runs the project's local service stack natively: our own PostgreSQL cluster
+and our own Redis, listening on loopback only, with all data, logs, unix
+sockets and pid files under \$STACK_DIR. System-wide services are never
+touched.
+
+Commands:
+  up            Install missing Debian packages (postgresql, redis-server,
+                redis-tools, nginx, prometheus; needs root), create the
+                PostgreSQL cluster on first use, start PostgreSQL and Redis,
+                create the application role and database, wait until both
+                are ready, and print where they run. Idempotent: whatever
+                already runs is left alone.
+  down          Stop our Redis (it saves its snapshot) and our PostgreSQL
+                (fast shutdown). Data is kept. Idempotent.
+  down --purge  As down, then delete \$STACK_DIR entirely.
+  status        One line per service: running/stopped, pid, address, Redis
+                memory, number of PostgreSQL databases. Exit status 0 if all
+                services run, 3 otherwise.
+  env           Print export lines for DATABASE_URL and REDIS_URL (works
+                whether or not the stack is up), for
+                  eval "\$($SELF env)"
+  help          This text (also -h, --help).
+
+Environment variables (default in brackets):
+  STACK_DIR          [$DEFAULT_STACK_DIR]
+                     Data (\$STACK_DIR/postgres/data, \$STACK_DIR/redis), logs
+                     (\$STACK_DIR/log) and sockets/pid files (\$STACK_DIR/run).
+  STACK_HOST         [$DEFAULT_STACK_HOST]
+                     Address both services listen on. Must be a loopback
+                     address (127.0.0.0/8 or ::1).
+  STACK_PG_PORT      [$DEFAULT_STACK_PG_PORT]  PostgreSQL TCP port.
+  STACK_REDIS_PORT   [$DEFAULT_STACK_REDIS_PORT]  Redis TCP port.
+  STACK_PG_USER      [$DEFAULT_STACK_PG_USER]  Application role (LOGIN CREATEDB;
+                     tests create and drop their own databases).
+  STACK_PG_PASSWORD  [$DEFAULT_STACK_PG_PASSWORD]  Its password: a LOCAL-ONLY
+                     default, not a secret. Re-applied on every 'up'.
+  STACK_PG_DB        [$DEFAULT_STACK_PG_DB]  Application database, owned by
+                     STACK_PG_USER.
+  STACK_TIMEOUT      [$DEFAULT_STACK_TIMEOUT]  Seconds to wait for a service to
+                     start or stop.
+  STACK_PG_BIN       [highest /usr/lib/postgresql/*/bin]  PostgreSQL server
+                     binaries (an existing cluster uses its own version's).
+
+Ports default to 55432/56379 so a system PostgreSQL (5432) or Redis (6379)
+can run beside the stack. To run a second stack side by side, give it its
+own STACK_DIR and ports, and pass the same variables to its 'down'.
+
+Files: Redis settings in redis/redis.conf, PostgreSQL settings in
+postgres/postgresql.conf (copied into the cluster at each start). Logs:
+\$STACK_DIR/log/postgres.log and \$STACK_DIR/log/redis.log.
+As root, PostgreSQL runs as the 'postgres' system user (initdb refuses root).
+EOF
+}
+
+load_config() {
+    STACK_DIR=${STACK_DIR:-$DEFAULT_STACK_DIR}
+    STACK_HOST=${STACK_HOST:-$DEFAULT_STACK_HOST}
+    STACK_PG_PORT=${STACK_PG_PORT:-$DEFAULT_STACK_PG_PORT}
+    STACK_REDIS_PORT=${STACK_REDIS_PORT:-$DEFAULT_STACK_REDIS_PORT}
+    STACK_PG_USER=${STACK_PG_USER:-$DEFAULT_STACK_PG_USER}
+    STACK_PG_PASSWORD=${STACK_PG_PASSWORD:-$DEFAULT_STACK_PG_PASSWORD}
+    STACK_PG_DB=${STACK_PG_DB:-$DEFAULT_STACK_PG_DB}
+    STACK_TIMEOUT=${STACK_TIMEOUT:-$DEFAULT_STACK_TIMEOUT}
+    STACK_PG_BIN=${STACK_PG_BIN:-}
+
+    # Absolute path without trailing slashes, so it works from any directory.
+    [[ $STACK_DIR == /* ]] || STACK_DIR=${PWD%/}/$STACK_DIR
+    while [[ $STACK_DIR == */ && $STACK_DIR != / ]]; do STACK_DIR=${STACK_DIR%/}; done
+    [[ $STACK_DIR != / ]] || die "STACK_DIR must not be /. Set STACK_DIR to a dedicated directory."
+
+    is_loopback_ip "$STACK_HOST" ||
+        die "STACK_HOST='$STACK_HOST' is not a loopback address. The stack has no real passwords and must only listen on loopback: set STACK_HOST to 127.0.0.1 (or another 127.x.y.z, or ::1)."
+    is_port "$STACK_PG_PORT" || die "STACK_PG_PORT='$STACK_PG_PORT' is not a TCP port number (1-65535)."
+    is_port "$STACK_REDIS_PORT" || die "STACK_REDIS_PORT='$STACK_REDIS_PORT' is not a TCP port number (1-65535)."
+    ((10#$STACK_PG_PORT != 10#$STACK_REDIS_PORT)) ||
+        die "STACK_PG_PORT and STACK_REDIS_PORT are both $STACK_PG_PORT. Give them different values."
+    [[ $STACK_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "STACK_TIMEOUT='$STACK_TIMEOUT' must be a positive number of seconds."
+    [[ -n $STACK_PG_USER && -n $STACK_PG_DB ]] || die "STACK_PG_USER and STACK_PG_DB must not be empty."
+
+    LOG_DIR=$STACK_DIR/log
+    RUN_DIR=$STACK_DIR/run
+    MARKER=$STACK_DIR/.results-stack
+    PG_DATA=$STACK_DIR/postgres/data
+    PG_LOG=$LOG_DIR/postgres.log
+    REDIS_DIR=$STACK_DIR/redis
+    REDIS_LOG=$LOG_DIR/redis.log
+    REDIS_PIDFILE=$RUN_DIR/redis.pid
+
+    local socket=$RUN_DIR/.s.PGSQL.$STACK_PG_PORT
+    ((${#socket} <= 107)) ||
+        die "STACK_DIR is too long for a unix socket path ($socket, max 107 bytes). Set STACK_DIR to a shorter path."
+}
+
+database_url() {
+    printf 'postgres://%s:%s@%s:%s/%s' "$(url_encode "$STACK_PG_USER")" \
+        "$(url_encode "$STACK_PG_PASSWORD")" "$(url_host "$STACK_HOST")" \
+        "$STACK_PG_PORT" "$(url_encode "$STACK_PG_DB")"
+}
+
+redis_url() { printf 'redis://%s:%s' "$(url_host "$STACK_HOST")" "$STACK_REDIS_PORT"; }
+
+# --- shared helpers ------------------------------------------------------------
+have_cmd() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /usr/bin/$1 ]]; }
+
+# Debian packages that `up` needs, missing ones printed one per line.
+# (nginx and prometheus are installed now for the services to come.)
+missing_packages() {
+    pg_installed_bins >/dev/null || echo postgresql
+    have_cmd redis-server || echo redis-server
+    have_cmd redis-cli || echo redis-tools
+    have_cmd nginx || echo nginx
+    have_cmd prometheus || echo prometheus
+}
+
+ensure_packages() {
+    local missing
+    mapfile -t missing < <(missing_packages)
+    if ((${#missing[@]})); then
+        apt_install "${missing[@]}"
+        mapfile -t missing < <(missing_packages)
+        ((${#missing[@]} == 0)) || die "still missing after apt-get install: ${missing[*]}"
+    fi
+}
+
+prepare_stack_dir() {
+    install -d -m 0755 "$STACK_DIR" "$LOG_DIR" "$RUN_DIR"
+    [[ -e $MARKER ]] || printf 'Created by %s. Delete with: %s down --purge\n' "$SELF" "$SELF" >"$MARKER"
+}
+
+# Serialise concurrent up/down on the same STACK_DIR. Started services must not
+# inherit fd 9 (see 9>&- below) or they would hold the lock forever.
+lock_stack_dir() {
+    exec 9>"$STACK_DIR/.lock"
+    flock -w "$STACK_TIMEOUT" 9 || die "another $SELF is working on $STACK_DIR; wait for it to finish and retry."
+}
+
+pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+not_zombie() { [[ $(proc_state "$1") != Z ]]; }
+
+# State letter from /proc/PID/stat (R, S, Z, ...), empty if there is no such process.
+proc_state() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    stat=${stat##*) }
+    printf '%s' "${stat%% *}"
+}
+
+# Alive and not a zombie (a killed daemon stays a zombie until init reaps it).
+pid_alive() {
+    local state
+    [[ $1 =~ ^[0-9]+$ ]] || return 1
+    state=$(proc_state "$1")
+    [[ -n $state && $state != Z ]]
+}
+
+show_log_tail() {
+    [[ -s $1 ]] || return 0
+    log "last lines of $1:"
+    tail -n 15 "$1" | sed 's/^/    /' >&2
+}
+
+# --- PostgreSQL --------------------------------------------------------------
+# All installed server bin dirs, highest version last.
+pg_installed_bins() {
+    local d found=()
+    for d in /usr/lib/postgresql/*/bin; do
+        [[ -x $d/initdb && -x $d/pg_ctl ]] && found+=("$d")
+    done
+    ((${#found[@]})) || return 1
+    printf '%s\n' "${found[@]}" | sort -V
+}
+
+# Sets PG_BIN. An existing cluster needs the binaries of its own major version.
+pg_resolve_bin() {
+    if [[ -f $PG_DATA/PG_VERSION ]]; then
+        local v
+        v=$(<"$PG_DATA/PG_VERSION")
+        if [[ -n $STACK_PG_BIN && -x $STACK_PG_BIN/pg_ctl ]] &&
+            [[ $("$STACK_PG_BIN/pg_ctl" --version) =~ \ $v(\.|$) ]]; then
+            PG_BIN=$STACK_PG_BIN
+        elif [[ -x /usr/lib/postgresql/$v/bin/pg_ctl ]]; then
+            PG_BIN=/usr/lib/postgresql/$v/bin
+        else
+            log "the cluster in $PG_DATA is PostgreSQL $v, but its binaries (/usr/lib/postgresql/$v/bin) are not installed. Install postgresql-$v, or '$SELF down --purge' to start afresh."
+            return 1
+        fi
+    elif [[ -n $STACK_PG_BIN ]]; then
+        [[ -x $STACK_PG_BIN/initdb ]] || {
+            log "STACK_PG_BIN=$STACK_PG_BIN has no initdb; point it at a PostgreSQL bin directory."
+            return 1
+        }
+        PG_BIN=$STACK_PG_BIN
+    else
+        PG_BIN=$(pg_installed_bins | tail -n 1) || {
+            log "no PostgreSQL server found in /usr/lib/postgresql/*/bin; run '$SELF up' as root to install it."
+            return 1
+        }
+    fi
+}
+
+# Runs a PostgreSQL server program as the cluster owner: the 'postgres'
+# system user when we are root (initdb and pg_ctl refuse root), else ourselves.
+pg_run() {
+    if is_root; then
+        (cd / && runuser -u "$PG_SUPERUSER" -- "$@")
+    else
+        "$@"
+    fi
+}
+
+pg_initialised() { [[ -f $PG_DATA/PG_VERSION ]]; }
+
+pg_running() {
+    pg_initialised && pg_run "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1 &&
+        pid_alive "$(pg_pid)"
+}
+
+# Line 1 of postmaster.pid is the pid, line 4 the port.
+# Both print nothing if there is no postmaster.pid.
+pg_pid() { sed -n 1p "$PG_DATA/postmaster.pid" 2>/dev/null || true; }
+pg_running_port() { sed -n 4p "$PG_DATA/postmaster.pid" 2>/dev/null || true; }
+
+pg_ready() { "$PG_BIN/pg_isready" -q -h "$STACK_HOST" -p "$STACK_PG_PORT" -d postgres; }
+
+pg_psql() {
+    "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$RUN_DIR" -p "$STACK_PG_PORT" \
+        -U "$PG_SUPERUSER" -d postgres "$@"
+}
+
+pg_prepare_dirs() {
+    install -d -m 0700 "$STACK_DIR/postgres"
+    touch "$PG_LOG"
+    if is_root; then
+        id -u "$PG_SUPERUSER" >/dev/null 2>&1 ||
+            die "system user '$PG_SUPERUSER' does not exist; it comes with the Debian postgresql package (apt-get install postgresql)."
+        # The server creates its socket and lock file in $RUN_DIR and appends to its log.
+        chown "$PG_SUPERUSER:" "$STACK_DIR/postgres" "$RUN_DIR" "$PG_LOG"
+        pg_run test -w "$STACK_DIR/postgres" -a -w "$RUN_DIR" -a -w "$PG_LOG" ||
+            die "the '$PG_SUPERUSER' system user cannot write under $STACK_DIR (a parent directory is probably not searchable by others). Set STACK_DIR to a directory it can reach, e.g. /var/tmp/results-stack."
+    fi
+}
+
+pg_initdb() {
+    if [[ -d $PG_DATA ]] && [[ -n $(ls -A "$PG_DATA") ]]; then
+        die "$PG_DATA is not empty but holds no PostgreSQL cluster (no PG_VERSION). Move it away or run '$SELF down --purge'."
+    fi
+    local initlog=$LOG_DIR/initdb.log
+    log "postgres: creating cluster in $PG_DATA with $PG_BIN/initdb (output: $initlog)"
+    local args=(-D "$PG_DATA" -U "$PG_SUPERUSER" --auth-local=trust --auth-host=scram-sha-256 -E UTF8)
+    if ! pg_run "$PG_BIN/initdb" "${args[@]}" --locale=C.UTF-8 >>"$initlog" 2>&1; then
+        warn "initdb --locale=C.UTF-8 failed (see $initlog); retrying with --no-locale"
+        rm -rf -- "$PG_DATA"
+        pg_run "$PG_BIN/initdb" "${args[@]}" --no-locale >>"$initlog" 2>&1 ||
+            die "initdb failed; read $initlog"
+    fi
+    cat >>"$PG_DATA/postgresql.conf" <<'EOF'
+
+# Added by scripts/stack.sh: project settings (from postgres/postgresql.conf)
+# and per-instance settings (from the STACK_* variables), rewritten at every
+# start of the cluster.
+include 'stack.conf'
+EOF
+}
+
+# (Re)written before every start, so changes to postgres/postgresql.conf or
+# the STACK_* variables apply at the next `down` + `up`.
+pg_write_config() {
+    local conf=$PG_DATA/stack.conf hba=$PG_DATA/pg_hba.conf
+    {
+        echo "# Generated by $SELF at every start. Do not edit: change"
+        echo "# postgres/postgresql.conf or the STACK_* variables instead."
+        echo
+        echo "# ---- project settings: $PG_PROJECT_CONF"
+        cat "$PG_PROJECT_CONF"
+        echo
+        echo "# ---- per-instance settings (STACK_HOST, STACK_PG_PORT, STACK_DIR)"
+        echo "listen_addresses = $(conf_quote "$STACK_HOST")"
+        echo "port = $STACK_PG_PORT"
+        echo "unix_socket_directories = $(conf_quote "$RUN_DIR")"
+        echo "# The log goes to stderr, which pg_ctl -l sends to $PG_LOG."
+        echo "logging_collector = off"
+    } >"$conf"
+    {
+        echo "# Generated by $SELF at every start. Do not edit."
+        echo "# Unix socket (only in $RUN_DIR): trusted. TCP (loopback only): SCRAM password."
+        echo "# TYPE  DATABASE     USER  ADDRESS        METHOD"
+        echo "local   all          all                  trust"
+        echo "local   replication  all                  trust"
+        echo "host    all          all   127.0.0.1/32   scram-sha-256"
+        echo "host    all          all   ::1/128        scram-sha-256"
+        if [[ $STACK_HOST != 127.0.0.1 && $STACK_HOST != ::1 ]]; then
+            echo "host    all          all   $STACK_HOST/32   scram-sha-256"
+        fi
+    } >"$hba"
+    chmod 0600 "$conf" "$hba"
+    if is_root; then chown "$PG_SUPERUSER:" "$conf" "$hba"; fi
+}
+
+# Idempotent: creates the role and database if missing; (re)applies the
+# password, LOGIN CREATEDB and the database owner every time.
+pg_ensure_role_db() {
+    local esc_u esc_pw esc_db out
+    esc_u=$(psql_meta_quote "$STACK_PG_USER")
+    esc_pw=$(psql_meta_quote "$STACK_PG_PASSWORD")
+    esc_db=$(psql_meta_quote "$STACK_PG_DB")
+    # Values go in via stdin (\set), so the password never shows up in `ps`.
+    out=$(pg_psql 9>&- <<SQL
+\\set u $esc_u
+\\set pw $esc_pw
+\\set db $esc_db
+SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = :'u'),
+       EXISTS (SELECT FROM pg_database WHERE datname = :'db');
+SET password_encryption = 'scram-sha-256';
+SELECT format('CREATE ROLE %I', :'u')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'u') \\gexec
+SELECT format('ALTER ROLE %I WITH LOGIN CREATEDB PASSWORD %L', :'u', :'pw') \\gexec
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'u')
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \\gexec
+SELECT format('ALTER DATABASE %I OWNER TO %I', :'db', :'u') \\gexec
+SQL
+    ) || die "could not create role '$STACK_PG_USER' / database '$STACK_PG_DB'; see the psql error above and $PG_LOG."
+    case $out in
+    t\|t) log "postgres: role '$STACK_PG_USER' and database '$STACK_PG_DB' exist (password re-applied)" ;;
+    t\|f) log "postgres: created database '$STACK_PG_DB' owned by existing role '$STACK_PG_USER'" ;;
+    f\|t) log "postgres: created role '$STACK_PG_USER' (LOGIN CREATEDB); database '$STACK_PG_DB' existed, now owned by it" ;;
+    *) log "postgres: created role '$STACK_PG_USER' (LOGIN CREATEDB) and database '$STACK_PG_DB'" ;;
+    esac
+}
+
+# Single-quoted argument for a psql meta-command such as \set.
+psql_meta_quote() {
+    local s=${1//\\/\\\\}
+    printf "'%s'" "${s//\'/\'\'}"
+}
+
+# Fails if our port is taken by something that is not our running cluster.
+pg_check_port() {
+    pg_running && return 0
+    if port_in_use "$STACK_HOST" "$STACK_PG_PORT"; then
+        die "port $STACK_PG_PORT on $STACK_HOST is already in use by another process (not this stack's PostgreSQL in $PG_DATA). Set STACK_PG_PORT to a free port."
+    fi
+}
+
+pg_preflight() {
+    pg_resolve_bin || die "cannot find the PostgreSQL binaries (see above)."
+    pg_check_port
+}
+
+pg_up() {
+    pg_resolve_bin || die "cannot find the PostgreSQL binaries (see above)."
+    if pg_running; then
+        local port
+        port=$(pg_running_port)
+        [[ $port == "$STACK_PG_PORT" ]] ||
+            die "our PostgreSQL ($PG_DATA) already runs on port $port, not STACK_PG_PORT=$STACK_PG_PORT. Run '$SELF down' first, or set STACK_PG_PORT=$port."
+        log "postgres: already running (pid $(pg_pid), $(url_host "$STACK_HOST"):$port)"
+    else
+        pg_check_port
+        pg_prepare_dirs
+        # After a crash: let init reap a zombie postmaster, or the new one
+        # refuses to start because postmaster.pid names a "live" process.
+        local old
+        old=$(pg_pid)
+        if [[ -n $old ]] && ! wait_for "$STACK_TIMEOUT" not_zombie "$old"; then
+            die "a dead PostgreSQL (pid $old) still holds $PG_DATA/postmaster.pid; wait a moment and retry."
+        fi
+        pg_initialised || pg_initdb
+        pg_write_config
+        log "postgres: starting $PG_BIN/postgres on $(url_host "$STACK_HOST"):$STACK_PG_PORT (log: $PG_LOG)"
+        if ! pg_run "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t "$STACK_TIMEOUT" start >/dev/null 9>&-; then
+            show_log_tail "$PG_LOG"
+            die "PostgreSQL did not start within ${STACK_TIMEOUT}s. Read $PG_LOG."
+        fi
+    fi
+    if ! wait_for "$STACK_TIMEOUT" pg_ready; then
+        show_log_tail "$PG_LOG"
+        die "PostgreSQL does not accept TCP connections on $(url_host "$STACK_HOST"):$STACK_PG_PORT after ${STACK_TIMEOUT}s. Read $PG_LOG."
+    fi
+    pg_ensure_role_db
+}
+
+pg_down() {
+    if ! pg_initialised; then
+        log "postgres: no cluster in $PG_DATA; nothing to stop"
+        return 0
+    fi
+    pg_resolve_bin || die "cannot find the PostgreSQL binaries to stop $PG_DATA (see above)."
+    if ! pg_running; then
+        log "postgres: already stopped"
+        return 0
+    fi
+    log "postgres: stopping (pid $(pg_pid))"
+    pg_run "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t "$STACK_TIMEOUT" stop >/dev/null ||
+        die "PostgreSQL did not stop within ${STACK_TIMEOUT}s. Read $PG_LOG; retry '$SELF down'."
+    log "postgres: stopped"
+}
+
+pg_status() {
+    local state=stopped pid=- port=$STACK_PG_PORT extra='' rc=1
+    if pg_initialised && pg_resolve_bin 2>/dev/null && pg_running; then
+        pid=$(pg_pid)
+        port=$(pg_running_port)
+        if [[ $port == "$STACK_PG_PORT" ]] && pg_ready; then
+            state=running rc=0
+            extra="databases=$(pg_psql -c 'SELECT count(*) FROM pg_database WHERE NOT datistemplate' 2>/dev/null || echo '?')"
+        elif [[ $port != "$STACK_PG_PORT" ]]; then
+            state=not-ready extra="(running on port $port, not STACK_PG_PORT=$STACK_PG_PORT)"
+        else
+            state=not-ready extra="(not accepting TCP connections; read $PG_LOG)"
+        fi
+    elif ! pg_initialised; then
+        extra='(no cluster yet)'
+    fi
+    printf '%-9s %-9s pid=%-8s %s:%-6s %s\n' postgres "$state" "$pid" "$(url_host "$STACK_HOST")" "$port" "$extra"
+    return "$rc"
+}
+
+# --- Redis -------------------------------------------------------------------
+redis_cli() { redis-cli -h "$STACK_HOST" -p "$STACK_REDIS_PORT" "$@"; }
+
+redis_ping() { [[ $(redis_cli ping 2>/dev/null) == PONG ]]; }
+
+redis_info_field() { redis_cli info "$1" 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"; }
+
+# Pid of OUR redis-server: from our pid file, alive, a redis-server, and
+# working in our $REDIS_DIR (it chdirs to --dir). Fails otherwise.
+redis_pid() {
+    local pid
+    [[ -f $REDIS_PIDFILE ]] || return 1
+    pid=$(<"$REDIS_PIDFILE")
+    pid_alive "$pid" || return 1
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server* ]] || return 1
+    [[ /proc/$pid/cwd -ef $REDIS_DIR ]] || return 1
+    echo "$pid"
+}
+
+# Our redis answers on the configured port (and not some other redis).
+redis_ours_ready() {
+    local pid=$1
+    redis_ping && [[ $(redis_info_field server process_id) == "$pid" ]]
+}
+
+# Fails if our port is taken by something that is not our running Redis.
+redis_check_port() {
+    redis_pid >/dev/null && return 0
+    if port_in_use "$STACK_HOST" "$STACK_REDIS_PORT"; then
+        die "port $STACK_REDIS_PORT on $STACK_HOST is already in use by another process (not this stack's Redis). Set STACK_REDIS_PORT to a free port."
+    fi
+}
+
+redis_preflight() { redis_check_port; }
+
+redis_up() {
+    local pid out
+    if pid=$(redis_pid); then
+        redis_ours_ready "$pid" ||
+            die "our Redis (pid $pid, $REDIS_DIR) runs but does not answer on $(url_host "$STACK_HOST"):$STACK_REDIS_PORT; was it started with another STACK_REDIS_PORT/STACK_HOST? Run '$SELF down' and '$SELF up' again (read $REDIS_LOG)."
+        log "redis: already running (pid $pid, $(url_host "$STACK_HOST"):$STACK_REDIS_PORT)"
+        return 0
+    fi
+    rm -f -- "$REDIS_PIDFILE" # stale, if any
+    redis_check_port
+    install -d -m 0755 "$REDIS_DIR"
+    log "redis: starting on $(url_host "$STACK_HOST"):$STACK_REDIS_PORT with $REDIS_CONF (log: $REDIS_LOG)"
+    out=$(redis-server "$REDIS_CONF" --port "$STACK_REDIS_PORT" --bind "$STACK_HOST" \
+        --dir "$REDIS_DIR" --pidfile "$REDIS_PIDFILE" --logfile "$REDIS_LOG" \
+        --daemonize yes 2>&1 9>&-) || {
+        printf '%s\n' "$out" >&2
+        show_log_tail "$REDIS_LOG"
+        die "redis-server failed to start (see above). Read $REDIS_LOG and check $REDIS_CONF."
+    }
+    if ! wait_for "$STACK_TIMEOUT" redis_ping || ! wait_for 5 redis_pid; then
+        show_log_tail "$REDIS_LOG"
+        die "Redis did not answer on $(url_host "$STACK_HOST"):$STACK_REDIS_PORT within ${STACK_TIMEOUT}s. Read $REDIS_LOG."
+    fi
+}
+
+redis_down() {
+    local pid out=''
+    if ! pid=$(redis_pid); then
+        rm -f -- "$REDIS_PIDFILE" 2>/dev/null || true
+        log "redis: already stopped"
+        return 0
+    fi
+    log "redis: stopping (pid $pid; saving snapshot to $REDIS_DIR/dump.rdb)"
+    if redis_ours_ready "$pid"; then
+        out=$(redis_cli shutdown 2>&1) || true
+    else
+        # Not answering on the configured port: SIGTERM also saves the snapshot.
+        kill -TERM "$pid"
+    fi
+    if ! wait_for "$STACK_TIMEOUT" pid_gone "$pid"; then
+        [[ -z $out ]] || printf '%s\n' "$out" >&2
+        show_log_tail "$REDIS_LOG"
+        die "Redis (pid $pid) did not stop within ${STACK_TIMEOUT}s. Read $REDIS_LOG; if the snapshot cannot be saved, stop it without saving: redis-cli -h $STACK_HOST -p $STACK_REDIS_PORT shutdown nosave"
+    fi
+    log "redis: stopped"
+}
+
+redis_status() {
+    local state=stopped pid=- extra='' rc=1
+    if pid=$(redis_pid); then
+        if redis_ours_ready "$pid"; then
+            state=running rc=0
+            extra="used_memory=$(redis_info_field memory used_memory_human)"
+        else
+            state=not-ready extra="(not answering on this port: started with another STACK_HOST/STACK_REDIS_PORT?)"
+        fi
+    else
+        pid=-
+    fi
+    printf '%-9s %-9s pid=%-8s %s:%-6s %s\n' redis "$state" "$pid" "$(url_host "$STACK_HOST")" "$STACK_REDIS_PORT" "$extra"
+    return "$rc"
+}
+
+# --- commands ----------------------------------------------------------------
+cmd_up() {
+    (($# == 0)) || die "'up' takes no arguments (got: $*). Configure it with the STACK_* variables; see '$SELF help'."
+    ensure_packages
+    local svc
+    # Check every service's port first, so a conflict starts (or creates) nothing.
+    for svc in "${SERVICES[@]}"; do
+        "${svc}_preflight"
+    done
+    prepare_stack_dir
+    lock_stack_dir
+    for svc in "${SERVICES[@]}"; do
+        "${svc}_up"
+    done
+    echo "Stack is up (data, logs, sockets: $STACK_DIR)"
+    for svc in "${SERVICES[@]}"; do
+        "${svc}_status" | sed 's/^/  /' || true
+    done
+    echo "  logs: $PG_LOG, $REDIS_LOG"
+    echo "DATABASE_URL=$(database_url)"
+    echo "REDIS_URL=$(redis_url)"
+    echo "Load them into your shell with: eval \"\$($SELF env)\""
+}
+
+cmd_down() {
+    local purge=0
+    case ${1:-} in
+    '') ;;
+    --purge) purge=1 ;;
+    *) die "'down' takes only --purge (got: $*)." ;;
+    esac
+    (($# <= 1)) || die "'down' takes only --purge (got: $*)."
+    if [[ ! -d $STACK_DIR ]]; then
+        log "$STACK_DIR does not exist; nothing is running from it"
+        return 0
+    fi
+    lock_stack_dir
+    local i
+    for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+        "${SERVICES[i]}_down"
+    done
+    if ((purge)); then
+        [[ -e $MARKER ]] ||
+            die "$STACK_DIR has no $(basename "$MARKER") marker, so it was not created by $SELF; not deleting it. Remove it by hand if you are sure."
+        rm -rf -- "$STACK_DIR"
+        log "purged $STACK_DIR"
+    fi
+}
+
+cmd_status() {
+    (($# == 0)) || die "'status' takes no arguments."
+    local svc rc=0
+    for svc in "${SERVICES[@]}"; do
+        "${svc}_status" || rc=3
+    done
+    exit "$rc"
+}
+
+cmd_env() {
+    (($# == 0)) || die "'env' takes no arguments."
+    # URL-encoded values contain no single quotes, so this is safe for eval.
+    printf "export DATABASE_URL='%s'\n" "$(database_url)"
+    printf "export REDIS_URL='%s'\n" "$(redis_url)"
+}
+
+main() {
+    local cmd=${1:-}
+    (($# == 0)) || shift
+    case $cmd in
+    up | down | status | env)
+        load_config
+        "cmd_$cmd" "$@"
+        ;;
+    help | -h | --help) usage ;;
+    '')
+        usage >&2
+        exit 2
+        ;;
+    *)
+        usage >&2
+        log "error: unknown command '$cmd'"
+        exit 2
+        ;;
+    esac
+}
+
+main "$@"
