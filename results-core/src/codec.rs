@@ -113,13 +113,7 @@ pub fn decode_result(id: StudentId, bytes: &[u8]) -> Result<ResultRecord, CodecE
 /// The encoding of a school (stored in the schools hash, field = school ID).
 pub fn encode_school(school: &School) -> Vec<u8> {
     let mut out = Vec::with_capacity(48);
-    encode_with_version(
-        &SchoolV1 {
-            name: &school.name,
-            region_id: school.region.id,
-        },
-        &mut out,
-    );
+    encode_with_version(&SchoolV1 { name: &school.name, region_id: school.region.id }, &mut out);
     out
 }
 
@@ -127,11 +121,7 @@ pub fn encode_school(school: &School) -> Vec<u8> {
 pub fn decode_school(id: u32, bytes: &[u8]) -> Result<School, CodecError> {
     let wire: SchoolV1<'_> = rmp_serde::from_slice(payload(bytes)?)?;
     let region = Region::by_id(wire.region_id).ok_or(CodecError::Invalid("unknown region"))?;
-    Ok(School {
-        id,
-        name: wire.name.to_owned(),
-        region,
-    })
+    Ok(School { id, name: wire.name.to_owned(), region })
 }
 
 #[cfg(test)]
@@ -161,15 +151,8 @@ mod tests {
 
     #[test]
     fn school_round_trips() {
-        let school = School {
-            id: 9,
-            name: "Bahir Dar Tana Secondary School".into(),
-            region: Region::ALL[2],
-        };
-        assert_eq!(
-            decode_school(9, &encode_school(&school)).expect("decodes"),
-            school
-        );
+        let school = School { id: 9, name: "Bahir Dar Tana Secondary School".into(), region: Region::ALL[2] };
+        assert_eq!(decode_school(9, &encode_school(&school)).expect("decodes"), school);
     }
 
     #[test]
@@ -189,31 +172,16 @@ mod tests {
         let good = encode_result(&sample());
         // Every truncation of a good value is an error.
         for cut in 1..good.len() {
-            assert!(
-                decode_result(id, &good[..cut]).is_err(),
-                "truncated at {cut}"
-            );
+            assert!(decode_result(id, &good[..cut]).is_err(), "truncated at {cut}");
         }
         // A score above 100 and an unknown stream tag are rejected.
         let mut bad = sample();
         bad.scores[0] = 101;
-        assert!(matches!(
-            decode_result(id, &encode_result(&bad)),
-            Err(CodecError::Invalid(_))
-        ));
+        assert!(matches!(decode_result(id, &encode_result(&bad)), Err(CodecError::Invalid(_))));
         let mut unknown_stream = Vec::new();
-        let wire = ResultV1 {
-            name: "A B C",
-            school_id: 1,
-            stream: 7,
-            scores: [1; 6],
-            rank: 1,
-        };
+        let wire = ResultV1 { name: "A B C", school_id: 1, stream: 7, scores: [1; 6], rank: 1 };
         encode_with_version(&wire, &mut unknown_stream);
-        assert!(matches!(
-            decode_result(id, &unknown_stream),
-            Err(CodecError::Invalid(_))
-        ));
+        assert!(matches!(decode_result(id, &unknown_stream), Err(CodecError::Invalid(_))));
         // Overwrite each byte in turn: decoding stays total (a value or an error, no panic).
         let mut flipped = good.clone();
         for i in 1..flipped.len() {

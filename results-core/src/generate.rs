@@ -44,10 +44,7 @@ pub enum SpecError {
     #[error("the number of students must be at least 1")]
     NoStudents,
     /// More students than registration numbers.
-    #[error(
-        "at most {} students fit the registration-number range",
-        StudentId::CAPACITY
-    )]
+    #[error("at most {} students fit the registration-number range", StudentId::CAPACITY)]
     TooManyStudents,
 }
 
@@ -60,10 +57,7 @@ pub struct DatasetSpec {
 
 impl Default for DatasetSpec {
     fn default() -> Self {
-        Self {
-            seed: DEFAULT_SEED,
-            students: DEFAULT_STUDENTS,
-        }
+        Self { seed: DEFAULT_SEED, students: DEFAULT_STUDENTS }
     }
 }
 
@@ -110,16 +104,10 @@ pub struct StreamSizes {
 impl StreamSizes {
     /// Counts the streams of `records`.
     pub fn count(records: &[ResultRecord]) -> Self {
-        let natural = records
-            .iter()
-            .filter(|r| r.stream == Stream::NaturalScience)
-            .count();
+        let natural = records.iter().filter(|r| r.stream == Stream::NaturalScience).count();
         let natural = u32::try_from(natural).unwrap_or(u32::MAX);
         let all = u32::try_from(records.len()).unwrap_or(u32::MAX);
-        Self {
-            natural_science: natural,
-            social_science: all - natural,
-        }
+        Self { natural_science: natural, social_science: all - natural }
     }
 
     /// The size of `stream`.
@@ -177,11 +165,7 @@ impl Dataset {
             let small = below(&mut rng, 100);
             weights.push(u64::from(50 + below(&mut rng, 300) + small * small / 50));
             quality.push(normal100(&mut rng) * 7 / 10);
-            schools.push(School {
-                id: index + 1,
-                name,
-                region,
-            });
+            schools.push(School { id: index + 1, name, region });
         }
         // Cumulative boundaries: sizes proportional to weights, adding up to exactly `students`.
         let total: u64 = weights.iter().sum();
@@ -193,13 +177,7 @@ impl Dataset {
                 (u64::from(spec.students) * running / total) as u32
             })
             .collect();
-        Self {
-            spec,
-            base,
-            schools,
-            quality,
-            end,
-        }
+        Self { spec, base, schools, quality, end }
     }
 
     fn draw_region(rng: &mut ChaCha8Rng) -> Region {
@@ -213,11 +191,7 @@ impl Dataset {
         Region::ALL[Region::ALL.len() - 1]
     }
 
-    fn draw_school_name(
-        rng: &mut ChaCha8Rng,
-        region: Region,
-        taken: &mut HashSet<(u8, String)>,
-    ) -> String {
+    fn draw_school_name(rng: &mut ChaCha8Rng, region: Region, taken: &mut HashSet<(u8, String)>) -> String {
         let towns = names::TOWNS[usize::from(region.id - 1)];
         for _ in 0..8 {
             let town = pick(rng, towns);
@@ -251,11 +225,7 @@ impl Dataset {
 
     /// Indexes (positions in the data set) of the students of the school at `school_index`.
     pub fn school_students(&self, school_index: usize) -> Range<u32> {
-        let start = if school_index == 0 {
-            0
-        } else {
-            self.end[school_index - 1]
-        };
+        let start = if school_index == 0 { 0 } else { self.end[school_index - 1] };
         start..self.end[school_index]
     }
 
@@ -273,25 +243,17 @@ impl Dataset {
         let school = self.school_index_of(index);
         let mut rng = self.base.clone();
         rng.set_stream(u64::from(index));
-        let given = if below(&mut rng, 2) == 0 {
-            pick(&mut rng, names::MALE)
-        } else {
-            pick(&mut rng, names::FEMALE)
-        };
+        let given = if below(&mut rng, 2) == 0 { pick(&mut rng, names::MALE) } else { pick(&mut rng, names::FEMALE) };
         let father = pick(&mut rng, names::MALE);
         let grandfather = pick(&mut rng, names::MALE);
-        let stream = if below(&mut rng, 100) < NATURAL_SCIENCE_PERCENT {
-            Stream::NaturalScience
-        } else {
-            Stream::SocialScience
-        };
+        let stream =
+            if below(&mut rng, 100) < NATURAL_SCIENCE_PERCENT { Stream::NaturalScience } else { Stream::SocialScience };
         let ability = normal100(&mut rng);
         let quality = self.quality[school];
         let mut scores = [0u8; SUBJECTS_PER_STREAM];
         for (score, subject) in scores.iter_mut().zip(stream.subjects()) {
             let noise = normal100(&mut rng);
-            let points =
-                subject_mean(subject, stream) + (ability * 14 + quality * 6 + noise * 9) / 100;
+            let points = subject_mean(subject, stream) + (ability * 14 + quality * 6 + noise * 9) / 100;
             *score = points.clamp(0, i32::from(Subject::MAX_SCORE)) as u8;
         }
         Some(ResultRecord {
@@ -306,27 +268,18 @@ impl Dataset {
 
     /// Every result, ranked, ordered by ID. Uses all cores; ~0.5 s for the default data set.
     pub fn generate(&self) -> Vec<ResultRecord> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .clamp(1, 16) as u32;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16) as u32;
         let chunk = self.spec.students.div_ceil(threads);
         let mut records: Vec<ResultRecord> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..threads)
                 .map(|t| {
                     let range = (t * chunk)..((t + 1) * chunk).min(self.spec.students);
-                    scope.spawn(move || {
-                        range
-                            .filter_map(|i| self.student_unranked(i))
-                            .collect::<Vec<_>>()
-                    })
+                    scope.spawn(move || range.filter_map(|i| self.student_unranked(i)).collect::<Vec<_>>())
                 })
                 .collect();
             handles
                 .into_iter()
-                .flat_map(|h| {
-                    h.join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                })
+                .flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
                 .collect()
         });
         assign_ranks(&mut records);
@@ -415,11 +368,7 @@ mod tests {
             let range = data.school_students(s);
             assert_eq!(range.start, covered, "schools are consecutive");
             assert!(!range.is_empty(), "school {} has students", school.id);
-            assert!(
-                all[range.start as usize..range.end as usize]
-                    .iter()
-                    .all(|r| r.school_id == school.id)
-            );
+            assert!(all[range.start as usize..range.end as usize].iter().all(|r| r.school_id == school.id));
             covered = range.end;
         }
         assert_eq!(covered, 10_001);
@@ -452,25 +401,12 @@ mod tests {
         let all = Dataset::new(DatasetSpec::new(DEFAULT_SEED, 50_000).expect("valid")).generate();
         let n = all.len() as f64;
         let pass = all.iter().filter(|r| r.passed()).count() as f64 / n;
-        let natural = all
-            .iter()
-            .filter(|r| r.stream == Stream::NaturalScience)
-            .count() as f64
-            / n;
+        let natural = all.iter().filter(|r| r.stream == Stream::NaturalScience).count() as f64 / n;
         let mean_total = all.iter().map(|r| f64::from(r.total())).sum::<f64>() / n;
         assert!((0.2..0.5).contains(&pass), "pass rate {pass}");
-        assert!(
-            (0.40..0.50).contains(&natural),
-            "natural-science share {natural}"
-        );
-        assert!(
-            (230.0..300.0).contains(&mean_total),
-            "mean total {mean_total}"
-        );
-        assert!(
-            all.iter().any(|r| r.total() > 450) && all.iter().any(|r| r.total() < 150),
-            "spread"
-        );
+        assert!((0.40..0.50).contains(&natural), "natural-science share {natural}");
+        assert!((230.0..300.0).contains(&mean_total), "mean total {mean_total}");
+        assert!(all.iter().any(|r| r.total() > 450) && all.iter().any(|r| r.total() < 150), "spread");
         let names: HashSet<_> = all.iter().map(|r| r.name.as_str()).collect();
         assert!(names.len() > 40_000, "names are varied: {}", names.len());
     }
@@ -478,10 +414,7 @@ mod tests {
     #[test]
     fn refuses_empty_and_oversized_specs() {
         assert_eq!(DatasetSpec::new(1, 0), Err(SpecError::NoStudents));
-        assert_eq!(
-            DatasetSpec::new(1, StudentId::CAPACITY + 1),
-            Err(SpecError::TooManyStudents)
-        );
+        assert_eq!(DatasetSpec::new(1, StudentId::CAPACITY + 1), Err(SpecError::TooManyStudents));
         assert!(DatasetSpec::new(1, StudentId::CAPACITY).is_ok());
     }
 }

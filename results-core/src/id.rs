@@ -19,20 +19,13 @@ pub enum IdError {
     #[error("the registration number is empty")]
     Empty,
     /// Longer than any registration number could be; not echoed back.
-    #[error(
-        "the registration number is too long (it has {} digits)",
-        StudentId::DIGITS
-    )]
+    #[error("the registration number is too long (it has {} digits)", StudentId::DIGITS)]
     TooLong,
     /// Contains something other than the ASCII digits 0-9 (signs, spaces, letters, other scripts).
     #[error("the registration number must contain only the digits 0-9")]
     NotANumber,
     /// A number, but outside the range registration numbers are issued in.
-    #[error(
-        "the registration number must be between {} and {}",
-        StudentId::MIN,
-        StudentId::MAX
-    )]
+    #[error("the registration number must be between {} and {}", StudentId::MIN, StudentId::MAX)]
     OutOfRange,
 }
 
@@ -48,11 +41,7 @@ impl StudentId {
 
     /// Checks that `value` lies in the issued range.
     pub fn new(value: u32) -> Result<Self, IdError> {
-        if (Self::MIN..=Self::MAX).contains(&value) {
-            Ok(Self(value))
-        } else {
-            Err(IdError::OutOfRange)
-        }
+        if (Self::MIN..=Self::MAX).contains(&value) { Ok(Self(value)) } else { Err(IdError::OutOfRange) }
     }
 
     /// The ID of the student at `index` in a generated data set (`None` past the range).
@@ -89,9 +78,7 @@ impl StudentId {
                 return Err(IdError::NotANumber);
             }
             // At most 14 digits: saturating keeps this total without overflow panics.
-            value = value
-                .saturating_mul(10)
-                .saturating_add(u32::from(byte - b'0'));
+            value = value.saturating_mul(10).saturating_add(u32::from(byte - b'0'));
         }
         if text.len() != Self::DIGITS {
             return Err(IdError::OutOfRange);
@@ -120,14 +107,8 @@ mod tests {
 
     #[test]
     fn parses_every_edge_of_the_range() {
-        assert_eq!(
-            StudentId::parse("1000000").map(StudentId::get),
-            Ok(1_000_000)
-        );
-        assert_eq!(
-            StudentId::parse("9999999").map(StudentId::get),
-            Ok(9_999_999)
-        );
+        assert_eq!(StudentId::parse("1000000").map(StudentId::get), Ok(1_000_000));
+        assert_eq!(StudentId::parse("9999999").map(StudentId::get), Ok(9_999_999));
         assert_eq!(StudentId::parse("0999999"), Err(IdError::OutOfRange));
         assert_eq!(StudentId::parse("10000000"), Err(IdError::OutOfRange));
         assert_eq!(StudentId::parse("999999"), Err(IdError::OutOfRange));
@@ -135,16 +116,7 @@ mod tests {
 
     #[test]
     fn refuses_anything_but_ascii_digits() {
-        for bad in [
-            "-1000000",
-            "+1000000",
-            " 1000000",
-            "1000000 ",
-            "10000a0",
-            "١٢٣٤٥٦٧",
-            "1e6",
-            "0x10000",
-        ] {
+        for bad in ["-1000000", "+1000000", " 1000000", "1000000 ", "10000a0", "١٢٣٤٥٦٧", "1e6", "0x10000"] {
             assert_eq!(StudentId::parse(bad), Err(IdError::NotANumber), "{bad:?}");
         }
         assert_eq!(StudentId::parse(""), Err(IdError::Empty));

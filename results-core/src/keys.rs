@@ -58,9 +58,7 @@ pub struct KeyLayout {
 
 impl Default for KeyLayout {
     fn default() -> Self {
-        Self {
-            prefix: DEFAULT_PREFIX.to_owned(),
-        }
+        Self { prefix: DEFAULT_PREFIX.to_owned() }
     }
 }
 
@@ -71,9 +69,7 @@ impl KeyLayout {
         if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(plain) {
             return Err(PrefixError(prefix.to_owned()));
         }
-        Ok(Self {
-            prefix: prefix.to_owned(),
-        })
+        Ok(Self { prefix: prefix.to_owned() })
     }
 
     /// The prefix.
@@ -93,9 +89,7 @@ impl KeyLayout {
 
     /// The bucket number of a bucket key of this layout (`None` for any other key).
     pub fn bucket_of_key(&self, key: &str) -> Option<u32> {
-        let rest = key
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix(&format!(":v{LAYOUT_VERSION}:r:"))?;
+        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix(&format!(":v{LAYOUT_VERSION}:r:"))?;
         if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -112,9 +106,7 @@ impl KeyLayout {
         if field >= BUCKET_SIZE {
             return None;
         }
-        bucket
-            .checked_mul(BUCKET_SIZE)
-            .and_then(|base| StudentId::new(base + field).ok())
+        bucket.checked_mul(BUCKET_SIZE).and_then(|base| StudentId::new(base + field).ok())
     }
 
     /// The schools hash.
@@ -159,13 +151,7 @@ mod tests {
         assert_eq!(KeyLayout::id_at(16_748, 22), Some(id));
         assert_eq!(KeyLayout::id_at(16_748, 100), None);
         assert_eq!(layout.bucket_of_key(&key), Some(16_748));
-        for other in [
-            "t-1:v1:schools",
-            "t-1:v1:r:",
-            "t-1:v1:r:+5",
-            "t-12:v1:r:5",
-            "t-1:v2:r:5",
-        ] {
+        for other in ["t-1:v1:schools", "t-1:v1:r:", "t-1:v1:r:+5", "t-12:v1:r:5", "t-1:v2:r:5"] {
             assert_eq!(layout.bucket_of_key(other), None, "{other}");
         }
     }

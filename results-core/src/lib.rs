@@ -19,9 +19,7 @@ pub mod record;
 
 pub use checksum::ContentChecksum;
 pub use codec::{CODEC_VERSION, CodecError};
-pub use generate::{
-    DEFAULT_SEED, DEFAULT_STUDENTS, Dataset, DatasetSpec, GENERATOR_VERSION, SpecError,
-};
+pub use generate::{DEFAULT_SEED, DEFAULT_STUDENTS, Dataset, DatasetSpec, GENERATOR_VERSION, SpecError};
 pub use id::{IdError, StudentId};
 pub use keys::KeyLayout;
 pub use record::{PASS_MARK, Region, ResultRecord, SUBJECTS_PER_STREAM, School, Stream, Subject};

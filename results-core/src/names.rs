@@ -144,18 +144,7 @@ pub(crate) const FEMALE: &[&str] = &[
 
 /// Towns by region, in the order of `Region::ALL`.
 pub(crate) const TOWNS: [&[&str]; 14] = [
-    &[
-        "Arada",
-        "Bole",
-        "Gulele",
-        "Kirkos",
-        "Kolfe",
-        "Lideta",
-        "Nifas Silk",
-        "Yeka",
-        "Akaki",
-        "Lemi Kura",
-    ],
+    &["Arada", "Bole", "Gulele", "Kirkos", "Kolfe", "Lideta", "Nifas Silk", "Yeka", "Akaki", "Lemi Kura"],
     &["Semera", "Asayita", "Awash", "Gewane", "Dubti", "Logiya"],
     &[
         "Bahir Dar",
@@ -174,9 +163,7 @@ pub(crate) const TOWNS: [&[&str]; 14] = [
         "Motta",
     ],
     &["Assosa", "Gilgil Beles", "Kamashi", "Bambasi"],
-    &[
-        "Hosaena", "Butajira", "Worabe", "Wolkite", "Durame", "Halaba",
-    ],
+    &["Hosaena", "Butajira", "Worabe", "Wolkite", "Durame", "Halaba"],
     &["Dire Dawa", "Sabian", "Legehare"],
     &["Gambela", "Abobo", "Itang"],
     &["Harar", "Aboker", "Jugol"],
@@ -204,18 +191,9 @@ pub(crate) const TOWNS: [&[&str]; 14] = [
     ],
     &["Hawassa", "Yirgalem", "Aleta Wondo", "Bensa", "Hula"],
     &["Jigjiga", "Gode", "Kebri Dahar", "Degehabur", "Dolo Ado"],
-    &[
-        "Wolaita Sodo",
-        "Arba Minch",
-        "Sawla",
-        "Jinka",
-        "Konso",
-        "Dila",
-    ],
+    &["Wolaita Sodo", "Arba Minch", "Sawla", "Jinka", "Konso", "Dila"],
     &["Bonga", "Mizan Teferi", "Tepi", "Tarcha"],
-    &[
-        "Mekelle", "Adigrat", "Axum", "Adwa", "Shire", "Alamata", "Maychew", "Wukro",
-    ],
+    &["Mekelle", "Adigrat", "Axum", "Adwa", "Shire", "Alamata", "Maychew", "Wukro"],
 ];
 
 /// Words that name schools after places, people and ideals.
@@ -254,9 +232,5 @@ pub(crate) const SCHOOL_NAMES: &[&str] = &[
 ];
 
 /// What kind of school, as in its name.
-pub(crate) const SCHOOL_KINDS: &[&str] = &[
-    "Secondary School",
-    "Preparatory School",
-    "Secondary and Preparatory School",
-    "High School",
-];
+pub(crate) const SCHOOL_KINDS: &[&str] =
+    &["Secondary School", "Preparatory School", "Secondary and Preparatory School", "High School"];

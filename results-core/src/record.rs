@@ -33,14 +33,7 @@ impl Stream {
         use Subject::*;
         match self {
             Stream::NaturalScience => [English, Mathematics, Physics, Chemistry, Biology, Aptitude],
-            Stream::SocialScience => [
-                English,
-                Mathematics,
-                Geography,
-                History,
-                Economics,
-                Aptitude,
-            ],
+            Stream::SocialScience => [English, Mathematics, Geography, History, Economics, Aptitude],
         }
     }
 
@@ -129,76 +122,20 @@ pub struct Region {
 impl Region {
     /// Every region, ordered by ID. The weights add up to 1000.
     pub const ALL: [Region; 14] = [
-        Region {
-            id: 1,
-            name: "Addis Ababa",
-            weight_per_mille: 80,
-        },
-        Region {
-            id: 2,
-            name: "Afar",
-            weight_per_mille: 20,
-        },
-        Region {
-            id: 3,
-            name: "Amhara",
-            weight_per_mille: 215,
-        },
-        Region {
-            id: 4,
-            name: "Benishangul-Gumuz",
-            weight_per_mille: 15,
-        },
-        Region {
-            id: 5,
-            name: "Central Ethiopia",
-            weight_per_mille: 60,
-        },
-        Region {
-            id: 6,
-            name: "Dire Dawa",
-            weight_per_mille: 10,
-        },
-        Region {
-            id: 7,
-            name: "Gambela",
-            weight_per_mille: 10,
-        },
-        Region {
-            id: 8,
-            name: "Harari",
-            weight_per_mille: 5,
-        },
-        Region {
-            id: 9,
-            name: "Oromia",
-            weight_per_mille: 345,
-        },
-        Region {
-            id: 10,
-            name: "Sidama",
-            weight_per_mille: 40,
-        },
-        Region {
-            id: 11,
-            name: "Somali",
-            weight_per_mille: 40,
-        },
-        Region {
-            id: 12,
-            name: "South Ethiopia",
-            weight_per_mille: 55,
-        },
-        Region {
-            id: 13,
-            name: "South West Ethiopia Peoples'",
-            weight_per_mille: 30,
-        },
-        Region {
-            id: 14,
-            name: "Tigray",
-            weight_per_mille: 75,
-        },
+        Region { id: 1, name: "Addis Ababa", weight_per_mille: 80 },
+        Region { id: 2, name: "Afar", weight_per_mille: 20 },
+        Region { id: 3, name: "Amhara", weight_per_mille: 215 },
+        Region { id: 4, name: "Benishangul-Gumuz", weight_per_mille: 15 },
+        Region { id: 5, name: "Central Ethiopia", weight_per_mille: 60 },
+        Region { id: 6, name: "Dire Dawa", weight_per_mille: 10 },
+        Region { id: 7, name: "Gambela", weight_per_mille: 10 },
+        Region { id: 8, name: "Harari", weight_per_mille: 5 },
+        Region { id: 9, name: "Oromia", weight_per_mille: 345 },
+        Region { id: 10, name: "Sidama", weight_per_mille: 40 },
+        Region { id: 11, name: "Somali", weight_per_mille: 40 },
+        Region { id: 12, name: "South Ethiopia", weight_per_mille: 55 },
+        Region { id: 13, name: "South West Ethiopia Peoples'", weight_per_mille: 30 },
+        Region { id: 14, name: "Tigray", weight_per_mille: 75 },
     ];
 
     /// Looks a region up by its stable ID.
@@ -258,10 +195,7 @@ mod tests {
 
     #[test]
     fn region_weights_add_up_to_the_whole_country() {
-        assert_eq!(
-            Region::ALL.iter().map(|r| r.weight_per_mille).sum::<u32>(),
-            1000
-        );
+        assert_eq!(Region::ALL.iter().map(|r| r.weight_per_mille).sum::<u32>(), 1000);
         for (i, r) in Region::ALL.iter().enumerate() {
             assert_eq!(usize::from(r.id), i + 1, "region IDs are dense and ordered");
         }

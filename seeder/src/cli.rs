@@ -114,28 +114,21 @@ pub struct LoadArgs {
 impl StoreArgs {
     /// The stores, or an error naming the missing variable.
     pub fn stores(&self) -> anyhow::Result<Stores> {
-        let database_url = self.database_url.clone().ok_or_else(|| {
-            anyhow::anyhow!("no PostgreSQL URL: set DATABASE_URL or pass --database-url")
-        })?;
-        let redis_url = self
-            .redis_url
+        let database_url = self
+            .database_url
             .clone()
-            .ok_or_else(|| anyhow::anyhow!("no Redis URL: set REDIS_URL or pass --redis-url"))?;
-        let layout = KeyLayout::new(&self.key_prefix)
-            .map_err(|e| anyhow::anyhow!("SEEDER_KEY_PREFIX: {e}"))?;
-        Ok(Stores {
-            database_url,
-            redis_url,
-            layout,
-        })
+            .ok_or_else(|| anyhow::anyhow!("no PostgreSQL URL: set DATABASE_URL or pass --database-url"))?;
+        let redis_url =
+            self.redis_url.clone().ok_or_else(|| anyhow::anyhow!("no Redis URL: set REDIS_URL or pass --redis-url"))?;
+        let layout = KeyLayout::new(&self.key_prefix).map_err(|e| anyhow::anyhow!("SEEDER_KEY_PREFIX: {e}"))?;
+        Ok(Stores { database_url, redis_url, layout })
     }
 }
 
 impl DataArgs {
     /// The data-set specification.
     pub fn spec(&self) -> anyhow::Result<DatasetSpec> {
-        DatasetSpec::new(self.seed, self.students)
-            .map_err(|e| anyhow::anyhow!("SEEDER_STUDENTS: {e}"))
+        DatasetSpec::new(self.seed, self.students).map_err(|e| anyhow::anyhow!("SEEDER_STUDENTS: {e}"))
     }
 }
 
@@ -165,8 +158,7 @@ mod tests {
 
     #[test]
     fn bare_flags_mean_load() {
-        let cli =
-            Cli::try_parse_from(["seeder", "--students", "10000", "--force"]).expect("parses");
+        let cli = Cli::try_parse_from(["seeder", "--students", "10000", "--force"]).expect("parses");
         assert!(cli.command.is_none());
         assert_eq!(cli.load.data.students, 10_000);
         assert!(cli.load.force);

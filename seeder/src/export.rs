@@ -31,14 +31,8 @@ struct Table {
 impl Table {
     fn create(dir: &Path, name: &'static str, columns: String) -> anyhow::Result<Self> {
         let path = dir.join(format!("{name}.csv"));
-        let file =
-            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Self {
-            name,
-            columns,
-            path,
-            out: BufWriter::new(file),
-        })
+        let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self { name, columns, path, out: BufWriter::new(file) })
     }
 }
 
@@ -54,18 +48,12 @@ pub fn run(spec: DatasetSpec, dir: &Path) -> anyhow::Result<u64> {
     let mut natural = Table::create(
         dir,
         results_table(Stream::NaturalScience),
-        format!(
-            "student_id, {}, rank_in_stream",
-            subject_columns(Stream::NaturalScience)
-        ),
+        format!("student_id, {}, rank_in_stream", subject_columns(Stream::NaturalScience)),
     )?;
     let mut social = Table::create(
         dir,
         results_table(Stream::SocialScience),
-        format!(
-            "student_id, {}, rank_in_stream",
-            subject_columns(Stream::SocialScience)
-        ),
+        format!("student_id, {}, rank_in_stream", subject_columns(Stream::SocialScience)),
     )?;
     let mut rows = 0u64;
     let io = |e: std::io::Error| anyhow::anyhow!("cannot write CSV: {e}");
@@ -78,34 +66,15 @@ pub fn run(spec: DatasetSpec, dir: &Path) -> anyhow::Result<u64> {
         rows += 1;
     }
     for r in &records {
-        writeln!(
-            students.out,
-            "{},{},{},{}",
-            r.id,
-            csv(&r.name),
-            r.school_id,
-            r.stream.as_str()
-        )
-        .map_err(io)?;
-        let table = if r.stream == Stream::NaturalScience {
-            &mut natural
-        } else {
-            &mut social
-        };
+        writeln!(students.out, "{},{},{},{}", r.id, csv(&r.name), r.school_id, r.stream.as_str()).map_err(io)?;
+        let table = if r.stream == Stream::NaturalScience { &mut natural } else { &mut social };
         let s = r.scores;
-        writeln!(
-            table.out,
-            "{},{},{},{},{},{},{},{}",
-            r.id, s[0], s[1], s[2], s[3], s[4], s[5], r.rank
-        )
-        .map_err(io)?;
+        writeln!(table.out, "{},{},{},{},{},{},{},{}", r.id, s[0], s[1], s[2], s[3], s[4], s[5], r.rank).map_err(io)?;
         rows += 2;
     }
     let script_path = dir.join("copy.psql");
-    let mut script = BufWriter::new(
-        File::create(&script_path)
-            .with_context(|| format!("cannot create {}", script_path.display()))?,
-    );
+    let mut script =
+        BufWriter::new(File::create(&script_path).with_context(|| format!("cannot create {}", script_path.display()))?);
     for mut table in [regions, schools, students, natural, social] {
         table.out.flush().map_err(io)?;
         let absolute = std::path::absolute(&table.path).unwrap_or(table.path.clone());

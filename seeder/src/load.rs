@@ -71,8 +71,7 @@ pub async fn run(settings: &LoadSettings) -> anyhow::Result<LoadOutcome> {
     let started = Instant::now();
     let spec = settings.spec;
     let pg = Pg::connect(&settings.stores.database_url, settings.pg_connections).await?;
-    let redis =
-        RedisStore::connect(&settings.stores.redis_url, settings.stores.layout.clone()).await?;
+    let redis = RedisStore::connect(&settings.stores.redis_url, settings.stores.layout.clone()).await?;
     // Fail before spending minutes on PostgreSQL if Redis will refuse the results anyway.
     redis.check_writable().await?;
     pg.migrate(&settings.stores.database_url).await?;
@@ -95,10 +94,7 @@ pub async fn run(settings: &LoadSettings) -> anyhow::Result<LoadOutcome> {
             spec.students()
         );
     }
-    let pg_fingerprint = row
-        .as_ref()
-        .filter(|r| r.complete && r.describes(spec))
-        .and_then(|r| r.fingerprint.clone());
+    let pg_fingerprint = row.as_ref().filter(|r| r.complete && r.describes(spec)).and_then(|r| r.fingerprint.clone());
     let marker = redis.marker().await?;
     if let (Some(fingerprint), Some(marker)) = (&pg_fingerprint, &marker)
         && !settings.force
@@ -108,9 +104,7 @@ pub async fn run(settings: &LoadSettings) -> anyhow::Result<LoadOutcome> {
         && marker.generator == GENERATOR_VERSION
     {
         redis.quit().await;
-        return Ok(LoadOutcome::AlreadySeeded {
-            marker: marker.clone(),
-        });
+        return Ok(LoadOutcome::AlreadySeeded { marker: marker.clone() });
     }
 
     let progress = Progress::new(settings.progress);
@@ -138,10 +132,7 @@ pub async fn run(settings: &LoadSettings) -> anyhow::Result<LoadOutcome> {
         phases.push(phase.finish(copied));
         (schools, records, fingerprint)
     } else {
-        tracing::info!(
-            "PostgreSQL at {} already holds this data set; loading Redis from it",
-            pg.target()
-        );
+        tracing::info!("PostgreSQL at {} already holds this data set; loading Redis from it", pg.target());
         let phase = progress.phase("read pg", u64::from(spec.students()));
         let schools = pg.read_schools().await?;
         let records = pg.read_results(Some(&phase)).await?;
@@ -158,29 +149,14 @@ pub async fn run(settings: &LoadSettings) -> anyhow::Result<LoadOutcome> {
     let phase = progress.phase("redis", records.len() as u64);
     let cleared = redis.clear().await?;
     if cleared > 0 {
-        tracing::info!(
-            keys = cleared,
-            "redis: removed the previous keys of this prefix"
-        );
+        tracing::info!(keys = cleared, "redis: removed the previous keys of this prefix");
     }
     redis.write_schools(&schools).await?;
     let written = redis.write_results(&records, &phase).await?;
-    let marker = redis
-        .write_marker(
-            &fingerprint,
-            written,
-            spec.seed(),
-            StreamSizes::count(&records),
-        )
-        .await?;
+    let marker = redis.write_marker(&fingerprint, written, spec.seed(), StreamSizes::count(&records)).await?;
     phases.push(phase.finish(written));
     redis.quit().await;
-    Ok(LoadOutcome::Loaded {
-        postgres: load_postgres,
-        marker,
-        phases,
-        total: started.elapsed(),
-    })
+    Ok(LoadOutcome::Loaded { postgres: load_postgres, marker, phases, total: started.elapsed() })
 }
 
 impl LoadOutcome {
@@ -196,27 +172,14 @@ impl LoadOutcome {
                     marker.count, marker.seed, marker.fingerprint
                 );
             }
-            LoadOutcome::Loaded {
-                postgres,
-                marker,
-                phases,
-                total,
-            } => {
-                let stores = if *postgres {
-                    "PostgreSQL and Redis"
-                } else {
-                    "Redis (from PostgreSQL)"
-                };
+            LoadOutcome::Loaded { postgres, marker, phases, total } => {
+                let stores = if *postgres { "PostgreSQL and Redis" } else { "Redis (from PostgreSQL)" };
                 let _ = writeln!(
                     out,
                     "seeded {} students (seed {}) into {stores}; fingerprint {}",
                     marker.count, marker.seed, marker.fingerprint
                 );
-                let _ = writeln!(
-                    out,
-                    "{:<10} {:>12} {:>10} {:>14}",
-                    "phase", "rows", "seconds", "rows/s"
-                );
+                let _ = writeln!(out, "{:<10} {:>12} {:>10} {:>14}", "phase", "rows", "seconds", "rows/s");
                 for p in phases {
                     let _ = writeln!(
                         out,
@@ -227,13 +190,7 @@ impl LoadOutcome {
                         p.rate()
                     );
                 }
-                let _ = writeln!(
-                    out,
-                    "{:<10} {:>12} {:>10.2}",
-                    "total",
-                    "",
-                    total.as_secs_f64()
-                );
+                let _ = writeln!(out, "{:<10} {:>12} {:>10.2}", "total", "", total.as_secs_f64());
             }
         }
         out

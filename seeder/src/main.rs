@@ -12,18 +12,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         // sqlx logs server notices ("relation already exists, skipping") at info: not news.
-        .with_env_filter(
-            EnvFilter::try_from_env("SEEDER_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")),
-        )
+        .with_env_filter(EnvFilter::try_from_env("SEEDER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -54,11 +48,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Verify(args)) => {
             let report = seeder::verify::run(&args.stores()?).await?;
             print!("{}", report.render());
-            Ok(if report.agrees() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_DIFFERENT)
-            })
+            Ok(if report.agrees() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DIFFERENT) })
         }
         Some(Command::Migrate { database_url }) => {
             let pg = seeder::pg::Pg::connect(&database_url, 1).await?;

@@ -31,14 +31,9 @@ use crate::progress::Phase;
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// The tables whose keys are set aside during a load (the large ones).
-const DEFERRED_TABLES: [&str; 3] = [
-    "students",
-    "natural_science_results",
-    "social_science_results",
-];
+const DEFERRED_TABLES: [&str; 3] = ["students", "natural_science_results", "social_science_results"];
 /// Every table a load replaces, in an order TRUNCATE accepts in one statement.
-const LOADED_TABLES: &str =
-    "natural_science_results, social_science_results, students, schools, regions";
+const LOADED_TABLES: &str = "natural_science_results, social_science_results, students, schools, regions";
 /// Advisory lock key held by a loading seeder ("seed" in ASCII), so two loads never interleave.
 const LOAD_LOCK: i64 = 0x7365_6564;
 
@@ -60,9 +55,7 @@ pub struct DatasetRow {
 impl DatasetRow {
     /// Whether this row describes the data set `spec` from this build's generator.
     pub fn describes(&self, spec: DatasetSpec) -> bool {
-        self.seed == spec.seed()
-            && self.students == spec.students()
-            && self.generator_version == GENERATOR_VERSION
+        self.seed == spec.seed() && self.students == spec.students() && self.generator_version == GENERATOR_VERSION
     }
 }
 
@@ -89,10 +82,7 @@ pub fn describe_target(url: &str) -> String {
                 None => "localhost".to_owned(),
             };
             let port = config.get_ports().first().copied().unwrap_or(5432);
-            format!(
-                "{host}:{port}/{}",
-                config.get_dbname().unwrap_or("(default database)")
-            )
+            format!("{host}:{port}/{}", config.get_dbname().unwrap_or("(default database)"))
         }
         Err(_) => "(unparsable URL)".to_owned(),
     }
@@ -137,11 +127,7 @@ impl<T> PgContext<T> for Result<T, tokio_postgres::Error> {
 struct EnumLabel(&'static str);
 
 impl ToSql for EnumLabel {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
         out.extend_from_slice(self.0.as_bytes());
         Ok(IsNull::No)
     }
@@ -163,9 +149,7 @@ pub struct Pg {
 
 impl std::fmt::Debug for Pg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pg")
-            .field("target", &self.target)
-            .finish_non_exhaustive()
+        f.debug_struct("Pg").field("target", &self.target).finish_non_exhaustive()
     }
 }
 
@@ -177,22 +161,11 @@ impl Pg {
             .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
         config.connect_timeout(Duration::from_secs(5));
         config.application_name("seeder");
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(connections.max(1))
-            .build()
-            .context("cannot build the PostgreSQL pool")?;
-        let pg = Self {
-            pool,
-            config,
-            target,
-        };
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool =
+            Pool::builder(manager).max_size(connections.max(1)).build().context("cannot build the PostgreSQL pool")?;
+        let pg = Self { pool, config, target };
         drop(pg.client().await?);
         Ok(pg)
     }
@@ -217,9 +190,7 @@ impl Pg {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await
-            .with_context(|| {
-                format!("cannot connect to PostgreSQL at {} to migrate", self.target)
-            })?;
+            .with_context(|| format!("cannot connect to PostgreSQL at {} to migrate", self.target))?;
         let outcome = MIGRATOR.run(&pool).await;
         pool.close().await;
         match outcome {
@@ -234,44 +205,29 @@ impl Pg {
                  differs from this seeder's; use the matching seeder or a fresh database",
                 self.target
             ),
-            Err(other) => Err(other)
-                .with_context(|| format!("cannot migrate the database at {}", self.target)),
+            Err(other) => Err(other).with_context(|| format!("cannot migrate the database at {}", self.target)),
         }
     }
 
     /// Takes the load lock for as long as the returned guard lives; fails at once if another
     /// seeder holds it. The lock lives on its own session so it is released if this process dies.
     pub async fn lock_for_load(&self) -> anyhow::Result<LoadLock> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
-            .await
-            .pg(&format!("cannot connect to PostgreSQL at {}", self.target))?;
+        let (client, connection) =
+            self.config.connect(NoTls).await.pg(&format!("cannot connect to PostgreSQL at {}", self.target))?;
         let task = tokio::spawn(connection);
-        let row = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOAD_LOCK])
-            .await
-            .pg("cannot take the load lock")?;
+        let row =
+            client.query_one("SELECT pg_try_advisory_lock($1)", &[&LOAD_LOCK]).await.pg("cannot take the load lock")?;
         if !row.get::<_, bool>(0) {
-            bail!(
-                "another seeder is loading the database at {} right now; wait for it to finish",
-                self.target
-            );
+            bail!("another seeder is loading the database at {} right now; wait for it to finish", self.target);
         }
-        Ok(LoadLock {
-            _client: client,
-            task,
-        })
+        Ok(LoadLock { _client: client, task })
     }
 
     /// The `dataset` row, if any load ever started.
     pub async fn dataset(&self) -> anyhow::Result<Option<DatasetRow>> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
-                "SELECT state = 'complete', seed, students, generator_version, fingerprint FROM dataset",
-                &[],
-            )
+            .query_opt("SELECT state = 'complete', seed, students, generator_version, fingerprint FROM dataset", &[])
             .await
             .pg("cannot read the dataset table")?;
         Ok(row.map(|row| DatasetRow {
@@ -287,10 +243,7 @@ impl Pg {
     /// aside, in one transaction.
     pub async fn begin_load(&self, spec: DatasetSpec) -> anyhow::Result<()> {
         let mut client = self.client().await?;
-        let tx = client
-            .transaction()
-            .await
-            .pg("cannot begin the load transaction")?;
+        let tx = client.transaction().await.pg("cannot begin the load transaction")?;
         tx.execute(
             "INSERT INTO dataset (singleton, state, seed, students, generator_version, fingerprint) \
              VALUES (true, 'loading', $1, $2, $3, NULL) \
@@ -300,9 +253,7 @@ impl Pg {
         )
         .await
         .pg("cannot mark the data set as loading")?;
-        tx.batch_execute(&format!("TRUNCATE {LOADED_TABLES}"))
-            .await
-            .pg("cannot empty the tables")?;
+        tx.batch_execute(&format!("TRUNCATE {LOADED_TABLES}")).await.pg("cannot empty the tables")?;
         // Foreign keys first: they depend on the unique indexes set aside after them.
         let constraints = tx
             .query(
@@ -324,30 +275,19 @@ impl Pg {
             )
             .await
             .pg("cannot save a key definition")?;
-            tx.batch_execute(&format!(
-                "ALTER TABLE {table} DROP CONSTRAINT {}",
-                quote_ident(&name)
-            ))
-            .await
-            .pg("cannot set a key aside")?;
+            tx.batch_execute(&format!("ALTER TABLE {table} DROP CONSTRAINT {}", quote_ident(&name)))
+                .await
+                .pg("cannot set a key aside")?;
         }
         tx.commit().await.pg("cannot commit the start of the load")
     }
 
     /// Step 2: copies regions, schools, students and results with parallel binary COPY, one
     /// chunk per connection, reporting rows to `phase`. Returns the rows copied.
-    pub async fn copy_all(
-        &self,
-        schools: &[School],
-        records: &[ResultRecord],
-        phase: &Phase,
-    ) -> anyhow::Result<u64> {
+    pub async fn copy_all(&self, schools: &[School], records: &[ResultRecord], phase: &Phase) -> anyhow::Result<u64> {
         let stream_type = {
             let client = self.client().await?;
-            let statement = client
-                .prepare("SELECT $1::stream")
-                .await
-                .pg("cannot look up the stream type")?;
+            let statement = client.prepare("SELECT $1::stream").await.pg("cannot look up the stream type")?;
             statement.params()[0].clone()
         };
         let chunks = self.pool.status().max_size.max(1);
@@ -355,11 +295,9 @@ impl Pg {
         let chunk_len = records.len().div_ceil(chunks).max(1);
         jobs.extend(records.chunks(chunk_len).map(CopyJob::Students));
         for stream in Stream::ALL {
-            let of_stream: Vec<&ResultRecord> =
-                records.iter().filter(|r| r.stream == stream).collect();
+            let of_stream: Vec<&ResultRecord> = records.iter().filter(|r| r.stream == stream).collect();
             let of_stream_len = of_stream.len().div_ceil(chunks).max(1);
-            let parts: Vec<Vec<&ResultRecord>> =
-                of_stream.chunks(of_stream_len).map(<[_]>::to_vec).collect();
+            let parts: Vec<Vec<&ResultRecord>> = of_stream.chunks(of_stream_len).map(<[_]>::to_vec).collect();
             jobs.extend(parts.into_iter().map(|part| CopyJob::Results(stream, part)));
         }
         let copied: Vec<u64> = stream::iter(jobs)
@@ -370,30 +308,17 @@ impl Pg {
         Ok(copied.into_iter().sum())
     }
 
-    async fn copy_job(
-        &self,
-        job: CopyJob<'_>,
-        stream_type: &Type,
-        phase: &Phase,
-    ) -> anyhow::Result<u64> {
+    async fn copy_job(&self, job: CopyJob<'_>, stream_type: &Type, phase: &Phase) -> anyhow::Result<u64> {
         const REPORT_EVERY: u64 = 4_096;
         let client = self.client().await?;
         let mut written = 0u64;
         match job {
             CopyJob::Schools(schools) => {
-                let regions = copy_in(
-                    &client,
-                    "COPY regions (id, name) FROM STDIN BINARY",
-                    &[Type::INT2, Type::TEXT],
-                )
-                .await?;
+                let regions =
+                    copy_in(&client, "COPY regions (id, name) FROM STDIN BINARY", &[Type::INT2, Type::TEXT]).await?;
                 pin_mut!(regions);
                 for region in Region::ALL {
-                    regions
-                        .as_mut()
-                        .write(&[&i16::from(region.id), &region.name])
-                        .await
-                        .pg("COPY regions failed")?;
+                    regions.as_mut().write(&[&i16::from(region.id), &region.name]).await.pg("COPY regions failed")?;
                 }
                 regions.finish().await.pg("COPY regions failed")?;
                 let sink = copy_in(
@@ -405,11 +330,7 @@ impl Pg {
                 pin_mut!(sink);
                 for school in schools {
                     sink.as_mut()
-                        .write(&[
-                            &(school.id as i32),
-                            &school.name,
-                            &i16::from(school.region.id),
-                        ])
+                        .write(&[&(school.id as i32), &school.name, &i16::from(school.region.id)])
                         .await
                         .pg("COPY schools failed")?;
                     written += 1;
@@ -428,12 +349,7 @@ impl Pg {
                 for r in records {
                     let stream = EnumLabel(r.stream.as_str());
                     sink.as_mut()
-                        .write(&[
-                            &(r.id.get() as i32),
-                            &r.name,
-                            &(r.school_id as i32),
-                            &stream,
-                        ])
+                        .write(&[&(r.id.get() as i32), &r.name, &(r.school_id as i32), &stream])
                         .await
                         .pg("COPY students failed")?;
                     written += 1;
@@ -447,10 +363,8 @@ impl Pg {
             CopyJob::Results(stream, records) => {
                 let table = results_table(stream);
                 let columns: Vec<&str> = stream.subjects().iter().map(|s| s.as_str()).collect();
-                let sql = format!(
-                    "COPY {table} (student_id, {}, rank_in_stream) FROM STDIN BINARY",
-                    columns.join(", ")
-                );
+                let sql =
+                    format!("COPY {table} (student_id, {}, rank_in_stream) FROM STDIN BINARY", columns.join(", "));
                 let mut types = vec![Type::INT4];
                 types.extend([Type::INT2; 6]);
                 types.push(Type::INT4);
@@ -460,16 +374,7 @@ impl Pg {
                 for r in records {
                     let s = r.scores.map(i16::from);
                     sink.as_mut()
-                        .write(&[
-                            &(r.id.get() as i32),
-                            &s[0],
-                            &s[1],
-                            &s[2],
-                            &s[3],
-                            &s[4],
-                            &s[5],
-                            &(r.rank as i32),
-                        ])
+                        .write(&[&(r.id.get() as i32), &s[0], &s[1], &s[2], &s[3], &s[4], &s[5], &(r.rank as i32)])
                         .await
                         .pg(&what)?;
                     written += 1;
@@ -490,22 +395,15 @@ impl Pg {
         let saved = {
             let client = self.client().await?;
             client
-                .query(
-                    "SELECT table_name, name, definition, kind FROM seeder_deferred_constraints",
-                    &[],
-                )
+                .query("SELECT table_name, name, definition, kind FROM seeder_deferred_constraints", &[])
                 .await
                 .pg("cannot read the keys set aside")?
         };
-        let saved: Vec<(String, String, String, String)> = saved
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect();
+        let saved: Vec<(String, String, String, String)> =
+            saved.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect();
         let parallel = self.pool.status().max_size.max(1);
         for foreign in [false, true] {
-            let wave = saved
-                .iter()
-                .filter(|(_, _, _, kind)| (kind == "f") == foreign);
+            let wave = saved.iter().filter(|(_, _, _, kind)| (kind == "f") == foreign);
             stream::iter(wave)
                 .map(|(table, name, definition, _)| self.restore_one(table, name, definition))
                 .buffer_unordered(parallel)
@@ -513,33 +411,19 @@ impl Pg {
                 .await?;
         }
         let client = self.client().await?;
-        client
-            .batch_execute(&format!("ANALYZE {LOADED_TABLES}"))
-            .await
-            .pg("cannot analyse the tables")
+        client.batch_execute(&format!("ANALYZE {LOADED_TABLES}")).await.pg("cannot analyse the tables")
     }
 
     async fn restore_one(&self, table: &str, name: &str, definition: &str) -> anyhow::Result<()> {
         let mut client = self.client().await?;
-        let tx = client
-            .transaction()
+        let tx = client.transaction().await.pg("cannot begin rebuilding a key")?;
+        tx.batch_execute(&format!("ALTER TABLE {table} ADD CONSTRAINT {} {definition}", quote_ident(name)))
             .await
-            .pg("cannot begin rebuilding a key")?;
-        tx.batch_execute(&format!(
-            "ALTER TABLE {table} ADD CONSTRAINT {} {definition}",
-            quote_ident(name)
-        ))
-        .await
-        .pg(&format!("cannot rebuild key {name} on {table}"))?;
-        tx.execute(
-            "DELETE FROM seeder_deferred_constraints WHERE table_name = $1 AND name = $2",
-            &[&table, &name],
-        )
-        .await
-        .pg("cannot clear a rebuilt key")?;
-        tx.commit()
+            .pg(&format!("cannot rebuild key {name} on {table}"))?;
+        tx.execute("DELETE FROM seeder_deferred_constraints WHERE table_name = $1 AND name = $2", &[&table, &name])
             .await
-            .pg(&format!("cannot commit key {name} on {table}"))
+            .pg("cannot clear a rebuilt key")?;
+        tx.commit().await.pg(&format!("cannot commit key {name} on {table}"))
     }
 
     /// Step 4: marks the data set complete with its fingerprint.
@@ -580,10 +464,8 @@ impl Pg {
     /// Every school, ordered by ID.
     pub async fn read_schools(&self) -> anyhow::Result<Vec<School>> {
         let client = self.client().await?;
-        let rows = client
-            .query("SELECT id, name, region_id FROM schools ORDER BY id", &[])
-            .await
-            .pg("cannot read schools")?;
+        let rows =
+            client.query("SELECT id, name, region_id FROM schools ORDER BY id", &[]).await.pg("cannot read schools")?;
         rows.iter()
             .map(|row| {
                 let id = row.get::<_, i32>(0);
@@ -592,11 +474,7 @@ impl Pg {
                     .ok()
                     .and_then(Region::by_id)
                     .with_context(|| format!("school {id} has unknown region {region_id}"))?;
-                Ok(School {
-                    id: id as u32,
-                    name: row.get(1),
-                    region,
-                })
+                Ok(School { id: id as u32, name: row.get(1), region })
             })
             .collect()
     }
@@ -606,11 +484,7 @@ impl Pg {
     pub async fn read_results(&self, phase: Option<&Phase>) -> anyhow::Result<Vec<ResultRecord>> {
         let client = self.client().await?;
         let select = |stream: Stream| {
-            let subjects: Vec<String> = stream
-                .subjects()
-                .iter()
-                .map(|s| format!("r.{}", s.as_str()))
-                .collect();
+            let subjects: Vec<String> = stream.subjects().iter().map(|s| format!("r.{}", s.as_str())).collect();
             format!(
                 "SELECT s.id, s.full_name, s.school_id, s.stream::text, {}, r.rank_in_stream \
                  FROM students s JOIN {} r ON r.student_id = s.id",
@@ -618,15 +492,8 @@ impl Pg {
                 results_table(stream)
             )
         };
-        let sql = format!(
-            "{} UNION ALL {} ORDER BY 1",
-            select(Stream::NaturalScience),
-            select(Stream::SocialScience)
-        );
-        let rows = client
-            .query_raw(&sql, std::iter::empty::<i32>())
-            .await
-            .pg("cannot read results")?;
+        let sql = format!("{} UNION ALL {} ORDER BY 1", select(Stream::NaturalScience), select(Stream::SocialScience));
+        let rows = client.query_raw(&sql, std::iter::empty::<i32>()).await.pg("cannot read results")?;
         pin_mut!(rows);
         let mut records = Vec::new();
         while let Some(row) = rows.try_next().await.pg("cannot read results")? {
@@ -635,8 +502,7 @@ impl Pg {
             let stream = Stream::from_name(row.get(3)).ok_or_else(|| bad("an unknown stream"))?;
             let mut scores = [0u8; 6];
             for (i, score) in scores.iter_mut().enumerate() {
-                *score = u8::try_from(row.get::<_, i16>(4 + i))
-                    .map_err(|_| bad("a score out of range"))?;
+                *score = u8::try_from(row.get::<_, i16>(4 + i)).map_err(|_| bad("a score out of range"))?;
             }
             records.push(ResultRecord {
                 id: StudentId::new(id as u32).map_err(|_| bad("an ID out of range"))?,
@@ -676,10 +542,7 @@ enum CopyJob<'a> {
 }
 
 async fn copy_in(client: &Client, sql: &str, types: &[Type]) -> anyhow::Result<BinaryCopyInWriter> {
-    let sink = client
-        .copy_in(sql)
-        .await
-        .pg(&format!("cannot start `{sql}`"))?;
+    let sink = client.copy_in(sql).await.pg(&format!("cannot start `{sql}`"))?;
     Ok(BinaryCopyInWriter::new(sink, types))
 }
 

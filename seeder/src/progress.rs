@@ -75,14 +75,7 @@ impl Progress {
         if bar.is_none() {
             tracing::info!("{name}: started ({total} to do)");
         }
-        Phase {
-            name,
-            total,
-            bar,
-            lines: self.lines,
-            state: Mutex::new((0, 1)),
-            started: Instant::now(),
-        }
+        Phase { name, total, bar, lines: self.lines, state: Mutex::new((0, 1)), started: Instant::now() }
     }
 }
 
@@ -113,12 +106,7 @@ impl Phase {
         if self.lines && self.total > 0 && next_tenth < 10 && done * 10 >= next_tenth * self.total {
             state.1 = done * 10 / self.total + 1;
             let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-            tracing::info!(
-                "{}: {}% ({done} of {}, {rate:.0}/s)",
-                self.name,
-                done * 100 / self.total,
-                self.total
-            );
+            tracing::info!("{}: {}% ({done} of {}, {rate:.0}/s)", self.name, done * 100 / self.total, self.total);
         }
     }
 
@@ -128,16 +116,8 @@ impl Phase {
         if let Some(bar) = &self.bar {
             bar.finish();
         } else {
-            tracing::info!(
-                "{}: done, {rows} in {:.2} s",
-                self.name,
-                elapsed.as_secs_f64()
-            );
+            tracing::info!("{}: done, {rows} in {:.2} s", self.name, elapsed.as_secs_f64());
         }
-        PhaseReport {
-            name: self.name,
-            rows,
-            elapsed,
-        }
+        PhaseReport { name: self.name, rows, elapsed }
     }
 }

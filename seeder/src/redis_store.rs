@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::scan::ScanType;
@@ -53,10 +53,7 @@ pub struct RedisStore {
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore")
-            .field("target", &self.target)
-            .field("layout", &self.layout)
-            .finish()
+        f.debug_struct("RedisStore").field("target", &self.target).field("layout", &self.layout).finish()
     }
 }
 
@@ -64,20 +61,41 @@ impl std::fmt::Debug for RedisStore {
 pub fn describe_target(config: &Config) -> String {
     match &config.server {
         ServerConfig::Centralized { server } => format!("{}:{}", server.host, server.port),
-        ServerConfig::Clustered { hosts, .. } => hosts.first().map_or_else(
-            || "(cluster)".to_owned(),
-            |h| format!("cluster via {}:{}", h.host, h.port),
-        ),
+        ServerConfig::Clustered { hosts, .. } => {
+            hosts.first().map_or_else(|| "(cluster)".to_owned(), |h| format!("cluster via {}:{}", h.host, h.port))
+        }
         other => format!("{other:?}"),
     }
+}
+
+/// URL schemes fred understands; anything else is refused before fred guesses at it.
+const SCHEMES: [&str; 6] = ["redis", "rediss", "redis-cluster", "rediss-cluster", "redis-sentinel", "rediss-sentinel"];
+
+/// One readable line for a Redis error. fred puts the `Debug` form of I/O errors in its details
+/// (`Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }`); keep the message.
+pub fn error_line(error: &Error) -> String {
+    let details = error.details();
+    for marker in ["message: \"", "error: \""] {
+        if let Some(start) = details.find(marker) {
+            let rest = &details[start + marker.len()..];
+            if let Some(end) = rest.find('"') {
+                return rest[..end].to_owned();
+            }
+        }
+    }
+    if details.is_empty() { error.to_string() } else { details.to_owned() }
 }
 
 impl RedisStore {
     /// Connects, failing within seconds when Redis is unreachable (fred's defaults would wait
     /// forever).
     pub async fn connect(url: &str, layout: KeyLayout) -> anyhow::Result<Self> {
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        if !SCHEMES.contains(&scheme) {
+            bail!("REDIS_URL is not a valid Redis URL: the scheme must be one of {}", SCHEMES.join(", "));
+        }
         let config = Config::from_url(url)
-            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {}", error_line(&e)))?;
         let target = describe_target(&config);
         let client = Builder::from_config(config)
             .with_connection_config(|c| {
@@ -90,15 +108,8 @@ impl RedisStore {
             })
             .build()
             .context("cannot configure the Redis client")?;
-        client
-            .init()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {target}: {}", e.details()))?;
-        Ok(Self {
-            client,
-            layout,
-            target,
-        })
+        client.init().await.map_err(|e| anyhow::anyhow!("cannot connect to Redis at {target}: {}", error_line(&e)))?;
+        Ok(Self { client, layout, target })
     }
 
     /// Where this client points.
@@ -119,9 +130,7 @@ impl RedisStore {
             .set::<(), _, _>(&key, "probe", Some(Expiration::PX(10_000)), None, false)
             .await
             .and(self.client.del::<i64, _>(&key).await.map(drop))
-            .map_err(|e| {
-                anyhow::anyhow!("Redis at {} refuses writes: {}", self.target, e.details())
-            })
+            .map_err(|e| anyhow::anyhow!("Redis at {} refuses writes: {}", self.target, error_line(&e)))
     }
 
     /// The completeness marker, if a complete load left one (a malformed marker counts as none).
@@ -130,9 +139,7 @@ impl RedisStore {
             .client
             .hgetall(self.layout.marker_key())
             .await
-            .map_err(|e| {
-            anyhow::anyhow!("cannot read the completeness marker: {}", e.details())
-        })?;
+            .map_err(|e| anyhow::anyhow!("cannot read the completeness marker: {}", error_line(&e)))?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -152,10 +159,7 @@ impl RedisStore {
             })
         })();
         if marker.is_none() {
-            tracing::warn!(
-                key = self.layout.marker_key(),
-                "the completeness marker is malformed; ignoring it"
-            );
+            tracing::warn!(key = self.layout.marker_key(), "the completeness marker is malformed; ignoring it");
         }
         Ok(marker)
     }
@@ -164,32 +168,18 @@ impl RedisStore {
     pub async fn layout_keys(&self) -> anyhow::Result<Vec<String>> {
         let pattern = self.layout.scan_pattern();
         let keys: Vec<Key> = if self.client.is_clustered() {
-            self.client
-                .scan_cluster_buffered(pattern, Some(1_000), Some(ScanType::Hash))
-                .try_collect()
-                .await
+            self.client.scan_cluster_buffered(pattern, Some(1_000), Some(ScanType::Hash)).try_collect().await
         } else {
-            self.client
-                .scan_buffered(pattern, Some(1_000), Some(ScanType::Hash))
-                .try_collect()
-                .await
+            self.client.scan_buffered(pattern, Some(1_000), Some(ScanType::Hash)).try_collect().await
         }
-        .map_err(|e| anyhow::anyhow!("cannot list keys: {}", e.details()))?;
-        Ok(keys
-            .iter()
-            .filter_map(|k| k.as_str().map(str::to_owned))
-            .collect())
+        .map_err(|e| anyhow::anyhow!("cannot list keys: {}", error_line(&e)))?;
+        Ok(keys.iter().filter_map(|k| k.as_str().map(str::to_owned)).collect())
     }
 
     /// Deletes the marker, then every other key of the layout. Returns the keys deleted.
     pub async fn clear(&self) -> anyhow::Result<u64> {
-        let write_error =
-            |e: Error| anyhow::anyhow!("Redis at {} refused a write: {}", self.target, e.details());
-        let mut deleted: u64 = self
-            .client
-            .del(self.layout.marker_key())
-            .await
-            .map_err(write_error)?;
+        let write_error = |e: Error| anyhow::anyhow!("Redis at {} refused a write: {}", self.target, error_line(&e));
+        let mut deleted: u64 = self.client.del(self.layout.marker_key()).await.map_err(write_error)?;
         let keys = self.layout_keys().await?;
         // One key per UNLINK so a cluster never sees a cross-slot command.
         let counts: Vec<u64> = stream::iter(keys)
@@ -206,44 +196,24 @@ impl RedisStore {
     pub async fn write_schools(&self, schools: &[School]) -> anyhow::Result<()> {
         let key = self.layout.schools_key();
         for chunk in schools.chunks(500) {
-            let entries: Vec<(u32, Bytes)> = chunk
-                .iter()
-                .map(|s| (s.id, Bytes::from(codec::encode_school(s))))
-                .collect();
+            let entries: Vec<(u32, Bytes)> =
+                chunk.iter().map(|s| (s.id, Bytes::from(codec::encode_school(s)))).collect();
             self.client
                 .hset::<u64, _, _>(&key, entries)
                 .await
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "Redis at {} refused the schools: {}",
-                        self.target,
-                        e.details()
-                    )
-                })?;
+                .map_err(|e| anyhow::anyhow!("Redis at {} refused the schools: {}", self.target, error_line(&e)))?;
         }
         Ok(())
     }
 
     /// Writes every result, a bucket per `HSET`, [`IN_FLIGHT`] at once. `records` must be
     /// ordered by ID (as the generator and [`crate::pg::Pg::read_results`] return them).
-    pub async fn write_results(
-        &self,
-        records: &[ResultRecord],
-        phase: &Phase,
-    ) -> anyhow::Result<u64> {
-        let buckets =
-            records.chunk_by(|a, b| KeyLayout::bucket_of(a.id) == KeyLayout::bucket_of(b.id));
+    pub async fn write_results(&self, records: &[ResultRecord], phase: &Phase) -> anyhow::Result<u64> {
+        let buckets = records.chunk_by(|a, b| KeyLayout::bucket_of(a.id) == KeyLayout::bucket_of(b.id));
         let writes = buckets.map(|bucket| {
             let key = self.layout.bucket_key(KeyLayout::bucket_of(bucket[0].id));
-            let entries: Vec<(u32, Bytes)> = bucket
-                .iter()
-                .map(|r| {
-                    (
-                        r.id.get() % keys::BUCKET_SIZE,
-                        Bytes::from(codec::encode_result(r)),
-                    )
-                })
-                .collect();
+            let entries: Vec<(u32, Bytes)> =
+                bucket.iter().map(|r| (r.id.get() % keys::BUCKET_SIZE, Bytes::from(codec::encode_result(r)))).collect();
             let len = entries.len() as u64;
             async move {
                 self.client.hset::<u64, _, _>(key, entries).await?;
@@ -251,17 +221,9 @@ impl RedisStore {
                 Ok::<u64, Error>(len)
             }
         });
-        let written: Vec<u64> = stream::iter(writes)
-            .buffer_unordered(IN_FLIGHT)
-            .try_collect()
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "Redis at {} refused a write while loading results: {}",
-                    self.target,
-                    e.details()
-                )
-            })?;
+        let written: Vec<u64> = stream::iter(writes).buffer_unordered(IN_FLIGHT).try_collect().await.map_err(|e| {
+            anyhow::anyhow!("Redis at {} refused a write while loading results: {}", self.target, error_line(&e))
+        })?;
         Ok(written.into_iter().sum())
     }
 
@@ -273,9 +235,7 @@ impl RedisStore {
         seed: u64,
         streams: StreamSizes,
     ) -> anyhow::Result<Marker> {
-        let loaded_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let loaded_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let marker = Marker {
             fingerprint: fingerprint.to_owned(),
             count,
@@ -291,51 +251,31 @@ impl RedisStore {
             (keys::MARKER_SEED, seed.to_string()),
             (keys::MARKER_GENERATOR, marker.generator.to_string()),
             (keys::MARKER_CODEC, marker.codec.to_string()),
-            (
-                keys::MARKER_NATURAL_SCIENCE,
-                streams.natural_science.to_string(),
-            ),
-            (
-                keys::MARKER_SOCIAL_SCIENCE,
-                streams.social_science.to_string(),
-            ),
+            (keys::MARKER_NATURAL_SCIENCE, streams.natural_science.to_string()),
+            (keys::MARKER_SOCIAL_SCIENCE, streams.social_science.to_string()),
             (keys::MARKER_LOADED_AT, loaded_at.to_string()),
         ];
-        self.client
-            .hset::<u64, _, _>(self.layout.marker_key(), fields)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "Redis at {} refused the completeness marker: {}",
-                    self.target,
-                    e.details()
-                )
-            })?;
+        self.client.hset::<u64, _, _>(self.layout.marker_key(), fields).await.map_err(|e| {
+            anyhow::anyhow!("Redis at {} refused the completeness marker: {}", self.target, error_line(&e))
+        })?;
         Ok(marker)
     }
 
     /// Every school as stored: `(id, encoded value)`, unordered. Fields that are not numbers
     /// are returned as `Err(field)`.
     pub async fn read_schools_raw(&self) -> anyhow::Result<Vec<Result<(u32, Bytes), String>>> {
-        let fields: HashMap<String, Bytes> =
-            self.client
-                .hgetall(self.layout.schools_key())
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot read the schools hash: {}", e.details()))?;
-        Ok(fields
-            .into_iter()
-            .map(|(field, value)| field.parse().map(|id| (id, value)).map_err(|_| field))
-            .collect())
+        let fields: HashMap<String, Bytes> = self
+            .client
+            .hgetall(self.layout.schools_key())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the schools hash: {}", error_line(&e)))?;
+        Ok(fields.into_iter().map(|(field, value)| field.parse().map(|id| (id, value)).map_err(|_| field)).collect())
     }
 
     /// The numbers of every result bucket present, ascending.
     pub async fn bucket_numbers(&self) -> anyhow::Result<Vec<u32>> {
-        let mut numbers: Vec<u32> = self
-            .layout_keys()
-            .await?
-            .iter()
-            .filter_map(|k| self.layout.bucket_of_key(k))
-            .collect();
+        let mut numbers: Vec<u32> =
+            self.layout_keys().await?.iter().filter_map(|k| self.layout.bucket_of_key(k)).collect();
         numbers.sort_unstable();
         Ok(numbers)
     }
@@ -351,7 +291,7 @@ impl RedisStore {
                     .client
                     .hgetall(self.layout.bucket_key(bucket))
                     .await
-                    .map_err(|e| anyhow::anyhow!("cannot read bucket {bucket}: {}", e.details()))?;
+                    .map_err(|e| anyhow::anyhow!("cannot read bucket {bucket}: {}", error_line(&e)))?;
                 Ok((bucket, fields))
             })
             .buffered(IN_FLIGHT)

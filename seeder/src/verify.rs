@@ -45,17 +45,9 @@ impl VerifyReport {
     /// A short human-readable report.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:<10} {:>10} {:>8}  checksum",
-            "store", "results", "schools"
-        );
+        let _ = writeln!(out, "{:<10} {:>10} {:>8}  checksum", "store", "results", "schools");
         for (name, s) in [("postgres", &self.postgres), ("redis", &self.redis)] {
-            let _ = writeln!(
-                out,
-                "{name:<10} {:>10} {:>8}  {}",
-                s.results, s.schools, s.checksum
-            );
+            let _ = writeln!(out, "{name:<10} {:>10} {:>8}  {}", s.results, s.schools, s.checksum);
         }
         if self.agrees() {
             let _ = writeln!(out, "OK: PostgreSQL and Redis hold the same data set");
@@ -102,16 +94,9 @@ pub async fn run(stores: &Stores) -> anyhow::Result<VerifyReport> {
     }
     let result_rows = counts.natural_science + counts.social_science;
     if result_rows != pg_sum.results() {
-        differences.push(format!(
-            "PostgreSQL has {result_rows} result rows but {} match a student",
-            pg_sum.results()
-        ));
+        differences.push(format!("PostgreSQL has {result_rows} result rows but {} match a student", pg_sum.results()));
     }
-    report.postgres = StoreSummary {
-        results: pg_sum.results(),
-        schools: pg_sum.schools(),
-        checksum: pg_sum.finish(),
-    };
+    report.postgres = StoreSummary { results: pg_sum.results(), schools: pg_sum.schools(), checksum: pg_sum.finish() };
     if let Some(recorded) = dataset.as_ref().and_then(|d| d.fingerprint.as_deref())
         && recorded != report.postgres.checksum
     {
@@ -127,9 +112,7 @@ pub async fn run(stores: &Stores) -> anyhow::Result<VerifyReport> {
     for entry in redis.read_schools_raw().await? {
         match entry {
             Ok(school) => schools.push(school),
-            Err(field) => differences.push(format!(
-                "Redis schools hash has a non-numeric field {field:?}"
-            )),
+            Err(field) => differences.push(format!("Redis schools hash has a non-numeric field {field:?}")),
         }
     }
     schools.sort_unstable_by_key(|(id, _)| *id);
@@ -145,15 +128,9 @@ pub async fn run(stores: &Stores) -> anyhow::Result<VerifyReport> {
     while let Some((bucket, fields)) = reads.try_next().await? {
         let mut entries = Vec::with_capacity(fields.len());
         for (field, value) in fields {
-            match field
-                .parse::<u32>()
-                .ok()
-                .and_then(|f| KeyLayout::id_at(bucket, f))
-            {
+            match field.parse::<u32>().ok().and_then(|f| KeyLayout::id_at(bucket, f)) {
                 Some(id) => entries.push((id, value)),
-                None => differences.push(format!(
-                    "Redis bucket {bucket} has an invalid field {field:?}"
-                )),
+                None => differences.push(format!("Redis bucket {bucket} has an invalid field {field:?}")),
             }
         }
         entries.sort_unstable_by_key(|(id, _)| *id);
@@ -170,16 +147,12 @@ pub async fn run(stores: &Stores) -> anyhow::Result<VerifyReport> {
             results_core::CODEC_VERSION
         ));
     }
-    report.redis = StoreSummary {
-        results: redis_sum.results(),
-        schools: redis_sum.schools(),
-        checksum: redis_sum.finish(),
-    };
+    report.redis =
+        StoreSummary { results: redis_sum.results(), schools: redis_sum.schools(), checksum: redis_sum.finish() };
 
     // Markers.
     match redis.marker().await? {
-        None => differences
-            .push("Redis has no completeness marker (the API cannot trust a miss)".to_owned()),
+        None => differences.push("Redis has no completeness marker (the API cannot trust a miss)".to_owned()),
         Some(marker) => {
             if marker.count != report.redis.results {
                 differences.push(format!(
@@ -196,21 +169,13 @@ pub async fn run(stores: &Stores) -> anyhow::Result<VerifyReport> {
         }
     }
     if report.postgres.results != report.redis.results {
-        differences.push(format!(
-            "PostgreSQL has {} results, Redis {}",
-            report.postgres.results, report.redis.results
-        ));
+        differences.push(format!("PostgreSQL has {} results, Redis {}", report.postgres.results, report.redis.results));
     }
     if report.postgres.schools != report.redis.schools {
-        differences.push(format!(
-            "PostgreSQL has {} schools, Redis {}",
-            report.postgres.schools, report.redis.schools
-        ));
+        differences.push(format!("PostgreSQL has {} schools, Redis {}", report.postgres.schools, report.redis.schools));
     }
     if report.postgres.checksum != report.redis.checksum {
-        differences.push(
-            "content checksums differ: some results differ between PostgreSQL and Redis".to_owned(),
-        );
+        differences.push("content checksums differ: some results differ between PostgreSQL and Redis".to_owned());
     }
     redis.quit().await;
     Ok(report)

@@ -1,0 +1,91 @@
+//! A seeder killed with SIGKILL part-way through a phase, then run again, ends with exactly the
+//! right data: no duplicates, nothing missing, both stores agreeing.
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use seeder::verify;
+
+use crate::helpers::{TestStores, stdout};
+
+/// Big enough that each phase lasts well beyond the moment the kill lands, even in release.
+const STUDENTS: &str = "300000";
+
+/// Starts a load and kills it (SIGKILL) as soon as stderr shows `line`; returns stderr so far.
+async fn kill_when(t: &TestStores, line: &str) -> String {
+    let mut child = t
+        .seeder_command(&["--students", STUDENTS])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the seeder");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let mut seen = String::new();
+    let reading = async {
+        while let Some(l) = lines.next_line().await.expect("read stderr") {
+            seen.push_str(&l);
+            seen.push('\n');
+            if l.contains(line) {
+                return true;
+            }
+        }
+        false
+    };
+    let found = tokio::time::timeout(std::time::Duration::from_secs(120), reading).await;
+    child.start_kill().expect("SIGKILL the seeder");
+    let status = child.wait().await.expect("reap");
+    assert!(matches!(found, Ok(true)), "never saw {line:?}; stderr:\n{seen}");
+    assert!(!status.success(), "the seeder was killed, not finished");
+    seen
+}
+
+async fn rerun_ends_exact(t: &TestStores) -> String {
+    let rerun = t.seeder(&["--students", STUDENTS]).await;
+    assert!(rerun.status.success(), "{rerun:?}");
+    let report = verify::run(&t.stores).await.expect("verify runs");
+    assert!(report.agrees(), "{}", report.render());
+    assert_eq!(report.postgres.results, 300_000);
+    let pg = t.pg().await;
+    let row =
+        pg.query_one("SELECT count(*), count(DISTINCT id), min(id), max(id) FROM students", &[]).await.expect("count");
+    assert_eq!(row.get::<_, i64>(0), 300_000, "no duplicates");
+    assert_eq!(row.get::<_, i64>(1), 300_000);
+    assert_eq!((row.get::<_, i32>(2), row.get::<_, i32>(3)), (1_000_000, 1_299_999));
+    stdout(&rerun)
+}
+
+#[tokio::test]
+async fn killed_while_copying_into_postgres_then_rerun_ends_exact() {
+    let t = TestStores::new().await;
+    kill_when(&t, "postgres: 10%").await;
+    let pg = t.pg().await;
+    let state: String = pg.query_one("SELECT state FROM dataset", &[]).await.expect("dataset row").get(0);
+    assert_eq!(state, "loading", "the kill landed mid-load");
+    let parked: i64 = pg.query_one("SELECT count(*) FROM seeder_deferred_constraints", &[]).await.expect("n").get(0);
+    assert!(parked > 0, "keys were set aside when the kill landed");
+    let report = verify::run(&t.stores).await.expect("verify runs");
+    assert!(report.differences.iter().any(|d| d.contains("unfinished load")), "{}", report.render());
+
+    let out = rerun_ends_exact(&t).await;
+    assert!(out.contains("into PostgreSQL and Redis"), "{out}");
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn killed_while_loading_redis_then_rerun_loads_redis_from_postgres() {
+    let t = TestStores::new().await;
+    kill_when(&t, "redis: 10%").await;
+    let marker = seeder::redis_store::RedisStore::connect(&t.stores.redis_url, t.stores.layout.clone())
+        .await
+        .expect("connect")
+        .marker()
+        .await
+        .expect("read marker");
+    assert_eq!(marker, None, "no completeness marker after a killed Redis load");
+    let pg = t.pg().await;
+    let state: String = pg.query_one("SELECT state FROM dataset", &[]).await.expect("dataset row").get(0);
+    assert_eq!(state, "complete", "PostgreSQL had committed before Redis was touched");
+
+    let out = rerun_ends_exact(&t).await;
+    assert!(out.contains("into Redis (from PostgreSQL)"), "{out}");
+    t.cleanup().await;
+}
