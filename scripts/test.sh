@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# scripts/test.sh - the project's one test command: what newcomers run and what CI proves.
+#
+# Starts the native stack (PostgreSQL and Redis on loopback ports, installing what is missing),
+# sweeps what earlier runs may have left behind (test databases, test Redis keys and users),
+# then runs every test of the workspace against those real servers, and the stack script's own
+# test. Extra arguments go to `cargo test` (e.g. scripts/test.sh -p seeder killed).
+#
+# Environment: the STACK_* variables of scripts/stack.sh (ports, data folder) apply here too.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname -- "$SCRIPT_DIR")
+cd "$REPO_DIR"
+
+log() { printf 'test: %s\n' "$*" >&2; }
+
+bash scripts/stack.sh up
+eval "$(bash scripts/stack.sh env)"
+export DATABASE_URL REDIS_URL
+
+redis_host_port() { # redis://host:port -> "-h host -p port"
+  local hostport=${REDIS_URL#redis://}
+  printf -- '-h %s -p %s' "${hostport%:*}" "${hostport##*:}"
+}
+
+sweep() {
+  log "sweeping leftovers of earlier test runs"
+  # Test databases are named seedtest_<random>; a failed test may leave its database behind.
+  psql "$DATABASE_URL" -Atq -c "SELECT datname FROM pg_database WHERE datname LIKE 'seedtest\_%'" |
+    while read -r db; do
+      [[ -n $db ]] && psql "$DATABASE_URL" -q -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
+    done
+  # Test keys live under t-<random>:…; test Redis users are ro-<random>.
+  # shellcheck disable=SC2046
+  redis-cli $(redis_host_port) --scan --pattern 't-*' | xargs -r -n 500 redis-cli $(redis_host_port) unlink >/dev/null
+  # shellcheck disable=SC2046
+  redis-cli $(redis_host_port) acl users | grep '^ro-' | xargs -r -n 1 redis-cli $(redis_host_port) acl deluser >/dev/null || true
+}
+
+sweep
+log "running cargo test --workspace $*"
+cargo test --workspace --locked "$@"
+if [[ $# -eq 0 ]]; then
+  log "running the stack script's own test"
+  bash scripts/tests/stack_test.sh
+fi
+log "all tests passed"
