@@ -24,6 +24,9 @@ STUDENTS=${BENCH_STUDENTS:-674823}
 SEED=${BENCH_SEED:-2026}
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "usage: scripts/bench_seed.sh [RUNS]" >&2; exit 2; }
 
+# Keep psql quiet about "does not exist, skipping" and similar notices.
+export PGOPTIONS="-c client_min_messages=warning"
+
 log() { printf 'bench: %s\n' "$*" >&2; }
 now() { date +%s.%N; }
 seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
@@ -45,11 +48,17 @@ log "exporting $STUDENTS students (seed $SEED) as CSV for the baseline"
 "$SEEDER" export --dir "$OUT/csv" --students "$STUDENTS" --seed "$SEED" >&2
 
 db_url() { printf '%s/%s' "${DATABASE_URL%/*}" "$1"; }
+# Not DROP ... WITH (FORCE): that must also terminate autovacuum workers, which belong to the
+# superuser; a plain DROP cancels them itself. Our own leftover sessions are ended first.
+drop_db() {
+  psql "$DATABASE_URL" -q -o /dev/null -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+    WHERE datname = '$1' AND usename = current_user AND pid <> pg_backend_pid()" -c "DROP DATABASE IF EXISTS $1"
+}
 fresh_db() { # fresh_db NAME -> a migrated empty database
-  psql "$DATABASE_URL" -q -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"
+  drop_db "$1"
+  psql "$DATABASE_URL" -q -c "CREATE DATABASE $1"
   "$SEEDER" migrate --database-url "$(db_url "$1")" >/dev/null
 }
-drop_db() { psql "$DATABASE_URL" -q -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
 drop_prefix() { redis --scan --pattern "$1:*" | xargs -r -n 500 redis-cli -p "$REDIS_PORT" unlink >/dev/null; }
 
 echo "run,copy_seconds,seeder_seconds,ratio,redis_bytes,bytes_per_result" >"$OUT/runs.csv"

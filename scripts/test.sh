@@ -13,6 +13,8 @@ SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname -- "$SCRIPT_DIR")
 cd "$REPO_DIR"
 
+export PGOPTIONS="-c client_min_messages=warning" # no "skipping" notices from psql
+
 log() { printf 'test: %s\n' "$*" >&2; }
 
 bash scripts/stack.sh up
@@ -29,7 +31,11 @@ sweep() {
   # Test databases are named seedtest_<random>; a failed test may leave its database behind.
   psql "$DATABASE_URL" -Atq -c "SELECT datname FROM pg_database WHERE datname LIKE 'seedtest\_%'" |
     while read -r db; do
-      [[ -n $db ]] && psql "$DATABASE_URL" -q -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
+      # Not WITH (FORCE): it would have to end autovacuum workers, which only a superuser may;
+      # a plain DROP cancels them itself.
+      [[ -n $db ]] && psql "$DATABASE_URL" -q -o /dev/null \
+        -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '$db' AND usename = current_user" \
+        -c "DROP DATABASE IF EXISTS \"$db\""
     done
   # Test keys live under t-<random>:…; test Redis users are ro-<random>.
   # shellcheck disable=SC2046

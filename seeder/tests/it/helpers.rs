@@ -119,10 +119,16 @@ impl TestStores {
         }
         let (client, connection) = tokio_postgres::connect(&self.admin_url, NoTls).await.expect("connect");
         tokio::spawn(connection);
+        // Not WITH (FORCE): it would also have to end autovacuum workers, which only a superuser
+        // may; a plain DROP cancels those itself. This test's own sessions are ended first.
         client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database))
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND usename = current_user",
+                &[&self.database],
+            )
             .await
-            .expect("drop test database");
+            .expect("end the test's sessions");
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {}", self.database)).await.expect("drop test database");
     }
 }
 
