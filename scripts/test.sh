@@ -45,10 +45,16 @@ sweep() {
 }
 
 sweep
-log "running cargo test --workspace $*"
-cargo test --workspace --locked "$@"
-if [[ $# -eq 0 ]]; then
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+whole_suite=$(($# == 0))
+[[ $whole_suite -eq 1 ]] && set -- --workspace
+log "running cargo test $*"
+cargo test --locked "$@" 2>&1 | tee -a "$results"
+if [[ $whole_suite -eq 1 ]]; then
   log "running the stack script's own test"
-  bash scripts/tests/stack_test.sh
+  bash scripts/tests/stack_test.sh 2>&1 | tee -a "$results"
 fi
-log "all tests passed"
+# One closing line for the whole suite, summed from cargo's and the stack test's own lines.
+awk '/^test result:/ { p += $4; f += $6 } /^stack_test: [0-9]+ passed/ { p += $2; f += $4 }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
