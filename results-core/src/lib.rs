@@ -6,6 +6,7 @@
 //! - [`record`]: the result record, streams, subjects, schools, regions and the pass mark.
 //! - [`codec`]: the versioned MessagePack encoding of records and schools stored in Redis.
 //! - [`keys`]: the Redis key layout (prefix, layout version, buckets, completeness marker).
+//! - [`marker`]: the completeness marker the seeder writes last, which makes a miss authoritative.
 //! - [`generate`]: the deterministic data generator (same seed, same data, byte for byte).
 //! - [`checksum`]: the order-defined content checksum used as data-set fingerprint and by verify.
 
@@ -14,6 +15,7 @@ pub mod codec;
 pub mod generate;
 pub mod id;
 pub mod keys;
+pub mod marker;
 mod names;
 pub mod record;
 
@@ -22,4 +24,5 @@ pub use codec::{CODEC_VERSION, CodecError};
 pub use generate::{DEFAULT_SEED, DEFAULT_STUDENTS, Dataset, DatasetSpec, GENERATOR_VERSION, SpecError};
 pub use id::{IdError, StudentId};
 pub use keys::KeyLayout;
+pub use marker::Marker;
 pub use record::{PASS_MARK, Region, ResultRecord, SUBJECTS_PER_STREAM, School, Stream, Subject};

@@ -24,24 +24,7 @@ use crate::progress::Phase;
 /// `HSET`s in flight at once while loading; enough to keep the connection's pipeline full.
 const IN_FLIGHT: usize = 64;
 
-/// The completeness marker: what a complete load wrote, last.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Marker {
-    /// Content fingerprint of the data set.
-    pub fingerprint: String,
-    /// Number of results.
-    pub count: u64,
-    /// Generator seed.
-    pub seed: u64,
-    /// Generator version.
-    pub generator: u32,
-    /// Codec version of the values.
-    pub codec: u8,
-    /// Students per stream.
-    pub streams: StreamSizes,
-    /// When the load finished, Unix seconds.
-    pub loaded_at: u64,
-}
+pub use results_core::Marker;
 
 /// A connected Redis client with the key layout.
 #[derive(Clone)]
@@ -143,21 +126,7 @@ impl RedisStore {
         if fields.is_empty() {
             return Ok(None);
         }
-        let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u64>().ok());
-        let marker = (|| {
-            Some(Marker {
-                fingerprint: fields.get(keys::MARKER_FINGERPRINT)?.clone(),
-                count: number(keys::MARKER_COUNT)?,
-                seed: number(keys::MARKER_SEED)?,
-                generator: u32::try_from(number(keys::MARKER_GENERATOR)?).ok()?,
-                codec: u8::try_from(number(keys::MARKER_CODEC)?).ok()?,
-                streams: StreamSizes {
-                    natural_science: u32::try_from(number(keys::MARKER_NATURAL_SCIENCE)?).ok()?,
-                    social_science: u32::try_from(number(keys::MARKER_SOCIAL_SCIENCE)?).ok()?,
-                },
-                loaded_at: number(keys::MARKER_LOADED_AT)?,
-            })
-        })();
+        let marker = Marker::from_fields(&fields);
         if marker.is_none() {
             tracing::warn!(key = self.layout.marker_key(), "the completeness marker is malformed; ignoring it");
         }
@@ -245,16 +214,7 @@ impl RedisStore {
             streams,
             loaded_at,
         };
-        let fields: Vec<(&str, String)> = vec![
-            (keys::MARKER_FINGERPRINT, marker.fingerprint.clone()),
-            (keys::MARKER_COUNT, count.to_string()),
-            (keys::MARKER_SEED, seed.to_string()),
-            (keys::MARKER_GENERATOR, marker.generator.to_string()),
-            (keys::MARKER_CODEC, marker.codec.to_string()),
-            (keys::MARKER_NATURAL_SCIENCE, streams.natural_science.to_string()),
-            (keys::MARKER_SOCIAL_SCIENCE, streams.social_science.to_string()),
-            (keys::MARKER_LOADED_AT, loaded_at.to_string()),
-        ];
+        let fields = marker.to_fields();
         self.client.hset::<u64, _, _>(self.layout.marker_key(), fields).await.map_err(|e| {
             anyhow::anyhow!("Redis at {} refused the completeness marker: {}", self.target, error_line(&e))
         })?;
