@@ -1,19 +1,58 @@
-//! The results API binary. The axum replicas are built in the API issue; until then this binary
-//! only states what it will serve, so the workspace layout is already the final one.
+//! The API binary: parses the configuration, binds both listeners, runs until SIGTERM or SIGINT.
+//! See `api --help`.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use results_core::{DatasetSpec, StudentId};
+use anyhow::Context;
+use api::config::Args;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
 
-fn main() -> ExitCode {
-    let spec = DatasetSpec::default();
-    eprintln!(
-        "api: not built yet (the API issue adds the axum replicas). It will serve \
-         GET /v1/results/{{id}} for registration numbers {}..={} (the default data set: {}..={}).",
-        StudentId::MIN,
-        StudentId::MAX,
-        spec.ids().start(),
-        spec.ids().end()
-    );
-    ExitCode::from(2)
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_env("API_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let public =
+        TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on API_LISTEN={}", args.listen))?;
+    let admin = TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on API_ADMIN_LISTEN={}", args.admin_listen))?;
+    tracing::info!(public = %args.listen, admin = %args.admin_listen, "listening");
+    api::startup::run(settings, public, admin, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the API");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

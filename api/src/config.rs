@@ -1,0 +1,158 @@
+//! Configuration: command-line flags, each also read from the environment variable named in
+//! `--help`. Tests build [`Settings`] directly and never touch the process environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use results_core::KeyLayout;
+use results_core::keys::DEFAULT_PREFIX;
+
+/// Serves exam results: `GET /v1/results/{id}` (and the reference design's `/student/{id}`) on
+/// the public port; `/metrics` and `/debug/pprof/profile` on the admin port, which must never be
+/// exposed publicly.
+///
+/// Reads Redis first (loaded by the seeder), then PostgreSQL when Redis is down or does not hold
+/// the complete data set, with a short-lived in-process cache in front of both. Starts without
+/// either store being up and becomes ready (`/readyz`) when one is.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "api", version)]
+pub struct Args {
+    /// Public address (results, health).
+    #[arg(long, env = "API_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: SocketAddr,
+    /// Admin address (/metrics, pprof): keep it private.
+    #[arg(long, env = "API_ADMIN_LISTEN", default_value = "127.0.0.1:9081")]
+    pub admin_listen: SocketAddr,
+    /// PostgreSQL URL (the source of truth, read when Redis cannot answer).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Redis URL (redis://host:port, or redis-cluster://host:port for a cluster).
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis keys (as given to the seeder).
+    #[arg(long, env = "API_KEY_PREFIX", default_value = DEFAULT_PREFIX)]
+    pub key_prefix: String,
+    /// PostgreSQL connections per replica; three replicas must stay under max_connections (200).
+    #[arg(long, env = "API_PG_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub pg_pool_size: u32,
+    /// Redis connections per replica (commands are pipelined on each).
+    #[arg(long, env = "API_REDIS_POOL_SIZE", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=32))]
+    pub redis_pool_size: u64,
+    /// Results kept in the in-process cache.
+    #[arg(long, env = "API_CACHE_CAPACITY", default_value_t = 200_000)]
+    pub cache_capacity: u64,
+    /// How long a result stays in the in-process cache, in milliseconds (part of the staleness
+    /// bound of a corrected result).
+    #[arg(long, env = "API_CACHE_TTL_MS", default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub cache_ttl_ms: u64,
+    /// `Cache-Control: max-age` of result responses, in seconds (the rest of the staleness bound).
+    #[arg(long, env = "API_HTTP_MAX_AGE_S", default_value_t = 5)]
+    pub http_max_age_s: u32,
+    /// Redis command timeout in milliseconds: a slower Redis is treated as down for that request.
+    #[arg(long, env = "API_REDIS_TIMEOUT_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub redis_timeout_ms: u64,
+    /// PostgreSQL timeout (connection acquisition and query) in milliseconds.
+    #[arg(long, env = "API_PG_TIMEOUT_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub pg_timeout_ms: u64,
+    /// Whole-request timeout in milliseconds.
+    #[arg(long, env = "API_REQUEST_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub request_timeout_ms: u64,
+    /// How often the completeness marker and school directory are re-read, in milliseconds.
+    #[arg(long, env = "API_REFRESH_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub refresh_ms: u64,
+    /// On SIGTERM, report not-ready for this long before closing the listener (lets a load
+    /// balancer notice), in milliseconds.
+    #[arg(long, env = "API_DRAIN_DELAY_MS", default_value_t = 0)]
+    pub drain_delay_ms: u64,
+    /// Longest wait for in-flight requests after the listener closed, in milliseconds.
+    #[arg(long, env = "API_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// PostgreSQL URL.
+    pub database_url: String,
+    /// Redis URL.
+    pub redis_url: String,
+    /// Redis key layout.
+    pub layout: KeyLayout,
+    /// PostgreSQL pool size.
+    pub pg_pool_size: u32,
+    /// Redis pool size.
+    pub redis_pool_size: usize,
+    /// In-process cache capacity (entries).
+    pub cache_capacity: u64,
+    /// In-process cache time to live.
+    pub cache_ttl: Duration,
+    /// `Cache-Control: max-age` in seconds.
+    pub http_max_age_s: u32,
+    /// Redis command timeout.
+    pub redis_timeout: Duration,
+    /// PostgreSQL timeout.
+    pub pg_timeout: Duration,
+    /// Whole-request timeout.
+    pub request_timeout: Duration,
+    /// Marker and directory refresh interval.
+    pub refresh: Duration,
+    /// Not-ready period before the listener closes on shutdown.
+    pub drain_delay: Duration,
+    /// Longest wait for in-flight requests on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Settings {
+    /// Defaults for `database_url` and `redis_url` (what tests start from).
+    pub fn new(database_url: impl Into<String>, redis_url: impl Into<String>, layout: KeyLayout) -> Self {
+        Self {
+            database_url: database_url.into(),
+            redis_url: redis_url.into(),
+            layout,
+            pg_pool_size: 8,
+            redis_pool_size: 2,
+            cache_capacity: 200_000,
+            cache_ttl: Duration::from_millis(2_000),
+            http_max_age_s: 5,
+            redis_timeout: Duration::from_millis(250),
+            pg_timeout: Duration::from_millis(1_000),
+            request_timeout: Duration::from_millis(5_000),
+            refresh: Duration::from_millis(1_000),
+            drain_delay: Duration::ZERO,
+            shutdown_grace: Duration::from_millis(10_000),
+        }
+    }
+}
+
+impl Args {
+    /// The settings, or an error naming the variable at fault.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let database_url = self
+            .database_url
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no PostgreSQL URL: set DATABASE_URL or pass --database-url"))?;
+        if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
+            anyhow::bail!("DATABASE_URL must start with postgres:// or postgresql://");
+        }
+        let redis_url =
+            self.redis_url.clone().ok_or_else(|| anyhow::anyhow!("no Redis URL: set REDIS_URL or pass --redis-url"))?;
+        let layout = KeyLayout::new(&self.key_prefix).map_err(|e| anyhow::anyhow!("API_KEY_PREFIX: {e}"))?;
+        Ok(Settings {
+            database_url,
+            redis_url,
+            layout,
+            pg_pool_size: self.pg_pool_size,
+            redis_pool_size: self.redis_pool_size as usize,
+            cache_capacity: self.cache_capacity,
+            cache_ttl: Duration::from_millis(self.cache_ttl_ms),
+            http_max_age_s: self.http_max_age_s,
+            redis_timeout: Duration::from_millis(self.redis_timeout_ms),
+            pg_timeout: Duration::from_millis(self.pg_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            refresh: Duration::from_millis(self.refresh_ms),
+            drain_delay: Duration::from_millis(self.drain_delay_ms),
+            shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+        })
+    }
+}

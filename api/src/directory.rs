@@ -1,0 +1,115 @@
+//! What every request needs besides the result itself, kept in memory and refreshed in the
+//! background: whether Redis holds the complete data set (the completeness marker), the schools,
+//! the stream sizes, and which stores are reachable.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use results_core::generate::StreamSizes;
+use results_core::{CODEC_VERSION, Marker};
+use tokio_util::sync::CancellationToken;
+
+use crate::stores::{PgTier, RedisTier};
+use crate::view::SchoolInfo;
+
+/// The in-memory snapshot.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// The trusted completeness marker: while present, a Redis miss is an unknown ID.
+    pub marker: Option<Marker>,
+    /// Schools by ID (from Redis).
+    pub schools: HashMap<u32, SchoolInfo>,
+    /// Students per stream (from the marker, else PostgreSQL).
+    pub streams: Option<StreamSizes>,
+}
+
+/// Reachability of the stores and the drain flag.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Redis answered the last refresh.
+    pub redis_up: AtomicBool,
+    /// PostgreSQL answered the last refresh.
+    pub postgres_up: AtomicBool,
+    /// Shutting down: not ready for new traffic.
+    pub draining: AtomicBool,
+}
+
+/// The shared directory.
+#[derive(Debug, Default)]
+pub struct Directory {
+    snapshot: RwLock<Arc<Snapshot>>,
+    /// Store reachability.
+    pub health: Health,
+}
+
+impl Directory {
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.read().map(|s| Arc::clone(&s)).unwrap_or_default()
+    }
+
+    fn replace(&self, snapshot: Snapshot) {
+        if let Ok(mut current) = self.snapshot.write() {
+            *current = Arc::new(snapshot);
+        }
+    }
+
+    /// Forgets the marker at once (a Redis miss found it gone).
+    pub fn forget_marker(&self) {
+        let current = self.snapshot();
+        self.replace(Snapshot { marker: None, schools: current.schools.clone(), streams: current.streams });
+    }
+
+    /// Re-reads the marker, schools and stream sizes, and checks both stores.
+    pub async fn refresh(&self, redis: &RedisTier, pg: &PgTier) {
+        let current = self.snapshot();
+        let marker = redis.marker().await;
+        self.health.redis_up.store(marker.is_ok(), Ordering::Relaxed);
+        let postgres_up = pg.ping().await;
+        self.health.postgres_up.store(postgres_up, Ordering::Relaxed);
+
+        // A marker written by another codec version describes values this build cannot read.
+        let marker = marker.ok().flatten().filter(|m| m.codec == CODEC_VERSION);
+        let schools = match &marker {
+            Some(m) if current.marker.as_ref().map(|c| &c.fingerprint) != Some(&m.fingerprint) => {
+                match redis.schools().await {
+                    Ok(schools) => schools,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the schools from Redis");
+                        current.schools.clone()
+                    }
+                }
+            }
+            _ => current.schools.clone(),
+        };
+        let streams = match (&marker, current.streams) {
+            (Some(m), _) => Some(m.streams),
+            (None, Some(known)) => Some(known),
+            (None, None) if postgres_up => pg.stream_sizes().await.ok(),
+            (None, None) => None,
+        };
+        if marker.is_some() != current.marker.is_some() {
+            tracing::info!(complete = marker.is_some(), "Redis completeness marker changed");
+        }
+        self.replace(Snapshot { marker, schools, streams });
+    }
+
+    /// Refreshes every `interval` until `stop` is cancelled.
+    pub async fn keep_fresh(
+        self: Arc<Self>,
+        redis: RedisTier,
+        pg: PgTier,
+        interval: Duration,
+        stop: CancellationToken,
+    ) {
+        loop {
+            self.refresh(&redis, &pg).await;
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = stop.cancelled() => return,
+            }
+        }
+    }
+}

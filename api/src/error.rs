@@ -1,0 +1,116 @@
+//! The one error type of the HTTP API. Every error answers with the same JSON envelope:
+//! `{"error": {"status": 404, "code": "unknown_id", "message": "…"}}`. A 5xx never carries
+//! internals: the cause is logged once where it happens, the client gets a fixed message.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Seconds a client should wait before retrying a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 2;
+
+/// An error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable message, safe to show to a student.
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    status: u16,
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// 400: the registration number is malformed.
+    pub fn invalid_id(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, code: "invalid_id", message: message.into() }
+    }
+
+    /// 404: no result for this registration number.
+    pub fn unknown_id() -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "unknown_id",
+            message: "no result was published for this registration number".to_owned(),
+        }
+    }
+
+    /// 404: no such route.
+    pub fn no_route() -> Self {
+        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: "no such page".to_owned() }
+    }
+
+    /// 405: the route exists, the method does not.
+    pub fn method_not_allowed() -> Self {
+        Self {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: "method_not_allowed",
+            message: "only GET and HEAD are allowed here".to_owned(),
+        }
+    }
+
+    /// 413: a request body where none belongs.
+    pub fn body_too_large() -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "body_too_large",
+            message: "request body too large".to_owned(),
+        }
+    }
+
+    /// 503: no store can answer right now (or the answer took too long).
+    pub fn unavailable() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "unavailable",
+            message: "results are temporarily unavailable; please retry shortly".to_owned(),
+        }
+    }
+
+    /// 500: a bug; the details are in the log.
+    pub fn internal() -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: "something went wrong on our side".to_owned(),
+        }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> String {
+        let envelope =
+            Envelope { error: Body { status: self.status.as_u16(), code: self.code, message: &self.message } };
+        serde_json::to_string(&envelope).unwrap_or_else(|_| String::from("{\"error\":{}}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let cache = match self.status {
+            // A malformed ID stays malformed; an unknown one may be published by a correction.
+            StatusCode::BAD_REQUEST => HeaderValue::from_static("public, max-age=3600"),
+            StatusCode::NOT_FOUND => HeaderValue::from_static("public, max-age=5"),
+            _ => HeaderValue::from_static("no-store"),
+        };
+        headers.insert(header::CACHE_CONTROL, cache);
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}

@@ -1,0 +1,27 @@
+//! The results API: a stateless axum replica. Several run behind NGINX; each reads Redis (loaded
+//! by the seeder), an in-process cache and PostgreSQL. `main.rs` parses the configuration and
+//! calls [`startup::run`]; tests drive the same function on port 0.
+//!
+//! - [`config`]: flags and environment variables, validated into [`config::Settings`].
+//! - [`startup`]: builds the shared state and runs both listeners until shutdown.
+//! - [`server`]: the HTTP/1.1 accept loop with header limits and graceful shutdown.
+//! - [`routes`]: public routes (results, alias, health, readiness), JSON fallbacks, metrics.
+//! - [`admin`]: the private admin port: `/metrics` and `/debug/pprof/profile`.
+//! - [`lookup`]: the read path: in-process cache, Redis, PostgreSQL, and when each is used.
+//! - [`stores`]: the Redis and PostgreSQL clients, every call bounded in time.
+//! - [`directory`]: the completeness marker, schools, stream sizes and store health, refreshed.
+//! - [`view`]: the JSON body of a result and its ETag.
+//! - [`error`]: the one error type and its JSON envelope.
+//! - [`telemetry`]: metric names, histogram buckets, the recorder, rate-limited warnings.
+
+pub mod admin;
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod lookup;
+pub mod routes;
+pub mod server;
+pub mod startup;
+pub mod stores;
+pub mod telemetry;
+pub mod view;

@@ -1,0 +1,154 @@
+//! The read path: in-process cache, then Redis, then PostgreSQL.
+//!
+//! Order: the in-process cache comes first because a hit there costs no network round trip at
+//! all (a Redis hit costs one, plus decoding and rendering). Its short TTL is part of the stated
+//! staleness bound. Concurrent misses for one ID collapse into one load (moka `try_get_with`).
+//!
+//! - Redis hit: decoded, rendered, cached. A value that does not decode (corrupt, another codec
+//!   version) is counted and PostgreSQL answers instead.
+//! - Redis miss while the completeness marker is present: the ID is unknown. PostgreSQL is not
+//!   asked, so an ID-enumeration flood never becomes database load. The marker's presence is
+//!   re-checked on each miss, because the seeder deletes it before reloading.
+//! - Redis error, timeout or disconnection: counted, warned about once per interval, and
+//!   PostgreSQL answers. PostgreSQL down while Redis answers: nothing changes for hits.
+//! - Neither can answer: 503.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use moka::future::Cache;
+use results_core::{StudentId, codec};
+
+use crate::config::Settings;
+use crate::directory::Directory;
+use crate::stores::{PgTier, RedisTier, StoreError};
+use crate::telemetry::{LOOKUPS, RateLimitedWarning};
+use crate::view::{RenderedResult, render};
+
+/// Why no result can be shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    /// No such student.
+    #[error("unknown registration number")]
+    NotFound,
+    /// No store could answer.
+    #[error("no store could answer")]
+    Unavailable,
+}
+
+fn count(tier: &'static str, outcome: &'static str) {
+    metrics::counter!(LOOKUPS, "tier" => tier, "outcome" => outcome).increment(1);
+}
+
+/// The tiered reader.
+pub struct Lookup {
+    cache: Cache<StudentId, Arc<RenderedResult>>,
+    redis: RedisTier,
+    pg: PgTier,
+    directory: Arc<Directory>,
+    redis_warning: RateLimitedWarning,
+    pg_warning: RateLimitedWarning,
+}
+
+impl Lookup {
+    /// A reader over the given stores.
+    pub fn new(settings: &Settings, redis: RedisTier, pg: PgTier, directory: Arc<Directory>) -> Self {
+        let cache = Cache::builder().max_capacity(settings.cache_capacity).time_to_live(settings.cache_ttl).build();
+        Self {
+            cache,
+            redis,
+            pg,
+            directory,
+            redis_warning: RateLimitedWarning::new(Duration::from_secs(10)),
+            pg_warning: RateLimitedWarning::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// The rendered result for `id`.
+    pub async fn find(&self, id: StudentId) -> Result<Arc<RenderedResult>, LookupError> {
+        if let Some(hit) = self.cache.get(&id).await {
+            count("memory", "hit");
+            return Ok(hit);
+        }
+        self.cache.try_get_with(id, self.load(id)).await.map_err(|e| *e)
+    }
+
+    async fn load(&self, id: StudentId) -> Result<Arc<RenderedResult>, LookupError> {
+        let snapshot = self.directory.snapshot();
+        match self.redis.get(id).await {
+            Ok(Some(bytes)) => match codec::decode_result(id, &bytes) {
+                Ok(record) => {
+                    let school = snapshot.schools.get(&record.school_id);
+                    let size = snapshot.streams.map(|s| s.of(record.stream));
+                    if let (Some(school), Some(size)) = (school, size) {
+                        count("redis", "hit");
+                        return Ok(Arc::new(render(&record, school, size)));
+                    }
+                    // The directory is not loaded yet: PostgreSQL has the school.
+                    count("redis", "incomplete");
+                }
+                Err(e) => {
+                    count("redis", "decode_error");
+                    self.redis_warning.warn("a Redis value does not decode; answering from PostgreSQL", &e);
+                }
+            },
+            Ok(None) if snapshot.marker.is_some() => match self.redis.marker_exists().await {
+                Ok(true) => {
+                    count("redis", "miss");
+                    return Err(LookupError::NotFound);
+                }
+                Ok(false) => {
+                    count("redis", "miss_incomplete");
+                    self.directory.forget_marker();
+                }
+                Err(e) => self.redis_failed(&e),
+            },
+            Ok(None) => count("redis", "miss_incomplete"),
+            Err(e) => self.redis_failed(&e),
+        }
+        self.load_from_postgres(id, snapshot.streams).await
+    }
+
+    fn redis_failed(&self, error: &StoreError) {
+        count("redis", "error");
+        self.redis_warning.warn("Redis cannot answer; reading PostgreSQL instead", error);
+    }
+
+    async fn load_from_postgres(
+        &self,
+        id: StudentId,
+        streams: Option<results_core::generate::StreamSizes>,
+    ) -> Result<Arc<RenderedResult>, LookupError> {
+        match self.pg.get(id).await {
+            Ok(Some(found)) => {
+                let size = match streams {
+                    Some(s) => s.of(found.record.stream),
+                    None => match self.pg.stream_sizes().await {
+                        Ok(s) => s.of(found.record.stream),
+                        Err(e) => {
+                            count("db", "error");
+                            self.pg_warning.warn("PostgreSQL cannot count the streams", &e);
+                            return Err(LookupError::Unavailable);
+                        }
+                    },
+                };
+                count("db", "hit");
+                Ok(Arc::new(render(&found.record, &found.school, size)))
+            }
+            Ok(None) => {
+                count("db", "miss");
+                Err(LookupError::NotFound)
+            }
+            Err(e) => {
+                count("db", "error");
+                self.pg_warning.warn("PostgreSQL cannot answer", &e);
+                Err(LookupError::Unavailable)
+            }
+        }
+    }
+
+    /// Drops every cached result (tests, and after a correction).
+    pub fn invalidate_all(&self) {
+        self.cache.invalidate_all();
+    }
+}

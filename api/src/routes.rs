@@ -1,0 +1,207 @@
+//! The public routes: results (and the reference design's alias), health and readiness, JSON
+//! errors for everything else, and the per-request metrics.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use results_core::StudentId;
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::error::ApiError;
+use crate::lookup::LookupError;
+use crate::startup::AppState;
+use crate::telemetry::{HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS};
+use crate::view::RenderedResult;
+
+/// The main results route.
+pub const RESULTS_ROUTE: &str = "/v1/results/{id}";
+/// The reference design's path, answered identically.
+pub const ALIAS_ROUTE: &str = "/student/{id}";
+/// Request bodies above this are refused (no public route reads a body).
+pub const MAX_BODY_BYTES: u64 = 1024;
+
+/// The public router.
+pub fn public_router(state: AppState) -> Router {
+    Router::new()
+        .route(RESULTS_ROUTE, get(result))
+        .route(ALIAS_ROUTE, get(result))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(middleware::from_fn(refuse_bodies))
+        .layer(middleware::from_fn(track))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            ApiError::internal().into_response()
+        }))
+        .with_state(state)
+}
+
+async fn result(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+    // The last segment of the raw path, still percent-encoded (axum's path extractors decode):
+    // "%31000000" is not a registration number.
+    let raw = uri.path().rsplit('/').next().unwrap_or_default();
+    let id = match StudentId::parse(raw) {
+        Ok(id) => id,
+        Err(e) => return ApiError::invalid_id(e.to_string()).into_response(),
+    };
+    match tokio::time::timeout(state.settings.request_timeout, state.lookup.find(id)).await {
+        Ok(Ok(rendered)) => respond(&rendered, &headers, &state.cache_control),
+        Ok(Err(LookupError::NotFound)) => ApiError::unknown_id().into_response(),
+        Ok(Err(LookupError::Unavailable)) => ApiError::unavailable().into_response(),
+        Err(_) => {
+            tracing::warn!(student = %id, "lookup exceeded the request timeout");
+            ApiError::unavailable().into_response()
+        }
+    }
+}
+
+/// Whether an `If-None-Match` header matches `etag` (a list, `*`, or weak forms compare equal).
+fn matches_etag(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let ours = etag.as_bytes();
+    headers.get_all(header::IF_NONE_MATCH).iter().any(|value| {
+        value.as_bytes().split(|&b| b == b',').any(|candidate| {
+            let candidate = candidate.trim_ascii();
+            candidate == b"*" || candidate.strip_prefix(b"W/").unwrap_or(candidate) == ours
+        })
+    })
+}
+
+fn respond(rendered: &RenderedResult, headers: &HeaderMap, cache_control: &HeaderValue) -> Response {
+    let mut response = if matches_etag(headers, &rendered.etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut ok = rendered.body.clone().into_response();
+        ok.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        ok
+    };
+    let out = response.headers_mut();
+    out.insert(header::ETAG, rendered.etag.clone());
+    out.insert(header::CACHE_CONTROL, cache_control.clone());
+    response
+}
+
+#[derive(Serialize)]
+struct Alive {
+    status: &'static str,
+}
+
+async fn healthz() -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "no-store")], Json(Alive { status: "alive" }))
+}
+
+/// The readiness report.
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    /// Ready to take traffic: not draining, and at least one store reachable.
+    pub ready: bool,
+    /// Shutting down.
+    pub draining: bool,
+    /// `up` or `down`.
+    pub redis: &'static str,
+    /// `up` or `down`.
+    pub postgres: &'static str,
+    /// Redis holds the complete data set (its misses are authoritative).
+    pub complete_data_set: bool,
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let health = &state.directory.health;
+    let redis = health.redis_up.load(Ordering::Relaxed);
+    let postgres = health.postgres_up.load(Ordering::Relaxed);
+    let draining = health.draining.load(Ordering::Relaxed);
+    let report = Readiness {
+        ready: !draining && (redis || postgres),
+        draining,
+        redis: if redis { "up" } else { "down" },
+        postgres: if postgres { "up" } else { "down" },
+        complete_data_set: state.directory.snapshot().marker.is_some(),
+    };
+    let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, [(header::CACHE_CONTROL, "no-store")], Json(report))
+}
+
+async fn refuse_bodies(request: Request, next: Next) -> Response {
+    let length =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if length.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return ApiError::body_too_large().into_response();
+    }
+    next.run(request).await
+}
+
+/// Route label: the matched template, never the raw path (bounded cardinality).
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    match matched.map(MatchedPath::as_str) {
+        Some(RESULTS_ROUTE) => RESULTS_ROUTE,
+        Some(ALIAS_ROUTE) => ALIAS_ROUTE,
+        Some("/healthz") => "/healthz",
+        Some("/readyz") => "/readyz",
+        _ => "unmatched",
+    }
+}
+
+fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200 => "200",
+        304 => "304",
+        400 => "400",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        503 => "503",
+        s if s < 400 => "other_success",
+        s if s < 500 => "other_client_error",
+        _ => "other_server_error",
+    }
+}
+
+async fn track(request: Request, next: Next) -> Response {
+    let route = route_label(request.extensions().get::<MatchedPath>());
+    let method = match *request.method() {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        _ => "other",
+    };
+    let in_flight = metrics::gauge!(HTTP_IN_FLIGHT);
+    in_flight.increment(1.0);
+    let started = Instant::now();
+    let response = next.run(request).await;
+    in_flight.decrement(1.0);
+    metrics::histogram!(HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
+    metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status_label(response.status()))
+        .increment(1);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_none_match_accepts_lists_star_and_weak_forms() {
+        let etag = HeaderValue::from_static("\"abc\"");
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::IF_NONE_MATCH, HeaderValue::from_static(value));
+            matches_etag(&headers, &etag)
+        };
+        assert!(with("\"abc\""));
+        assert!(with("\"x\", \"abc\""));
+        assert!(with("W/\"abc\""));
+        assert!(with("*"));
+        assert!(!with("\"abd\""));
+        assert!(!matches_etag(&HeaderMap::new(), &etag));
+    }
+}

@@ -1,0 +1,224 @@
+//! The two stores as the read path sees them. Each call is bounded in time: a store that is
+//! down or slow answers with an error quickly, never a hang, and the caller falls back.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::prelude::*;
+use results_core::generate::StreamSizes;
+use results_core::record::{Region, ResultRecord, Stream};
+use results_core::{KeyLayout, Marker, StudentId};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::config::Settings;
+use crate::view::SchoolInfo;
+
+/// Why a store did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis failed, timed out or is disconnected.
+    #[error("redis: {0}")]
+    Redis(#[from] Error),
+    /// PostgreSQL failed or timed out.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    /// PostgreSQL did not answer in time.
+    #[error("postgres: timed out")]
+    PostgresTimeout,
+    /// PostgreSQL returned a row this build cannot represent.
+    #[error("postgres: bad row: {0}")]
+    BadRow(String),
+}
+
+/// Redis, through a small pool of pipelined connections that reconnect by themselves.
+#[derive(Clone)]
+pub struct RedisTier {
+    pool: Pool,
+    layout: KeyLayout,
+}
+
+impl RedisTier {
+    /// Builds the pool and starts connecting in the background: the API starts whether or not
+    /// Redis is up, and the reconnect policy keeps trying.
+    pub fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let mut config = Config::from_url(&settings.redis_url)
+            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {}", e.details()))?;
+        // Fail a command at once while disconnected instead of queueing it: the read path has
+        // PostgreSQL to fall back on, and a queue would turn an outage into latency.
+        config.fail_fast = true;
+        let timeout = settings.redis_timeout;
+        let pool = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = Duration::from_secs(2);
+                c.max_command_attempts = 1;
+            })
+            .with_performance_config(|p| p.default_command_timeout = timeout)
+            // fred's default is to never reconnect: retry forever, 50 ms to 2 s apart.
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            .build_pool(settings.redis_pool_size.max(1))
+            .map_err(|e| anyhow::anyhow!("cannot configure the Redis client: {}", e.details()))?;
+        drop(pool.connect_pool());
+        Ok(Self { pool, layout: settings.layout.clone() })
+    }
+
+    /// Whether at least one connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.pool.clients().iter().any(|c| c.is_connected())
+    }
+
+    /// The stored value for `id`, if any.
+    pub async fn get(&self, id: StudentId) -> Result<Option<Bytes>, StoreError> {
+        let (key, field) = self.layout.result_location(id);
+        Ok(self.pool.next().hget(key, field).await?)
+    }
+
+    /// Whether the completeness marker exists right now.
+    pub async fn marker_exists(&self) -> Result<bool, StoreError> {
+        let n: u64 = self.pool.next().exists(self.layout.marker_key()).await?;
+        Ok(n == 1)
+    }
+
+    /// The completeness marker (`None` when absent or malformed).
+    pub async fn marker(&self) -> Result<Option<Marker>, StoreError> {
+        let fields: HashMap<String, String> = self.pool.next().hgetall(self.layout.marker_key()).await?;
+        Ok(if fields.is_empty() { None } else { Marker::from_fields(&fields) })
+    }
+
+    /// Every school stored by the seeder.
+    pub async fn schools(&self) -> Result<HashMap<u32, SchoolInfo>, StoreError> {
+        let fields: HashMap<String, Bytes> = self.pool.next().hgetall(self.layout.schools_key()).await?;
+        let mut schools = HashMap::with_capacity(fields.len());
+        for (field, value) in fields {
+            let Ok(id) = field.parse::<u32>() else { continue };
+            match results_core::codec::decode_school(id, &value) {
+                Ok(school) => {
+                    schools.insert(id, SchoolInfo { name: school.name, region: school.region.name });
+                }
+                Err(e) => tracing::warn!(school = id, error = %e, "skipping an undecodable school in Redis"),
+            }
+        }
+        Ok(schools)
+    }
+
+    /// Closes the connections.
+    pub async fn quit(&self) {
+        let _ = self.pool.quit().await;
+    }
+}
+
+/// One result as read from PostgreSQL, with its school.
+#[derive(Debug, Clone)]
+pub struct PgResult {
+    /// The record.
+    pub record: ResultRecord,
+    /// Its school.
+    pub school: SchoolInfo,
+}
+
+/// PostgreSQL through a lazily connecting sqlx pool.
+#[derive(Clone)]
+pub struct PgTier {
+    pool: PgPool,
+    timeout: Duration,
+    /// Built once from the shared subject lists; only constants go into it.
+    by_id: std::sync::Arc<str>,
+}
+
+impl PgTier {
+    /// Builds the pool without connecting (the API starts whether or not PostgreSQL is up).
+    pub fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.pg_pool_size)
+            .min_connections(0)
+            .acquire_timeout(settings.pg_timeout)
+            .idle_timeout(Duration::from_secs(60))
+            .connect_lazy(&settings.database_url)
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+        let select = |stream: Stream| {
+            let subjects: Vec<String> = stream.subjects().iter().map(|s| format!("r.{}", s.as_str())).collect();
+            format!(
+                "SELECT s.full_name, s.school_id, s.stream::text AS stream, sc.name AS school, sc.region_id, {}, \
+                 r.rank_in_stream FROM students s JOIN schools sc ON sc.id = s.school_id \
+                 JOIN {} r ON r.student_id = s.id WHERE s.id = $1",
+                subjects.join(", "),
+                match stream {
+                    Stream::NaturalScience => "natural_science_results",
+                    Stream::SocialScience => "social_science_results",
+                }
+            )
+        };
+        let by_id = format!("{} UNION ALL {}", select(Stream::NaturalScience), select(Stream::SocialScience)).into();
+        Ok(Self { pool, timeout: settings.pg_timeout, by_id })
+    }
+
+    async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(outcome) => Ok(outcome?),
+            Err(_) => Err(StoreError::PostgresTimeout),
+        }
+    }
+
+    /// The result for `id`, if any.
+    pub async fn get(&self, id: StudentId) -> Result<Option<PgResult>, StoreError> {
+        let row = self
+            .bounded(
+                sqlx::query(sqlx::AssertSqlSafe(std::sync::Arc::clone(&self.by_id)))
+                    .bind(id.get() as i32)
+                    .fetch_optional(&self.pool),
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let bad = |e: &dyn std::fmt::Display| StoreError::BadRow(format!("student {id}: {e}"));
+        let stream: String = row.try_get("stream").map_err(|e| bad(&e))?;
+        let stream = Stream::from_name(&stream).ok_or_else(|| bad(&"unknown stream"))?;
+        let mut scores = [0u8; 6];
+        for (i, score) in scores.iter_mut().enumerate() {
+            let value: i16 = row.try_get(5 + i).map_err(|e| bad(&e))?;
+            *score = u8::try_from(value).map_err(|e| bad(&e))?;
+        }
+        let region_id: i16 = row.try_get("region_id").map_err(|e| bad(&e))?;
+        let region = u8::try_from(region_id).ok().and_then(Region::by_id).ok_or_else(|| bad(&"unknown region"))?;
+        let record = ResultRecord {
+            id,
+            name: row.try_get("full_name").map_err(|e| bad(&e))?,
+            school_id: row.try_get::<i32, _>("school_id").map_err(|e| bad(&e))? as u32,
+            stream,
+            scores,
+            rank: row.try_get::<i32, _>("rank_in_stream").map_err(|e| bad(&e))? as u32,
+        };
+        let school = SchoolInfo { name: row.try_get("school").map_err(|e| bad(&e))?, region: region.name };
+        Ok(Some(PgResult { record, school }))
+    }
+
+    /// Students per stream.
+    pub async fn stream_sizes(&self) -> Result<StreamSizes, StoreError> {
+        let row = self
+            .bounded(
+                sqlx::query(
+                    "SELECT (SELECT count(*) FROM natural_science_results), (SELECT count(*) FROM social_science_results)",
+                )
+                .fetch_one(&self.pool),
+            )
+            .await?;
+        let count = |i: usize| row.try_get::<i64, _>(i).map(|n| n as u32).map_err(StoreError::from);
+        Ok(StreamSizes { natural_science: count(0)?, social_science: count(1)? })
+    }
+
+    /// Whether PostgreSQL answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        self.bounded(sqlx::query("SELECT 1").execute(&self.pool)).await.is_ok()
+    }
+
+    /// Connections open and idle, for the pool gauges.
+    pub fn pool_usage(&self) -> (u32, usize) {
+        (self.pool.size(), self.pool.num_idle())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,87 @@
+//! Metric names, the Prometheus recorder and rate-limited warnings.
+//!
+//! Latency buckets are chosen for the goal of a p99 well under 100 ms through NGINX: fine steps
+//! from 0.25 ms to 25 ms where the API lives, coarser ones up to 5 s for outages. The same
+//! explicit buckets on every replica let `histogram_quantile` aggregate across replicas.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests by `route` (template), `method` and `status`.
+pub const HTTP_REQUESTS: &str = "http_requests_total";
+/// Request latency by `route`, seconds.
+pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+/// Requests being served.
+pub const HTTP_IN_FLIGHT: &str = "http_requests_in_flight";
+/// Lookups by `tier` (memory, redis, db) and `outcome` (hit, miss, error, decode_error).
+pub const LOOKUPS: &str = "result_lookups_total";
+/// PostgreSQL pool connections by `state` (open, idle).
+pub const DB_POOL: &str = "db_pool_connections";
+/// Redis connections up.
+pub const REDIS_CONNECTED: &str = "redis_connections_up";
+/// Constant 1 with the `version` label.
+pub const BUILD_INFO: &str = "api_build_info";
+
+/// Histogram buckets of [`HTTP_DURATION`], seconds.
+pub const LATENCY_BUCKETS: [f64; 14] =
+    [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle (tests build many apps in one
+/// process; they share it).
+pub fn recorder() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), &LATENCY_BUCKETS)
+                .map(PrometheusBuilder::build_recorder);
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    if metrics::set_global_recorder(recorder).is_err() {
+                        tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+                    }
+                    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+                    handle
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the metrics recorder");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+/// Logs a warning at most once per interval (the count of suppressed ones goes in the next).
+#[derive(Debug)]
+pub struct RateLimitedWarning {
+    interval: Duration,
+    start: Instant,
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimitedWarning {
+    /// At most one warning per `interval`.
+    pub fn new(interval: Duration) -> Self {
+        Self { interval, start: Instant::now(), last_ms: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
+    }
+
+    /// Warns with `message` unless one was logged within the interval.
+    pub fn warn(&self, message: &str, error: &dyn std::fmt::Display) {
+        let now = self.start.elapsed().as_millis() as u64 + 1;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= self.interval.as_millis() as u64;
+        if due && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(%error, suppressed, "{message}");
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
