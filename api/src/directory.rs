@@ -104,12 +104,13 @@ impl Directory {
         interval: Duration,
         stop: CancellationToken,
     ) {
+        // Start-up already refreshed once: wait an interval first.
         loop {
-            self.refresh(&redis, &pg).await;
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 () = stop.cancelled() => return,
             }
+            self.refresh(&redis, &pg).await;
         }
     }
 }

@@ -1,0 +1,189 @@
+//! Test fixtures: seeded stores, the API spawned in-process on port 0, proxies in front of the
+//! stores, and request helpers.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use api::config::Settings;
+use results_core::{DatasetSpec, KeyLayout};
+use seeder::Stores;
+use seeder::load::LoadSettings;
+use seeder::progress::ProgressMode;
+use tokio::net::TcpListener;
+use tokio::sync::{OnceCell, oneshot};
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+
+use crate::chaos::ChaosProxy;
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests through scripts/test.sh, which starts PostgreSQL and Redis")
+    })
+}
+
+fn random_word() -> String {
+    format!("{:016x}", RandomState::new().build_hasher().finish())
+}
+
+/// Where a URL's `host:port` starts and ends.
+fn authority_span(url: &str) -> (usize, usize) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let start = url[start..].find('@').map_or(start, |at| start + at + 1);
+    let end = url[start..].find(['/', '?']).map_or(url.len(), |i| start + i);
+    (start, end)
+}
+
+/// The server address of a URL.
+pub fn server_addr(url: &str) -> SocketAddr {
+    let (start, end) = authority_span(url);
+    url[start..end].parse().expect("URL has a numeric host:port")
+}
+
+/// `url` pointing at `addr` instead.
+pub fn with_addr(url: &str, addr: SocketAddr) -> String {
+    let (start, end) = authority_span(url);
+    format!("{}{addr}{}", &url[..start], &url[end..])
+}
+
+/// A data set loaded into a database and Redis prefix of its own.
+#[derive(Debug, Clone)]
+pub struct Seeded {
+    pub stores: Stores,
+    pub spec: DatasetSpec,
+}
+
+impl Seeded {
+    /// Seeds `students` students into a fresh database (named so scripts/test.sh sweeps it) and a
+    /// fresh Redis prefix.
+    pub async fn new(students: u32) -> Self {
+        let admin_url = required_env("DATABASE_URL");
+        let word = random_word();
+        let database = format!("seedtest_api_{word}");
+        let (client, connection) = tokio_postgres::connect(&admin_url, NoTls).await.expect("connect to PostgreSQL");
+        tokio::spawn(connection);
+        client.batch_execute(&format!("CREATE DATABASE {database}")).await.expect("create test database");
+        let (_, end) = authority_span(&admin_url);
+        let database_url = format!("{}/{database}", &admin_url[..end]);
+        let stores = Stores {
+            database_url,
+            redis_url: required_env("REDIS_URL"),
+            layout: KeyLayout::new(&format!("t-{word}")).expect("prefix"),
+        };
+        let spec = DatasetSpec::new(7, students).expect("spec");
+        let settings = LoadSettings {
+            stores: stores.clone(),
+            spec,
+            force: false,
+            pg_connections: 2,
+            progress: ProgressMode::Quiet,
+        };
+        seeder::load::run(&settings).await.expect("seed the test data");
+        Self { stores, spec }
+    }
+
+    /// The data set shared by tests that only read (seeded once per test run).
+    pub async fn shared() -> Seeded {
+        static SHARED: OnceCell<Seeded> = OnceCell::const_new();
+        SHARED.get_or_init(|| Seeded::new(10_000)).await.clone()
+    }
+
+    /// A direct Redis client of the test.
+    pub async fn redis(&self) -> fred::prelude::Client {
+        use fred::prelude::*;
+        let client =
+            Builder::from_config(Config::from_url(&self.stores.redis_url).expect("url")).build().expect("client");
+        client.init().await.expect("connect to Redis");
+        client
+    }
+}
+
+/// A running API.
+pub struct TestApp {
+    pub base: String,
+    pub admin: String,
+    pub client: reqwest::Client,
+    pub redis_proxy: ChaosProxy,
+    pub pg_proxy: ChaosProxy,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// Spawns the API over `seeded`, with both stores behind proxies, after `tweak` adjusts the
+    /// settings.
+    pub async fn spawn(seeded: &Seeded, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let redis_proxy = ChaosProxy::start(server_addr(&seeded.stores.redis_url)).await;
+        let pg_proxy = ChaosProxy::start(server_addr(&seeded.stores.database_url)).await;
+        let mut settings = Settings::new(
+            with_addr(&seeded.stores.database_url, pg_proxy.addr()),
+            with_addr(&seeded.stores.redis_url, redis_proxy.addr()),
+            seeded.stores.layout.clone(),
+        );
+        settings.refresh = Duration::from_millis(200);
+        tweak(&mut settings);
+        let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let base = format!("http://{}", public.local_addr().expect("addr"));
+        let admin_base = format!("http://{}", admin.local_addr().expect("addr"));
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let task = tokio::spawn(api::startup::run(settings, public, admin, async move {
+            let _ = signal.await;
+        }));
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
+        Self { base, admin: admin_base, client, redis_proxy, pg_proxy, shutdown: Some(shutdown), task: Some(task) }
+    }
+
+    /// GET a public path.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(format!("{}{path}", self.base)).send().await.expect("request")
+    }
+
+    /// Triggers a graceful shutdown and returns the server task.
+    pub fn shutdown(&mut self) -> JoinHandle<anyhow::Result<()>> {
+        if let Some(sender) = self.shutdown.take() {
+            let _ = sender.send(());
+        }
+        self.task.take().expect("server task")
+    }
+
+    /// Waits until `condition` holds on `/readyz`'s JSON, up to `limit`.
+    pub async fn wait_ready(
+        &self,
+        limit: Duration,
+        condition: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let body: serde_json::Value = self.get("/readyz").await.json().await.expect("readyz JSON");
+            if condition(&body) || tokio::time::Instant::now() > deadline {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(sender) = self.shutdown.take() {
+            let _ = sender.send(());
+        }
+    }
+}
+
+/// The error envelope of a response, checked for shape.
+pub async fn error_code(response: reqwest::Response) -> (u16, String) {
+    let status = response.status().as_u16();
+    assert_eq!(
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/json"),
+        "errors are JSON"
+    );
+    let body: serde_json::Value = response.json().await.expect("JSON error body");
+    assert_eq!(body["error"]["status"], status, "envelope carries the status");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "envelope has a message");
+    (status, body["error"]["code"].as_str().expect("code").to_owned())
+}

@@ -1,0 +1,9 @@
+//! API integration tests: the real API (spawned in-process on port 0) against the real
+//! PostgreSQL and Redis of the native stack, seeded by the real seeder. Outages are made by
+//! cutting a TCP proxy in front of a store. One test binary for the crate.
+
+mod chaos;
+mod helpers;
+mod operations;
+mod outages;
+mod routes;

@@ -1,0 +1,118 @@
+//! Running the API: graceful shutdown, readiness while draining, metrics, profiling, and
+//! configuration errors.
+
+use std::time::Duration;
+
+use crate::helpers::{Seeded, TestApp, error_code};
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_the_request_in_flight_and_reports_draining() {
+    let seeded = Seeded::shared().await;
+    let mut app = TestApp::spawn(&seeded, |s| {
+        s.drain_delay = Duration::from_millis(600);
+        s.pg_timeout = Duration::from_secs(5);
+    })
+    .await;
+    app.wait_ready(Duration::from_secs(5), |r| r["ready"] == true).await;
+    // Make the next lookup slow: Redis cut, PostgreSQL behind a 700 ms delay.
+    app.redis_proxy.cut();
+    app.pg_proxy.set_delay(Duration::from_millis(700));
+    let client = app.client.clone();
+    let url = format!("{}/v1/results/1006000", app.base);
+    let in_flight = tokio::spawn(async move { client.get(url).send().await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let server = app.shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let readyz = app.get("/readyz").await;
+    assert_eq!(readyz.status(), 503, "not ready while draining");
+    let body: serde_json::Value = readyz.json().await.expect("JSON");
+    assert_eq!(body["draining"], true);
+
+    let response = in_flight.await.expect("task").expect("the in-flight request completed");
+    assert_eq!(response.status(), 200);
+    let outcome = tokio::time::timeout(Duration::from_secs(10), server).await.expect("server stopped in time");
+    outcome.expect("task").expect("clean exit");
+    assert!(app.client.get(format!("{}/healthz", app.base)).send().await.is_err(), "the listener is closed");
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_with_the_latency_buckets() {
+    let seeded = Seeded::shared().await;
+    let app = TestApp::spawn(&seeded, |_| {}).await;
+    assert_eq!(app.get("/v1/results/1000007").await.status(), 200);
+    assert_eq!(app.get("/v1/results/1000007").await.status(), 200);
+    let response = app.client.get(format!("{}/metrics", app.admin)).send().await.expect("metrics");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("text");
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').expect("`series value`");
+        assert!(value.parse::<f64>().is_ok(), "value of {line:?}");
+        let name = series.split('{').next().unwrap_or_default();
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line:?}"
+        );
+    }
+    for le in api::telemetry::LATENCY_BUCKETS {
+        let bucket = format!("http_request_duration_seconds_bucket{{route=\"/v1/results/{{id}}\",le=\"{le}\"}}");
+        assert!(text.contains(&bucket), "missing {bucket}");
+    }
+    for needle in [
+        "http_requests_total{route=\"/v1/results/{id}\",method=\"GET\",status=\"200\"}",
+        "result_lookups_total{tier=\"memory\",outcome=\"hit\"}",
+        "http_requests_in_flight",
+        "db_pool_connections{state=\"open\"}",
+        "api_build_info{version=",
+    ] {
+        assert!(text.contains(needle), "missing {needle}");
+    }
+    // The admin routes are not on the public port.
+    assert_eq!(error_code(app.get("/metrics").await).await.0, 404);
+    assert_eq!(error_code(app.get("/debug/pprof/profile?seconds=1").await).await.0, 404);
+}
+
+#[tokio::test]
+async fn the_profiler_returns_a_flamegraph_and_one_profile_runs_at_a_time() {
+    let seeded = Seeded::shared().await;
+    let app = TestApp::spawn(&seeded, |_| {}).await;
+    let url = format!("{}/debug/pprof/profile?seconds=2", app.admin);
+    let client = app.client.clone();
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { client.get(url).send().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = app.client.get(&url).send().await.expect("second");
+    assert_eq!(error_code(second).await, (409, "profile_running".to_owned()));
+    let first = first.await.expect("task").expect("first");
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["content-type"], "image/svg+xml");
+    let svg = first.text().await.expect("svg");
+    assert!(svg.contains("<svg"), "an SVG");
+    let bad = app.client.get(format!("{}/debug/pprof/profile?seconds=0", app.admin)).send().await.expect("send");
+    assert_eq!(error_code(bad).await.0, 400);
+}
+
+#[tokio::test]
+async fn bad_configuration_is_one_clear_error_naming_the_variable() {
+    let run = |vars: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_api"));
+        command.env_clear().env("API_LISTEN", "127.0.0.1:0").env("API_ADMIN_LISTEN", "127.0.0.1:0");
+        for (k, v) in vars {
+            command.env(k, v);
+        }
+        command.output().expect("run api")
+    };
+    let missing = run(&[("REDIS_URL", "redis://127.0.0.1:1")]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("set DATABASE_URL"));
+    let bad_prefix = run(&[
+        ("DATABASE_URL", "postgres://a@127.0.0.1:1/x"),
+        ("REDIS_URL", "redis://127.0.0.1:1"),
+        ("API_KEY_PREFIX", "a:b"),
+    ]);
+    assert!(String::from_utf8_lossy(&bad_prefix.stderr).contains("API_KEY_PREFIX"));
+    let bad_number = run(&[("API_PG_POOL_SIZE", "lots")]);
+    assert_eq!(bad_number.status.code(), Some(2), "clap usage error");
+    assert!(String::from_utf8_lossy(&bad_number.stderr).contains("lots"));
+}

@@ -1,0 +1,110 @@
+//! Stores going away under the API: Redis cut, PostgreSQL cut, both cut, and recovery.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::{Seeded, TestApp, error_code};
+
+#[tokio::test]
+async fn redis_cut_is_served_from_postgres_and_redis_is_used_again_once_back() {
+    let seeded = Seeded::shared().await;
+    let app = TestApp::spawn(&seeded, |s| s.cache_ttl = Duration::from_millis(1)).await;
+    assert_eq!(app.get("/v1/results/1000100").await.status(), 200);
+
+    app.redis_proxy.cut();
+    let pg_before = app.pg_proxy.bytes_to_server();
+    for id in 1_000_101..1_000_111 {
+        let response = app.get(&format!("/v1/results/{id}")).await;
+        assert_eq!(response.status(), 200, "student {id} served without Redis");
+    }
+    assert!(app.pg_proxy.bytes_to_server() > pg_before, "PostgreSQL answered");
+    let down = app.wait_ready(Duration::from_secs(5), |r| r["redis"] == "down").await;
+    assert_eq!((down["redis"].as_str(), down["ready"].as_bool()), (Some("down"), Some(true)), "{down}");
+
+    app.redis_proxy.restore();
+    let up = app.wait_ready(Duration::from_secs(10), |r| r["redis"] == "up").await;
+    assert_eq!(up["redis"], "up", "reconnected by itself: {up}");
+    let redis_before = app.redis_proxy.bytes_to_server();
+    let pg_before = app.pg_proxy.bytes_to_server();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(app.get("/v1/results/1000200").await.status(), 200);
+    assert!(app.redis_proxy.bytes_to_server() > redis_before, "Redis answers again");
+    // The refresh task pings PostgreSQL every 200 ms; a lookup would send far more than a ping.
+    assert!(app.pg_proxy.bytes_to_server() - pg_before < 200, "the lookup did not go to PostgreSQL");
+}
+
+#[tokio::test]
+async fn postgres_cut_is_served_from_redis() {
+    let seeded = Seeded::shared().await;
+    let app = TestApp::spawn(&seeded, |_| {}).await;
+    app.pg_proxy.cut();
+    let down = app.wait_ready(Duration::from_secs(5), |r| r["postgres"] == "down").await;
+    assert_eq!(down["postgres"], "down", "{down}");
+    assert_eq!(down["ready"], true);
+    for id in 1_003_000..1_003_020 {
+        assert_eq!(app.get(&format!("/v1/results/{id}")).await.status(), 200, "{id}");
+    }
+    let (status, code) = error_code(app.get("/v1/results/1200000").await).await;
+    assert_eq!((status, code.as_str()), (404, "unknown_id"), "misses stay authoritative without PostgreSQL");
+}
+
+#[tokio::test]
+async fn both_stores_cut_is_a_quick_503_with_retry_after() {
+    let seeded = Seeded::shared().await;
+    let app = TestApp::spawn(&seeded, |s| s.pg_timeout = Duration::from_millis(500)).await;
+    app.redis_proxy.cut();
+    app.pg_proxy.cut();
+    let not_ready = app.wait_ready(Duration::from_secs(5), |r| r["ready"] == false).await;
+    assert_eq!(not_ready["ready"], false, "{not_ready}");
+    for id in [1_004_000, 1_004_001, 1_004_002] {
+        let started = Instant::now();
+        let response = app.get(&format!("/v1/results/{id}")).await;
+        let elapsed = started.elapsed();
+        assert_eq!(response.headers().get("retry-after").map(|v| v.to_str().ok()), Some(Some("2")));
+        assert_eq!(response.headers()["cache-control"], "no-store");
+        let (status, code) = error_code(response).await;
+        assert_eq!((status, code.as_str()), (503, "unavailable"));
+        // Stated bound: the PostgreSQL timeout plus a little; Redis fails at once when cut.
+        assert!(elapsed < Duration::from_millis(1_500), "503 took {elapsed:?}");
+    }
+    let readyz = app.get("/readyz").await;
+    assert_eq!(readyz.status(), 503);
+
+    app.redis_proxy.restore();
+    app.pg_proxy.restore();
+    let back = app.wait_ready(Duration::from_secs(10), |r| r["redis"] == "up" && r["postgres"] == "up").await;
+    assert_eq!(back["ready"], true, "{back}");
+    assert_eq!(app.get("/v1/results/1004003").await.status(), 200);
+}
+
+#[tokio::test]
+async fn without_the_completeness_marker_a_miss_asks_postgres() {
+    use fred::prelude::*;
+    let seeded = Seeded::new(300).await;
+    let app = TestApp::spawn(&seeded, |_| {}).await;
+    let redis = seeded.redis().await;
+    let _: i64 = redis.del(seeded.stores.layout.marker_key()).await.expect("delete marker");
+    let (key, field) = seeded.stores.layout.result_location(results_core::StudentId::new(1_000_010).expect("id"));
+    let _: i64 = redis.hdel(key, field).await.expect("drop one result from Redis");
+    let pg_before = app.pg_proxy.bytes_to_server();
+    let response = app.get("/v1/results/1000010").await;
+    assert_eq!(response.status(), 200, "PostgreSQL still has it");
+    assert!(app.pg_proxy.bytes_to_server() > pg_before);
+    let (status, _) = error_code(app.get("/v1/results/1000300").await).await;
+    assert_eq!(status, 404, "PostgreSQL does not have it either");
+    let ready = app.wait_ready(Duration::from_secs(5), |r| r["complete_data_set"] == false).await;
+    assert_eq!(ready["complete_data_set"], false);
+}
+
+#[tokio::test]
+async fn a_corrupt_redis_value_falls_back_to_postgres() {
+    use fred::prelude::*;
+    let seeded = Seeded::new(300).await;
+    let app = TestApp::spawn(&seeded, |_| {}).await;
+    let redis = seeded.redis().await;
+    let (key, field) = seeded.stores.layout.result_location(results_core::StudentId::new(1_000_020).expect("id"));
+    let _: i64 = redis.hset(&key, (field, vec![results_core::CODEC_VERSION + 7, 1, 2, 3])).await.expect("corrupt");
+    let response = app.get("/v1/results/1000020").await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!(body["student_id"], 1_000_020);
+}
