@@ -108,3 +108,23 @@ async fn a_corrupt_redis_value_falls_back_to_postgres() {
     let body: serde_json::Value = response.json().await.expect("JSON");
     assert_eq!(body["student_id"], 1_000_020);
 }
+
+#[tokio::test]
+async fn a_slow_redis_is_treated_as_down_for_that_request() {
+    let seeded = Seeded::shared().await;
+    let app = TestApp::spawn(&seeded, |s| {
+        s.redis_timeout = Duration::from_millis(150);
+        s.cache_ttl = Duration::from_millis(1);
+    })
+    .await;
+    app.wait_ready(Duration::from_secs(5), |r| r["ready"] == true).await;
+    app.redis_proxy.set_delay(Duration::from_millis(800));
+    let pg_before = app.pg_proxy.bytes_to_server();
+    let started = Instant::now();
+    let response = app.get("/v1/results/1007000").await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 200);
+    assert!(app.pg_proxy.bytes_to_server() > pg_before, "PostgreSQL answered");
+    // Redis timeout plus a PostgreSQL query; far below the 800 ms Redis would have taken.
+    assert!(elapsed < Duration::from_millis(700), "took {elapsed:?}");
+}
