@@ -115,8 +115,18 @@ impl TestApp {
     /// Spawns the API over `seeded`, with both stores behind proxies, after `tweak` adjusts the
     /// settings.
     pub async fn spawn(seeded: &Seeded, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::spawn_with_stores(seeded, true, tweak).await
+    }
+
+    /// Like [`TestApp::spawn`], with both proxies already cut when the API starts unless
+    /// `stores_up`.
+    pub async fn spawn_with_stores(seeded: &Seeded, stores_up: bool, tweak: impl FnOnce(&mut Settings)) -> Self {
         let redis_proxy = ChaosProxy::start(server_addr(&seeded.stores.redis_url)).await;
         let pg_proxy = ChaosProxy::start(server_addr(&seeded.stores.database_url)).await;
+        if !stores_up {
+            redis_proxy.cut();
+            pg_proxy.cut();
+        }
         let mut settings = Settings::new(
             with_addr(&seeded.stores.database_url, pg_proxy.addr()),
             with_addr(&seeded.stores.redis_url, redis_proxy.addr()),

@@ -89,6 +89,11 @@ async fn the_profiler_returns_a_flamegraph_and_one_profile_runs_at_a_time() {
     assert_eq!(first.headers()["content-type"], "image/svg+xml");
     let svg = first.text().await.expect("svg");
     assert!(svg.contains("<svg"), "an SVG");
+    let protobuf =
+        app.client.get(format!("{}/debug/pprof/profile?seconds=1&format=pb", app.admin)).send().await.expect("pb");
+    assert_eq!(protobuf.status(), 200);
+    assert_eq!(protobuf.headers()["content-type"], "application/octet-stream");
+    assert!(!protobuf.bytes().await.expect("body").is_empty(), "a pprof protobuf");
     let bad = app.client.get(format!("{}/debug/pprof/profile?seconds=0", app.admin)).send().await.expect("send");
     assert_eq!(error_code(bad).await.0, 400);
 }

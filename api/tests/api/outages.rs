@@ -128,3 +128,19 @@ async fn a_slow_redis_is_treated_as_down_for_that_request() {
     // Redis timeout plus a PostgreSQL query; far below the 800 ms Redis would have taken.
     assert!(elapsed < Duration::from_millis(700), "took {elapsed:?}");
 }
+
+#[tokio::test]
+async fn the_api_starts_without_either_store_and_becomes_ready_when_they_come() {
+    let seeded = Seeded::shared().await;
+    let app = TestApp::spawn_with_stores(&seeded, false, |s| s.pg_timeout = Duration::from_millis(300)).await;
+    assert_eq!(app.get("/healthz").await.status(), 200, "alive without stores");
+    let readyz = app.get("/readyz").await;
+    assert_eq!(readyz.status(), 503, "not ready without stores");
+    assert_eq!(error_code(app.get("/v1/results/1000300").await).await.0, 503);
+
+    app.redis_proxy.restore();
+    app.pg_proxy.restore();
+    let ready = app.wait_ready(Duration::from_secs(10), |r| r["ready"] == true && r["complete_data_set"] == true).await;
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(app.get("/v1/results/1000300").await.status(), 200);
+}
