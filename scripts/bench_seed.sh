@@ -32,7 +32,7 @@ now() { date +%s.%N; }
 seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-bash scripts/stack.sh up
+STACK_SERVICES="pg redis" bash scripts/stack.sh up
 eval "$(bash scripts/stack.sh env)"
 REDIS_PORT=${REDIS_URL##*:}
 redis() { redis-cli -p "$REDIS_PORT" "$@"; }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # scripts/stack.sh - run the project's local service stack natively (no
-# containers, no systemd): our own PostgreSQL cluster and our own Redis, with
-# all data, logs, sockets and pid files under $STACK_DIR.
+# containers, no systemd): our own PostgreSQL cluster, our own Redis and the
+# API replicas, with all data, logs, sockets and pid files under $STACK_DIR.
 #
 # Usage: scripts/stack.sh up | down [--purge] | status | env | help
 #
@@ -25,9 +25,25 @@
 #   STACK_PG_BIN        [highest /usr/lib/postgresql/*/bin]  PostgreSQL server
 #                       binaries; an existing cluster always uses the
 #                       binaries of its own major version.
+#   STACK_SERVICES      [pg redis api]   services 'up' starts (always in the
+#                       order pg, redis, api1..apiN): pg, redis, api (all
+#                       STACK_API_REPLICAS replicas) or apiN (one replica).
+#                       'down' stops everything of ours that runs; 'status'
+#                       shows all.
+#   STACK_API_BIN       [<repo>/target/release/api]  the API binary (build it
+#                       with: cargo build --release -p api).
+#   STACK_API_REPLICAS  [3]              number of API replicas, 1-9.
+#   STACK_API_PORT      [8081]           public port of replica 1; replica N
+#                       listens on STACK_API_PORT+N-1.
+#   STACK_API_ADMIN_PORT [8181]          admin port (/metrics, /debug/pprof) of
+#                       replica 1; replica N uses STACK_API_ADMIN_PORT+N-1.
+#   STACK_KEY_PREFIX    [results]        Redis key prefix the replicas read
+#                       (their API_KEY_PREFIX), as given to the seeder.
 #
-# Services are managed one function per service (<svc>_preflight, <svc>_up,
-# <svc>_down, <svc>_status) and listed in SERVICES; add new ones there.
+# Services are managed one function set per service (<svc>_preflight,
+# <svc>_up, <svc>_down, <svc>_status) and listed in SERVICES; add new ones
+# there. The API replicas api1..api9 share one set (api_up N, ...), called
+# through svc_call.
 # Only processes found through our own pid files / data directory are ever
 # stopped: system-wide services (e.g. a system Redis on 6379 or PostgreSQL on
 # 5432) are never touched.
@@ -49,9 +65,19 @@ DEFAULT_STACK_PG_USER=results
 DEFAULT_STACK_PG_PASSWORD=results-local-only # LOCAL-ONLY default, not a secret
 DEFAULT_STACK_PG_DB=results
 DEFAULT_STACK_TIMEOUT=30
+DEFAULT_STACK_SERVICES='pg redis api'
+DEFAULT_STACK_API_BIN=$REPO_DIR/target/release/api
+DEFAULT_STACK_API_REPLICAS=3
+DEFAULT_STACK_API_PORT=8081
+DEFAULT_STACK_API_ADMIN_PORT=8181
+DEFAULT_STACK_KEY_PREFIX=results
 
-# Started in this order by `up`, stopped in reverse order by `down`.
+# Started in this order by `up` (those chosen by STACK_SERVICES), stopped in
+# reverse order by `down`. load_config appends api1..api$STACK_API_REPLICAS.
 SERVICES=(pg redis)
+# On SIGTERM a replica reports not-ready this long before closing its
+# listener, so a load balancer notices it is draining.
+API_DRAIN_DELAY_MS=1000
 
 REDIS_CONF=$REPO_DIR/redis/redis.conf
 PG_PROJECT_CONF=$REPO_DIR/postgres/postgresql.conf
@@ -61,26 +87,34 @@ usage() {
     cat <<EOF
 Usage: $SELF COMMAND
 
-Runs the project's local service stack natively: our own PostgreSQL cluster
-and our own Redis, listening on loopback only, with all data, logs, unix
-sockets and pid files under \$STACK_DIR. System-wide services are never
-touched.
+Runs the project's local service stack natively: our own PostgreSQL cluster,
+our own Redis and the API replicas (api1..api3), listening on loopback only,
+with all data, logs, unix sockets and pid files under \$STACK_DIR.
+System-wide services are never touched.
 
 Commands:
-  up            Install missing Debian packages (postgresql, redis-server,
-                redis-tools, nginx, prometheus; needs root), create the
-                PostgreSQL cluster on first use, start PostgreSQL and Redis,
-                create the application role and database, wait until both
-                are ready, and print where they run. Idempotent: whatever
-                already runs is left alone.
-  down          Stop our Redis (it saves its snapshot) and our PostgreSQL
-                (fast shutdown). Data is kept. Idempotent.
+  up            Start the services chosen by STACK_SERVICES (default: all).
+                Installs missing Debian packages (postgresql, redis-server,
+                redis-tools, nginx, prometheus, and curl for the API; needs
+                root), creates the PostgreSQL cluster on first use, starts
+                PostgreSQL and Redis, creates the application role and
+                database, starts the API replicas in the background (after
+                PostgreSQL and Redis), waits until everything answers
+                (/healthz for the API, then shows its /readyz), and prints
+                where it runs. Idempotent: whatever already runs is left
+                alone.
+  down          Stop everything of ours that runs, in reverse order: the API
+                replicas (SIGTERM, they drain; SIGKILL after STACK_TIMEOUT),
+                Redis (it saves its snapshot) and PostgreSQL (fast shutdown).
+                Data is kept. Ignores STACK_SERVICES. Idempotent.
   down --purge  As down, then delete \$STACK_DIR entirely.
   status        One line per service: running/stopped, pid, address, Redis
-                memory, number of PostgreSQL databases. Exit status 0 if all
-                services run, 3 otherwise.
-  env           Print export lines for DATABASE_URL and REDIS_URL (works
-                whether or not the stack is up), for
+                memory, number of PostgreSQL databases, API admin address
+                and ready/not ready. Exit status 0 if all services chosen by
+                STACK_SERVICES run, 3 otherwise.
+  env           Print export lines for DATABASE_URL, REDIS_URL and API_URLS
+                (the replicas' base URLs, comma-separated); works whether or
+                not the stack is up, for
                   eval "\$($SELF env)"
   help          This text (also -h, --help).
 
@@ -103,6 +137,28 @@ Environment variables (default in brackets):
                      start or stop.
   STACK_PG_BIN       [highest /usr/lib/postgresql/*/bin]  PostgreSQL server
                      binaries (an existing cluster uses its own version's).
+  STACK_SERVICES     [$DEFAULT_STACK_SERVICES]  Services 'up' starts, separated by
+                     spaces or commas, always started in the order pg, redis,
+                     api1..apiN: pg, redis, api (all STACK_API_REPLICAS
+                     replicas) or apiN (replica N alone). E.g.
+                     STACK_SERVICES="pg redis" for the stores only.
+  STACK_API_BIN      [$DEFAULT_STACK_API_BIN]
+                     The API binary. Build it first: cargo build --release -p
+                     api (scripts/up.sh does this).
+  STACK_API_REPLICAS [$DEFAULT_STACK_API_REPLICAS]  Number of API replicas, 1-9.
+  STACK_API_PORT     [$DEFAULT_STACK_API_PORT]  Public port of replica 1; replica N
+                     listens on STACK_API_PORT+N-1 (8081, 8082, 8083).
+  STACK_API_ADMIN_PORT [$DEFAULT_STACK_API_ADMIN_PORT]  Admin port (/metrics,
+                     /debug/pprof) of replica 1; replica N uses
+                     STACK_API_ADMIN_PORT+N-1 (8181, 8182, 8183).
+  STACK_KEY_PREFIX   [$DEFAULT_STACK_KEY_PREFIX]  Redis key prefix the replicas read
+                     (their API_KEY_PREFIX): the seeder's SEEDER_KEY_PREFIX.
+
+Each API replica gets DATABASE_URL and REDIS_URL as printed by 'env',
+API_LISTEN and API_ADMIN_LISTEN on STACK_HOST, API_KEY_PREFIX and
+API_DRAIN_DELAY_MS=$API_DRAIN_DELAY_MS; other API_* variables of the
+environment of 'up' (API_LOG, API_PG_POOL_SIZE, ...; see 'api --help') pass
+through to it.
 
 Ports default to 55432/56379 so a system PostgreSQL (5432) or Redis (6379)
 can run beside the stack. To run a second stack side by side, give it its
@@ -110,7 +166,8 @@ own STACK_DIR and ports, and pass the same variables to its 'down'.
 
 Files: Redis settings in redis/redis.conf, PostgreSQL settings in
 postgres/postgresql.conf (copied into the cluster at each start). Logs:
-\$STACK_DIR/log/postgres.log and \$STACK_DIR/log/redis.log.
+\$STACK_DIR/log/postgres.log, \$STACK_DIR/log/redis.log and
+\$STACK_DIR/log/apiN.log (pid files: \$STACK_DIR/run/apiN.pid).
 As root, PostgreSQL runs as the 'postgres' system user (initdb refuses root).
 EOF
 }
@@ -125,8 +182,15 @@ load_config() {
     STACK_PG_DB=${STACK_PG_DB:-$DEFAULT_STACK_PG_DB}
     STACK_TIMEOUT=${STACK_TIMEOUT:-$DEFAULT_STACK_TIMEOUT}
     STACK_PG_BIN=${STACK_PG_BIN:-}
+    STACK_SERVICES=${STACK_SERVICES:-$DEFAULT_STACK_SERVICES}
+    STACK_API_BIN=${STACK_API_BIN:-$DEFAULT_STACK_API_BIN}
+    STACK_API_REPLICAS=${STACK_API_REPLICAS:-$DEFAULT_STACK_API_REPLICAS}
+    STACK_API_PORT=${STACK_API_PORT:-$DEFAULT_STACK_API_PORT}
+    STACK_API_ADMIN_PORT=${STACK_API_ADMIN_PORT:-$DEFAULT_STACK_API_ADMIN_PORT}
+    STACK_KEY_PREFIX=${STACK_KEY_PREFIX:-$DEFAULT_STACK_KEY_PREFIX}
 
-    # Absolute path without trailing slashes, so it works from any directory.
+    # Absolute paths (STACK_DIR without trailing slashes), so they work from any directory.
+    [[ $STACK_API_BIN == /* ]] || STACK_API_BIN=${PWD%/}/$STACK_API_BIN
     [[ $STACK_DIR == /* ]] || STACK_DIR=${PWD%/}/$STACK_DIR
     while [[ $STACK_DIR == */ && $STACK_DIR != / ]]; do STACK_DIR=${STACK_DIR%/}; done
     [[ $STACK_DIR != / ]] || die "STACK_DIR must not be /. Set STACK_DIR to a dedicated directory."
@@ -139,6 +203,7 @@ load_config() {
         die "STACK_PG_PORT and STACK_REDIS_PORT are both $STACK_PG_PORT. Give them different values."
     [[ $STACK_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "STACK_TIMEOUT='$STACK_TIMEOUT' must be a positive number of seconds."
     [[ -n $STACK_PG_USER && -n $STACK_PG_DB ]] || die "STACK_PG_USER and STACK_PG_DB must not be empty."
+    load_api_config
 
     LOG_DIR=$STACK_DIR/log
     RUN_DIR=$STACK_DIR/run
@@ -152,6 +217,50 @@ load_config() {
     local socket=$RUN_DIR/.s.PGSQL.$STACK_PG_PORT
     ((${#socket} <= 107)) ||
         die "STACK_DIR is too long for a unix socket path ($socket, max 107 bytes). Set STACK_DIR to a shorter path."
+}
+
+# Validates the API variables, appends api1..api$STACK_API_REPLICAS to
+# SERVICES and sets SELECTED: the services `up` starts, in SERVICES order.
+load_api_config() {
+    [[ $STACK_API_REPLICAS =~ ^[1-9]$ ]] ||
+        die "STACK_API_REPLICAS='$STACK_API_REPLICAS' must be a number of replicas from 1 to 9."
+    local var n port
+    local -A owner=([$((10#$STACK_PG_PORT))]=STACK_PG_PORT [$((10#$STACK_REDIS_PORT))]=STACK_REDIS_PORT)
+    for var in STACK_API_PORT STACK_API_ADMIN_PORT; do
+        is_port "${!var}" || die "$var='${!var}' is not a TCP port number (1-65535)."
+        for ((n = 1; n <= STACK_API_REPLICAS; n++)); do
+            port=$((10#${!var} + n - 1))
+            ((port <= 65535)) ||
+                die "$var=${!var} with STACK_API_REPLICAS=$STACK_API_REPLICAS needs ports up to $((10#${!var} + STACK_API_REPLICAS - 1)), beyond 65535. Lower $var."
+            [[ -z ${owner[$port]:-} ]] ||
+                die "port $port is wanted by both ${owner[$port]} and $var (replica api$n listens on $var+$((n - 1))). Choose STACK_PG_PORT, STACK_REDIS_PORT, STACK_API_PORT and STACK_API_ADMIN_PORT so that no ports overlap (each API variable takes STACK_API_REPLICAS consecutive ports)."
+            owner[$port]="$var (api$n)"
+        done
+    done
+    [[ -n $STACK_KEY_PREFIX ]] || die "STACK_KEY_PREFIX must not be empty."
+
+    for ((n = 1; n <= STACK_API_REPLICAS; n++)); do SERVICES+=("api$n"); done
+
+    local -A want=()
+    local name names
+    read -ra names <<<"${STACK_SERVICES//,/ }"
+    for name in "${names[@]}"; do
+        case $name in
+        pg | redis) want[$name]=1 ;;
+        api) for ((n = 1; n <= STACK_API_REPLICAS; n++)); do want[api$n]=1; done ;;
+        api[1-9])
+            ((${name#api} <= STACK_API_REPLICAS)) ||
+                die "STACK_SERVICES names $name, but STACK_API_REPLICAS=$STACK_API_REPLICAS. Raise STACK_API_REPLICAS or drop $name."
+            want[$name]=1
+            ;;
+        *) die "STACK_SERVICES='$STACK_SERVICES': unknown service '$name'. Known: pg, redis, api (all STACK_API_REPLICAS replicas), api1..api$STACK_API_REPLICAS." ;;
+        esac
+    done
+    SELECTED=()
+    for name in "${SERVICES[@]}"; do
+        [[ -z ${want[$name]:-} ]] || SELECTED+=("$name")
+    done
+    ((${#SELECTED[@]})) || die "STACK_SERVICES='$STACK_SERVICES' names no service. Known: pg, redis, api, api1..api$STACK_API_REPLICAS."
 }
 
 database_url() {
@@ -173,6 +282,7 @@ missing_packages() {
     have_cmd redis-cli || echo redis-tools
     have_cmd nginx || echo nginx
     have_cmd prometheus || echo prometheus
+    if api_selected && ! have_cmd curl; then echo curl; fi
 }
 
 ensure_packages() {
@@ -197,7 +307,30 @@ lock_stack_dir() {
     flock -w "$STACK_TIMEOUT" 9 || die "another $SELF is working on $STACK_DIR; wait for it to finish and retry."
 }
 
+# Runs <svc>_ACTION for a service name; apiN runs api_ACTION N.
+svc_call() {
+    local action=$1 svc=$2
+    if [[ $svc =~ ^api([1-9])$ ]]; then
+        "api_$action" "${BASH_REMATCH[1]}"
+    else
+        "${svc}_$action"
+    fi
+}
+
+# SERVICES, plus replicas beyond STACK_API_REPLICAS that still have a pid
+# file (started with a higher STACK_API_REPLICAS): `down` must stop them too.
+known_services() {
+    local n
+    printf '%s\n' "${SERVICES[@]}"
+    for ((n = STACK_API_REPLICAS + 1; n <= 9; n++)); do
+        if [[ -e $(api_pidfile "$n") ]]; then echo "api$n"; fi
+    done
+}
+
 pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# Gone or a zombie (nobody may reap a daemon whose parent has exited).
+pid_dead() { ! pid_alive "$1"; }
 
 not_zombie() { [[ $(proc_state "$1") != Z ]]; }
 
@@ -577,27 +710,202 @@ redis_status() {
     return "$rc"
 }
 
+# --- API replicas ------------------------------------------------------------
+# api1..api$STACK_API_REPLICAS share these functions; $1 is the replica number N.
+# Replica N listens on STACK_API_PORT+N-1 (public) and STACK_API_ADMIN_PORT+N-1
+# (admin), runs detached (setsid) with its pid in $RUN_DIR/apiN.pid and its
+# output in $LOG_DIR/apiN.log.
+api_selected() { [[ " ${SELECTED[*]} " == *" api"[1-9]" "* ]]; }
+
+api_port() { echo $((10#$STACK_API_PORT + $1 - 1)); }
+api_admin_port() { echo $((10#$STACK_API_ADMIN_PORT + $1 - 1)); }
+api_addr() { printf '%s:%s' "$(url_host "$STACK_HOST")" "$(api_port "$1")"; }
+api_admin_addr() { printf '%s:%s' "$(url_host "$STACK_HOST")" "$(api_admin_port "$1")"; }
+api_url() { printf 'http://%s' "$(api_addr "$1")"; }
+api_pidfile() { printf '%s/api%s.pid' "$RUN_DIR" "$1"; }
+api_logfile() { printf '%s/api%s.log' "$LOG_DIR" "$1"; }
+
+# All replicas' base URLs, comma-separated.
+api_urls() {
+    local n urls=()
+    for ((n = 1; n <= STACK_API_REPLICAS; n++)); do urls+=("$(api_url "$n")"); done
+    local IFS=,
+    printf '%s' "${urls[*]}"
+}
+
+# Value of variable $2 in the environment of process $1 (empty if unset or unreadable).
+proc_env() {
+    local kv
+    while IFS= read -r -d '' kv; do
+        if [[ $kv == "$2="* ]]; then
+            printf '%s' "${kv#*=}"
+            return 0
+        fi
+    done 2>/dev/null <"/proc/$1/environ"
+    return 0
+}
+
+# Pid of OUR replica N: from its pid file, alive, and carrying that pid file's
+# path in STACK_API_PIDFILE (set at start), so a recycled pid is never taken
+# for ours. Fails otherwise.
+api_pid() {
+    local pidfile pid
+    pidfile=$(api_pidfile "$1")
+    [[ -f $pidfile ]] || return 1
+    pid=$(<"$pidfile")
+    pid_alive "$pid" || return 1
+    [[ $(proc_env "$pid" STACK_API_PIDFILE) == "$pidfile" ]] || return 1
+    echo "$pid"
+}
+
+api_get() { curl -fs -o /dev/null --max-time 2 "$1"; }
+api_healthy() { api_get "$(api_url "$1")/healthz"; }
+api_ready() { api_get "$(api_url "$1")/readyz"; }
+# The /readyz JSON (its body comes with the 503 too), or nothing.
+api_readyz_json() { curl -s --max-time 2 "$(api_url "$1")/readyz" 2>/dev/null || true; }
+
+api_check_bin() {
+    [[ -f $STACK_API_BIN && -x $STACK_API_BIN ]] ||
+        die "the API binary STACK_API_BIN=$STACK_API_BIN does not exist (or is not executable); build it first: cargo build --release -p api (scripts/up.sh does this)."
+}
+
+# Fails if replica N's ports are taken by something that is not our running replica N.
+api_check_ports() {
+    local n=$1
+    api_pid "$n" >/dev/null && return 0
+    if port_in_use "$STACK_HOST" "$(api_port "$n")"; then
+        die "port $(api_port "$n") on $STACK_HOST (public port of api$n = STACK_API_PORT+$((n - 1))) is already in use by another process (not this stack's api$n). Set STACK_API_PORT to the first of $STACK_API_REPLICAS free ports."
+    fi
+    if port_in_use "$STACK_HOST" "$(api_admin_port "$n")"; then
+        die "port $(api_admin_port "$n") on $STACK_HOST (admin port of api$n = STACK_API_ADMIN_PORT+$((n - 1))) is already in use by another process (not this stack's api$n). Set STACK_API_ADMIN_PORT to the first of $STACK_API_REPLICAS free ports."
+    fi
+}
+
+api_preflight() {
+    api_pid "$1" >/dev/null && return 0
+    api_check_bin
+    api_check_ports "$1"
+}
+
+api_up() {
+    local n=$1 name=api$1 pid pidfile logfile listen deadline
+    pidfile=$(api_pidfile "$n")
+    logfile=$(api_logfile "$n")
+    if pid=$(api_pid "$n"); then
+        listen=$(proc_env "$pid" API_LISTEN)
+        [[ $listen == "$(api_addr "$n")" ]] ||
+            die "our $name (pid $pid) already runs on ${listen:-an unknown address}, not $(api_addr "$n") (STACK_API_PORT=$STACK_API_PORT). Run '$SELF down' first, or set STACK_API_PORT to match."
+        log "$name: already running (pid $pid, $(api_addr "$n"))"
+        api_healthy "$n" || warn "$name (pid $pid) does not answer $(api_url "$n")/healthz; read $logfile, or restart it with '$SELF down' and '$SELF up'."
+        return 0
+    fi
+    rm -f -- "$pidfile" # stale, if any
+    api_check_bin
+    api_check_ports "$n"
+    log "$name: starting $STACK_API_BIN on $(api_addr "$n"), admin $(api_admin_addr "$n") (log: $logfile)"
+    # setsid: its own session, no controlling terminal, so it outlives this
+    # script and the terminal. The launcher writes its own pid, then execs the
+    # API in place: the pid file names the API process itself.
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    env API_LISTEN="$(api_addr "$n")" API_ADMIN_LISTEN="$(api_admin_addr "$n")" \
+        DATABASE_URL="$(database_url)" REDIS_URL="$(redis_url)" \
+        API_KEY_PREFIX="$STACK_KEY_PREFIX" API_DRAIN_DELAY_MS="$API_DRAIN_DELAY_MS" \
+        STACK_API_PIDFILE="$pidfile" \
+        setsid bash -c 'cd / && echo "$$" >"$1" && exec "$2"' "api$n-launcher" "$pidfile" "$STACK_API_BIN" \
+        </dev/null >>"$logfile" 2>&1 9>&- &
+    if ! wait_for 10 test -s "$pidfile"; then
+        show_log_tail "$logfile"
+        die "$name did not start (no pid in $pidfile after 10s). Read $logfile."
+    fi
+    pid=$(<"$pidfile")
+    deadline=$((SECONDS + STACK_TIMEOUT))
+    until api_healthy "$n"; do
+        if pid_dead "$pid"; then
+            show_log_tail "$logfile"
+            die "$name exited during start-up. Read $logfile."
+        fi
+        if ((SECONDS >= deadline)); then
+            show_log_tail "$logfile"
+            die "$name (pid $pid) does not answer $(api_url "$n")/healthz after ${STACK_TIMEOUT}s. Read $logfile; '$SELF down' stops it."
+        fi
+        sleep 0.2
+    done
+    if api_ready "$n"; then
+        log "$name: up (pid $pid, $(api_addr "$n")): /readyz $(api_readyz_json "$n")"
+    else
+        warn "$name: up (pid $pid, $(api_addr "$n")) but not ready: /readyz $(api_readyz_json "$n"). Are PostgreSQL and Redis up? Read $logfile."
+    fi
+}
+
+api_down() {
+    local n=$1 name=api$1 pid pidfile logfile
+    pidfile=$(api_pidfile "$n")
+    logfile=$(api_logfile "$n")
+    if ! pid=$(api_pid "$n"); then
+        rm -f -- "$pidfile" 2>/dev/null || true
+        log "$name: already stopped"
+        return 0
+    fi
+    log "$name: stopping (pid $pid; SIGTERM: not ready for ${API_DRAIN_DELAY_MS} ms, then drains its requests)"
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_for "$STACK_TIMEOUT" pid_dead "$pid"; then
+        warn "$name (pid $pid) did not exit within ${STACK_TIMEOUT}s of SIGTERM; sending SIGKILL. Read $logfile."
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_for 5 pid_dead "$pid" || die "$name (pid $pid) survived SIGKILL; is it stuck in the kernel? Retry '$SELF down'."
+    fi
+    rm -f -- "$pidfile"
+    log "$name: stopped"
+}
+
+api_status() {
+    local n=$1 state=stopped pid=- port extra rc=1 listen
+    port=$(api_port "$n")
+    extra="admin=$(api_admin_addr "$n")"
+    if pid=$(api_pid "$n"); then
+        listen=$(proc_env "$pid" API_LISTEN)
+        if [[ $listen != "$(api_addr "$n")" ]]; then
+            state=not-ready extra="(running on ${listen:-an unknown address}, not STACK_API_PORT+$((n - 1)))"
+        elif ! have_cmd curl; then
+            state=running rc=0 extra+=" (install curl to see /readyz)"
+        elif api_ready "$n"; then
+            state=running rc=0 extra+=" ready"
+        elif api_healthy "$n"; then
+            state=running rc=0 extra+=" not ready ($(api_readyz_json "$n"))"
+        else
+            state=not-ready extra+=" (not answering /healthz; read $(api_logfile "$n"))"
+        fi
+    else
+        pid=-
+    fi
+    printf '%-9s %-9s pid=%-8s %s:%-6s %s\n' "api$n" "$state" "$pid" "$(url_host "$STACK_HOST")" "$port" "$extra"
+    return "$rc"
+}
+
 # --- commands ----------------------------------------------------------------
 cmd_up() {
     (($# == 0)) || die "'up' takes no arguments (got: $*). Configure it with the STACK_* variables; see '$SELF help'."
     ensure_packages
     local svc
-    # Check every service's port first, so a conflict starts (or creates) nothing.
-    for svc in "${SERVICES[@]}"; do
-        "${svc}_preflight"
+    # Check every chosen service first (ports, binaries), so a conflict starts
+    # (or creates) nothing.
+    for svc in "${SELECTED[@]}"; do
+        svc_call preflight "$svc"
     done
     prepare_stack_dir
     lock_stack_dir
-    for svc in "${SERVICES[@]}"; do
-        "${svc}_up"
+    for svc in "${SELECTED[@]}"; do
+        svc_call up "$svc"
     done
-    echo "Stack is up (data, logs, sockets: $STACK_DIR)"
-    for svc in "${SERVICES[@]}"; do
-        "${svc}_status" | sed 's/^/  /' || true
+    echo "Stack is up (${SELECTED[*]}; data, logs, sockets: $STACK_DIR)"
+    local all
+    mapfile -t all < <(known_services)
+    for svc in "${all[@]}"; do
+        svc_call status "$svc" | sed 's/^/  /' || true
     done
-    echo "  logs: $PG_LOG, $REDIS_LOG"
+    echo "  logs: $PG_LOG, $REDIS_LOG, $LOG_DIR/apiN.log"
     echo "DATABASE_URL=$(database_url)"
     echo "REDIS_URL=$(redis_url)"
+    echo "API_URLS=$(api_urls)"
     echo "Load them into your shell with: eval \"\$($SELF env)\""
 }
 
@@ -614,9 +922,10 @@ cmd_down() {
         return 0
     fi
     lock_stack_dir
-    local i
-    for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
-        "${SERVICES[i]}_down"
+    local i all
+    mapfile -t all < <(known_services)
+    for ((i = ${#all[@]} - 1; i >= 0; i--)); do
+        svc_call down "${all[i]}"
     done
     if ((purge)); then
         [[ -e $MARKER ]] ||
@@ -628,9 +937,13 @@ cmd_down() {
 
 cmd_status() {
     (($# == 0)) || die "'status' takes no arguments."
-    local svc rc=0
-    for svc in "${SERVICES[@]}"; do
-        "${svc}_status" || rc=3
+    local svc rc=0 all
+    mapfile -t all < <(known_services)
+    # Shows every service; only those chosen by STACK_SERVICES decide the exit status.
+    for svc in "${all[@]}"; do
+        if ! svc_call status "$svc" && [[ " ${SELECTED[*]} " == *" $svc "* ]]; then
+            rc=3
+        fi
     done
     exit "$rc"
 }
@@ -640,6 +953,7 @@ cmd_env() {
     # URL-encoded values contain no single quotes, so this is safe for eval.
     printf "export DATABASE_URL='%s'\n" "$(database_url)"
     printf "export REDIS_URL='%s'\n" "$(redis_url)"
+    printf "export API_URLS='%s'\n" "$(api_urls)"
 }
 
 main() {

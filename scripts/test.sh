@@ -17,7 +17,7 @@ export PGOPTIONS="-c client_min_messages=warning" # no "skipping" notices from p
 
 log() { printf 'test: %s\n' "$*" >&2; }
 
-bash scripts/stack.sh up
+STACK_SERVICES="pg redis" bash scripts/stack.sh up
 eval "$(bash scripts/stack.sh env)"
 export DATABASE_URL REDIS_URL
 
