@@ -87,6 +87,8 @@ pub async fn run(
         stop.clone(),
     ));
 
+    let upkeep = tokio::spawn(telemetry::upkeep(state.metrics.clone(), stop.clone()));
+
     let admin_stop = stop.clone();
     let admin_task = tokio::spawn(serve(
         admin,
@@ -106,6 +108,7 @@ pub async fn run(
 
     stop.cancel();
     let _ = refresher.await;
+    let _ = upkeep.await;
     let _ = admin_task.await;
     state.redis.quit().await;
     state.pg.close().await;

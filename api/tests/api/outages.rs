@@ -144,3 +144,36 @@ async fn the_api_starts_without_either_store_and_becomes_ready_when_they_come() 
     assert_eq!(ready["ready"], true, "{ready}");
     assert_eq!(app.get("/v1/results/1000300").await.status(), 200);
 }
+
+#[tokio::test]
+async fn while_redis_is_down_the_in_process_cache_spares_postgres_repeat_and_concurrent_queries() {
+    let seeded = Seeded::shared().await;
+    let app = TestApp::spawn(&seeded, |s| s.refresh = Duration::from_secs(3_600)).await;
+    app.redis_proxy.cut();
+    // Warm the pool's connection so the measured bytes are one lookup's, not a login's.
+    assert_eq!(app.get("/v1/results/1007999").await.status(), 200);
+    let before_first = app.pg_proxy.bytes_to_server();
+    assert_eq!(app.get("/v1/results/1008000").await.status(), 200);
+    let after_first = app.pg_proxy.bytes_to_server();
+    let one_lookup = after_first - before_first;
+    assert!(one_lookup > 0, "PostgreSQL answered the first request");
+    for _ in 0..5 {
+        assert_eq!(app.get("/v1/results/1008000").await.status(), 200);
+    }
+    assert_eq!(app.pg_proxy.bytes_to_server(), after_first, "repeats come from the in-process cache");
+
+    // Twenty concurrent requests for a new ID make one PostgreSQL lookup, not twenty.
+    app.pg_proxy.set_delay(Duration::from_millis(200));
+    let before = app.pg_proxy.bytes_to_server();
+    let requests: Vec<_> = (0..20)
+        .map(|_| {
+            let (client, url) = (app.client.clone(), format!("{}/v1/results/1008001", app.base));
+            tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.expect("task").expect("response"), 200);
+    }
+    let sent = app.pg_proxy.bytes_to_server() - before;
+    assert!(sent > 0 && sent < 2 * one_lookup, "one lookup's worth of bytes ({one_lookup}), got {sent}");
+}
