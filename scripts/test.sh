@@ -3,8 +3,8 @@
 #
 # Starts the native stack (PostgreSQL and Redis on loopback ports, installing what is missing),
 # sweeps what earlier runs may have left behind (test databases, test Redis keys and users),
-# then runs every test of the workspace against those real servers, and the stack script's own
-# test. Extra arguments go to `cargo test` (e.g. scripts/test.sh -p seeder killed).
+# then runs every test of the workspace against those real servers, and the script tests in
+# scripts/tests/. Extra arguments go to `cargo test` (e.g. scripts/test.sh -p seeder killed).
 #
 # Environment: the STACK_* variables of scripts/stack.sh (ports, data folder) apply here too.
 set -euo pipefail
@@ -52,9 +52,13 @@ whole_suite=$(($# == 0))
 log "running cargo test $*"
 cargo test --locked "$@" 2>&1 | tee -a "$results"
 if [[ $whole_suite -eq 1 ]]; then
-  log "running the stack script's own test"
-  bash scripts/tests/stack_test.sh 2>&1 | tee -a "$results"
+  # The script tests: the stack script, the edge (NGINX), compose and monitoring configuration.
+  # Each prints "NAME: N passed, M failed" last and exits non-zero on a failure.
+  for script in scripts/tests/*_test.sh; do
+    log "running $script"
+    bash "$script" 2>&1 | tee -a "$results"
+  done
 fi
-# One closing line for the whole suite, summed from cargo's and the stack test's own lines.
-awk '/^test result:/ { p += $4; f += $6 } /^stack_test: [0-9]+ passed/ { p += $2; f += $4 }
+# One closing line for the whole suite, summed from cargo's and the script tests' own lines.
+awk '/^test result:/ { p += $4; f += $6 } /^[a-z_]+_test: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
