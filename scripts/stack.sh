@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # scripts/stack.sh - run the project's local service stack natively (no
-# containers, no systemd): our own PostgreSQL cluster, our own Redis and the
-# API replicas, with all data, logs, sockets and pid files under $STACK_DIR.
+# containers, no systemd): our own PostgreSQL cluster, our own Redis, the
+# API replicas and NGINX in front of them (the edge), with all data, logs,
+# sockets and pid files under $STACK_DIR.
 #
 # Usage: scripts/stack.sh up | down [--purge] | status | env | help
 #
@@ -25,9 +26,10 @@
 #   STACK_PG_BIN        [highest /usr/lib/postgresql/*/bin]  PostgreSQL server
 #                       binaries; an existing cluster always uses the
 #                       binaries of its own major version.
-#   STACK_SERVICES      [pg redis api]   services 'up' starts (always in the
-#                       order pg, redis, api1..apiN): pg, redis, api (all
-#                       STACK_API_REPLICAS replicas) or apiN (one replica).
+#   STACK_SERVICES      [pg redis api nginx]  services 'up' starts (always in
+#                       the order pg, redis, api1..apiN, nginx): pg, redis,
+#                       api (all STACK_API_REPLICAS replicas), apiN (one
+#                       replica) or nginx.
 #                       'down' stops everything of ours that runs; 'status'
 #                       shows all.
 #   STACK_API_BIN       [<repo>/target/release/api]  the API binary (build it
@@ -39,6 +41,12 @@
 #                       replica 1; replica N uses STACK_API_ADMIN_PORT+N-1.
 #   STACK_KEY_PREFIX    [results]        Redis key prefix the replicas read
 #                       (their API_KEY_PREFIX), as given to the seeder.
+#   STACK_NGINX_PORT    [8080]           NGINX's public port (the edge).
+#   STACK_NGINX_STATUS_PORT [8089]       NGINX's internal stub_status port.
+#   STACK_NGINX_MICROCACHE [on]          on|off: NGINX's 1 s micro-cache.
+#   STACK_NGINX_RATE_LIMIT [off]         on|off: per-client rate limit (429).
+#   STACK_NGINX_RATE    [20]             requests/s per client when it is on.
+#   STACK_NGINX_BURST   [2 x RATE]       burst allowed above the rate.
 #
 # Services are managed one function set per service (<svc>_preflight,
 # <svc>_up, <svc>_down, <svc>_status) and listed in SERVICES; add new ones
@@ -65,15 +73,21 @@ DEFAULT_STACK_PG_USER=results
 DEFAULT_STACK_PG_PASSWORD=results-local-only # LOCAL-ONLY default, not a secret
 DEFAULT_STACK_PG_DB=results
 DEFAULT_STACK_TIMEOUT=30
-DEFAULT_STACK_SERVICES='pg redis api'
+DEFAULT_STACK_SERVICES='pg redis api nginx'
 DEFAULT_STACK_API_BIN=$REPO_DIR/target/release/api
 DEFAULT_STACK_API_REPLICAS=3
 DEFAULT_STACK_API_PORT=8081
 DEFAULT_STACK_API_ADMIN_PORT=8181
 DEFAULT_STACK_KEY_PREFIX=results
+DEFAULT_STACK_NGINX_PORT=8080
+DEFAULT_STACK_NGINX_STATUS_PORT=8089
+DEFAULT_STACK_NGINX_MICROCACHE=on
+DEFAULT_STACK_NGINX_RATE_LIMIT=off
+DEFAULT_STACK_NGINX_RATE=20
 
 # Started in this order by `up` (those chosen by STACK_SERVICES), stopped in
-# reverse order by `down`. load_config appends api1..api$STACK_API_REPLICAS.
+# reverse order by `down`. load_config appends api1..api$STACK_API_REPLICAS
+# and then nginx.
 SERVICES=(pg redis)
 # On SIGTERM a replica reports not-ready this long before closing its
 # listener, so a load balancer notices it is draining.
@@ -82,13 +96,16 @@ API_DRAIN_DELAY_MS=1000
 REDIS_CONF=$REPO_DIR/redis/redis.conf
 PG_PROJECT_CONF=$REPO_DIR/postgres/postgresql.conf
 PG_SUPERUSER=postgres
+NGINX_TEMPLATE=$REPO_DIR/nginx/nginx.conf.template
+NGINX_RENDER=$REPO_DIR/nginx/render.sh
 
 usage() {
     cat <<EOF
 Usage: $SELF COMMAND
 
 Runs the project's local service stack natively: our own PostgreSQL cluster,
-our own Redis and the API replicas (api1..api3), listening on loopback only,
+our own Redis, the API replicas (api1..api3) and NGINX in front of them,
+listening on loopback only,
 with all data, logs, unix sockets and pid files under \$STACK_DIR.
 System-wide services are never touched.
 
@@ -103,7 +120,8 @@ Commands:
                 (/healthz for the API, then shows its /readyz), and prints
                 where it runs. Idempotent: whatever already runs is left
                 alone.
-  down          Stop everything of ours that runs, in reverse order: the API
+  down          Stop everything of ours that runs, in reverse order: NGINX
+                (graceful quit: open requests finish), the API
                 replicas (SIGTERM, they drain; SIGKILL after STACK_TIMEOUT),
                 Redis (it saves its snapshot) and PostgreSQL (fast shutdown).
                 Data is kept. Ignores STACK_SERVICES. Idempotent.
@@ -112,8 +130,9 @@ Commands:
                 memory, number of PostgreSQL databases, API admin address
                 and ready/not ready. Exit status 0 if all services chosen by
                 STACK_SERVICES run, 3 otherwise.
-  env           Print export lines for DATABASE_URL, REDIS_URL and API_URLS
-                (the replicas' base URLs, comma-separated); works whether or
+  env           Print export lines for DATABASE_URL, REDIS_URL, API_URLS
+                (the replicas' base URLs, comma-separated) and PUBLIC_URL
+                (NGINX, the edge); works whether or
                 not the stack is up, for
                   eval "\$($SELF env)"
   help          This text (also -h, --help).
@@ -139,8 +158,9 @@ Environment variables (default in brackets):
                      binaries (an existing cluster uses its own version's).
   STACK_SERVICES     [$DEFAULT_STACK_SERVICES]  Services 'up' starts, separated by
                      spaces or commas, always started in the order pg, redis,
-                     api1..apiN: pg, redis, api (all STACK_API_REPLICAS
-                     replicas) or apiN (replica N alone). E.g.
+                     api1..apiN, nginx: pg, redis, api (all
+                     STACK_API_REPLICAS replicas), apiN (replica N alone) or
+                     nginx. E.g.
                      STACK_SERVICES="pg redis" for the stores only.
   STACK_API_BIN      [$DEFAULT_STACK_API_BIN]
                      The API binary. Build it first: cargo build --release -p
@@ -153,6 +173,21 @@ Environment variables (default in brackets):
                      STACK_API_ADMIN_PORT+N-1 (8181, 8182, 8183).
   STACK_KEY_PREFIX   [$DEFAULT_STACK_KEY_PREFIX]  Redis key prefix the replicas read
                      (their API_KEY_PREFIX): the seeder's SEEDER_KEY_PREFIX.
+  STACK_NGINX_PORT   [$DEFAULT_STACK_NGINX_PORT]  NGINX's public port: /v1/results/{id},
+                     /student/{id}, /readyz proxied to the replicas, /healthz;
+                     everything else (admin routes too) a JSON 404.
+  STACK_NGINX_STATUS_PORT [$DEFAULT_STACK_NGINX_STATUS_PORT]  NGINX's internal-only
+                     listener: /stub_status (for the exporter).
+  STACK_NGINX_MICROCACHE [$DEFAULT_STACK_NGINX_MICROCACHE]  on|off: 1 s micro-cache of
+                     results (X-Cache-Status: HIT/MISS/..., BYPASS when off).
+  STACK_NGINX_RATE_LIMIT [$DEFAULT_STACK_NGINX_RATE_LIMIT]  on|off: per-client-address
+                     rate limit; beyond it a JSON 429 with Retry-After: 1.
+  STACK_NGINX_RATE   [$DEFAULT_STACK_NGINX_RATE]  Requests per second per client (when on).
+  STACK_NGINX_BURST  [2 x STACK_NGINX_RATE]  Requests above the rate let through
+                     at once before the 429s start.
+  'up' with nginx already running re-renders its configuration and reloads
+  it (no dropped connections) when the NGINX settings changed, e.g.
+    STACK_SERVICES=nginx STACK_NGINX_RATE_LIMIT=on $SELF up
 
 Each API replica gets DATABASE_URL and REDIS_URL as printed by 'env',
 API_LISTEN and API_ADMIN_LISTEN on STACK_HOST, API_KEY_PREFIX and
@@ -167,7 +202,10 @@ own STACK_DIR and ports, and pass the same variables to its 'down'.
 Files: Redis settings in redis/redis.conf, PostgreSQL settings in
 postgres/postgresql.conf (copied into the cluster at each start). Logs:
 \$STACK_DIR/log/postgres.log, \$STACK_DIR/log/redis.log and
-\$STACK_DIR/log/apiN.log (pid files: \$STACK_DIR/run/apiN.pid).
+\$STACK_DIR/log/apiN.log (pid files: \$STACK_DIR/run/apiN.pid) and
+\$STACK_DIR/log/nginx.log (NGINX's error log; its rendered configuration,
+pid file, temp files and micro-cache are in \$STACK_DIR/nginx; the template
+is nginx/nginx.conf.template, rendered by nginx/render.sh).
 As root, PostgreSQL runs as the 'postgres' system user (initdb refuses root).
 EOF
 }
@@ -188,6 +226,11 @@ load_config() {
     STACK_API_PORT=${STACK_API_PORT:-$DEFAULT_STACK_API_PORT}
     STACK_API_ADMIN_PORT=${STACK_API_ADMIN_PORT:-$DEFAULT_STACK_API_ADMIN_PORT}
     STACK_KEY_PREFIX=${STACK_KEY_PREFIX:-$DEFAULT_STACK_KEY_PREFIX}
+    STACK_NGINX_PORT=${STACK_NGINX_PORT:-$DEFAULT_STACK_NGINX_PORT}
+    STACK_NGINX_STATUS_PORT=${STACK_NGINX_STATUS_PORT:-$DEFAULT_STACK_NGINX_STATUS_PORT}
+    STACK_NGINX_MICROCACHE=${STACK_NGINX_MICROCACHE:-$DEFAULT_STACK_NGINX_MICROCACHE}
+    STACK_NGINX_RATE_LIMIT=${STACK_NGINX_RATE_LIMIT:-$DEFAULT_STACK_NGINX_RATE_LIMIT}
+    STACK_NGINX_RATE=${STACK_NGINX_RATE:-$DEFAULT_STACK_NGINX_RATE}
 
     # Absolute paths (STACK_DIR without trailing slashes), so they work from any directory.
     [[ $STACK_API_BIN == /* ]] || STACK_API_BIN=${PWD%/}/$STACK_API_BIN
@@ -204,6 +247,7 @@ load_config() {
     [[ $STACK_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "STACK_TIMEOUT='$STACK_TIMEOUT' must be a positive number of seconds."
     [[ -n $STACK_PG_USER && -n $STACK_PG_DB ]] || die "STACK_PG_USER and STACK_PG_DB must not be empty."
     load_api_config
+    load_nginx_config
 
     LOG_DIR=$STACK_DIR/log
     RUN_DIR=$STACK_DIR/run
@@ -213,6 +257,10 @@ load_config() {
     REDIS_DIR=$STACK_DIR/redis
     REDIS_LOG=$LOG_DIR/redis.log
     REDIS_PIDFILE=$RUN_DIR/redis.pid
+    NGINX_DIR=$STACK_DIR/nginx
+    NGINX_CONF=$NGINX_DIR/nginx.conf
+    NGINX_PIDFILE=$NGINX_DIR/nginx.pid
+    NGINX_LOG=$LOG_DIR/nginx.log
 
     local socket=$RUN_DIR/.s.PGSQL.$STACK_PG_PORT
     ((${#socket} <= 107)) ||
@@ -226,6 +274,15 @@ load_api_config() {
         die "STACK_API_REPLICAS='$STACK_API_REPLICAS' must be a number of replicas from 1 to 9."
     local var n port
     local -A owner=([$((10#$STACK_PG_PORT))]=STACK_PG_PORT [$((10#$STACK_REDIS_PORT))]=STACK_REDIS_PORT)
+    # NGINX's ports take part in the overlap check.
+    is_port "$STACK_NGINX_PORT" || die "STACK_NGINX_PORT='$STACK_NGINX_PORT' is not a TCP port number (1-65535)."
+    is_port "$STACK_NGINX_STATUS_PORT" || die "STACK_NGINX_STATUS_PORT='$STACK_NGINX_STATUS_PORT' is not a TCP port number (1-65535)."
+    for var in STACK_NGINX_PORT STACK_NGINX_STATUS_PORT; do
+        port=$((10#${!var}))
+        [[ -z ${owner[$port]:-} ]] ||
+            die "port $port is wanted by both ${owner[$port]} and $var. Give every service its own port."
+        owner[$port]=$var
+    done
     for var in STACK_API_PORT STACK_API_ADMIN_PORT; do
         is_port "${!var}" || die "$var='${!var}' is not a TCP port number (1-65535)."
         for ((n = 1; n <= STACK_API_REPLICAS; n++)); do
@@ -240,27 +297,40 @@ load_api_config() {
     [[ -n $STACK_KEY_PREFIX ]] || die "STACK_KEY_PREFIX must not be empty."
 
     for ((n = 1; n <= STACK_API_REPLICAS; n++)); do SERVICES+=("api$n"); done
+    SERVICES+=(nginx)
 
     local -A want=()
     local name names
     read -ra names <<<"${STACK_SERVICES//,/ }"
     for name in "${names[@]}"; do
         case $name in
-        pg | redis) want[$name]=1 ;;
+        pg | redis | nginx) want[$name]=1 ;;
         api) for ((n = 1; n <= STACK_API_REPLICAS; n++)); do want[api$n]=1; done ;;
         api[1-9])
             ((${name#api} <= STACK_API_REPLICAS)) ||
                 die "STACK_SERVICES names $name, but STACK_API_REPLICAS=$STACK_API_REPLICAS. Raise STACK_API_REPLICAS or drop $name."
             want[$name]=1
             ;;
-        *) die "STACK_SERVICES='$STACK_SERVICES': unknown service '$name'. Known: pg, redis, api (all STACK_API_REPLICAS replicas), api1..api$STACK_API_REPLICAS." ;;
+        *) die "STACK_SERVICES='$STACK_SERVICES': unknown service '$name'. Known: pg, redis, api (all STACK_API_REPLICAS replicas), api1..api$STACK_API_REPLICAS, nginx." ;;
         esac
     done
     SELECTED=()
     for name in "${SERVICES[@]}"; do
         [[ -z ${want[$name]:-} ]] || SELECTED+=("$name")
     done
-    ((${#SELECTED[@]})) || die "STACK_SERVICES='$STACK_SERVICES' names no service. Known: pg, redis, api, api1..api$STACK_API_REPLICAS."
+    ((${#SELECTED[@]})) || die "STACK_SERVICES='$STACK_SERVICES' names no service. Known: pg, redis, api, api1..api$STACK_API_REPLICAS, nginx."
+}
+
+load_nginx_config() {
+    local var
+    for var in STACK_NGINX_MICROCACHE STACK_NGINX_RATE_LIMIT; do
+        [[ ${!var} == on || ${!var} == off ]] || die "$var='${!var}' must be on or off."
+    done
+    [[ $STACK_NGINX_RATE =~ ^[1-9][0-9]*$ ]] ||
+        die "STACK_NGINX_RATE='$STACK_NGINX_RATE' must be a positive number of requests per second."
+    STACK_NGINX_BURST=${STACK_NGINX_BURST:-$((10#$STACK_NGINX_RATE * 2))}
+    [[ $STACK_NGINX_BURST =~ ^[0-9]+$ ]] ||
+        die "STACK_NGINX_BURST='$STACK_NGINX_BURST' must be a number of requests (0 or more)."
 }
 
 database_url() {
@@ -881,6 +951,157 @@ api_status() {
     return "$rc"
 }
 
+# --- NGINX (the edge) ----------------------------------------------------------
+# Our own NGINX master (never the system one): configuration rendered from
+# nginx/nginx.conf.template into $NGINX_DIR/nginx.conf, prefix, pid file, temp
+# paths and micro-cache under $NGINX_DIR, error log $NGINX_LOG. It proxies to
+# the replicas api1..api$STACK_API_REPLICAS on STACK_HOST.
+nginx_url() { printf 'http://%s:%s' "$(url_host "$STACK_HOST")" "$STACK_NGINX_PORT"; }
+nginx_status_url() { printf 'http://%s:%s/stub_status' "$(url_host "$STACK_HOST")" "$STACK_NGINX_STATUS_PORT"; }
+
+# Renders the configuration for the current settings to stdout.
+nginx_render() {
+    local n upstreams=()
+    for ((n = 1; n <= STACK_API_REPLICAS; n++)); do upstreams+=("$(api_addr "$n")"); done
+    NGINX_UPSTREAMS="${upstreams[*]}" NGINX_DIR=$NGINX_DIR NGINX_ERROR_LOG=$NGINX_LOG \
+        NGINX_LISTEN="$(url_host "$STACK_HOST"):$STACK_NGINX_PORT" \
+        NGINX_STATUS_LISTEN="$(url_host "$STACK_HOST"):$STACK_NGINX_STATUS_PORT" \
+        NGINX_MICROCACHE=$STACK_NGINX_MICROCACHE NGINX_RATE_LIMIT=$STACK_NGINX_RATE_LIMIT \
+        NGINX_RATE=$STACK_NGINX_RATE NGINX_BURST=$STACK_NGINX_BURST \
+        sh "$NGINX_RENDER" "$NGINX_TEMPLATE"
+}
+
+nginx_cmd() { nginx -p "$NGINX_DIR/" -e "$NGINX_LOG" "$@"; }
+
+# `nginx -t` of configuration file $1; prints nginx's complaint on failure.
+nginx_test() {
+    local out
+    out=$(nginx_cmd -t -q -c "$1" 2>&1 9>&-) || {
+        printf '%s\n' "$out" >&2
+        return 1
+    }
+}
+
+# Pid of OUR NGINX master: from our pid file, alive, an nginx whose command
+# line names our configuration file. Fails otherwise.
+nginx_pid() {
+    local pid cmdline
+    [[ -f $NGINX_PIDFILE ]] || return 1
+    pid=$(<"$NGINX_PIDFILE")
+    pid_alive "$pid" || return 1
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == nginx ]] || return 1
+    cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+    [[ $cmdline == *"$NGINX_CONF"* ]] || return 1
+    echo "$pid"
+}
+
+nginx_healthy() { curl -fs -o /dev/null --max-time 2 "$(nginx_url)/healthz"; }
+
+nginx_check_ports() {
+    nginx_pid >/dev/null && return 0
+    local var
+    for var in STACK_NGINX_PORT STACK_NGINX_STATUS_PORT; do
+        if port_in_use "$STACK_HOST" "${!var}"; then
+            die "port ${!var} on $STACK_HOST ($var) is already in use by another process (not this stack's NGINX). Set $var to a free port."
+        fi
+    done
+}
+
+nginx_preflight() {
+    [[ -r $NGINX_TEMPLATE && -r $NGINX_RENDER ]] || die "missing $NGINX_TEMPLATE or $NGINX_RENDER; is the checkout complete?"
+    have_cmd envsubst || apt_install gettext-base
+    nginx_check_ports
+}
+
+nginx_up() {
+    local pid new
+    install -d -m 0755 "$NGINX_DIR" "$NGINX_DIR/tmp"
+    new=$NGINX_DIR/nginx.conf.new
+    nginx_render >"$new" || die "nginx/render.sh failed (see above)."
+    if pid=$(nginx_pid); then
+        if cmp -s "$new" "$NGINX_CONF"; then
+            rm -f -- "$new"
+            log "nginx: already running (pid $pid, $(nginx_url))"
+        else
+            nginx_test "$new" || die "the new NGINX configuration ($new) is rejected by nginx -t (see above); the running one is kept."
+            mv -f -- "$new" "$NGINX_CONF"
+            log "nginx: settings changed; reloading (pid $pid, $(nginx_url); microcache=$STACK_NGINX_MICROCACHE rate_limit=$STACK_NGINX_RATE_LIMIT rate=${STACK_NGINX_RATE}r/s burst=$STACK_NGINX_BURST)"
+            nginx_cmd -c "$NGINX_CONF" -s reload 9>&- || die "nginx -s reload failed. Read $NGINX_LOG."
+            # The master re-reads the configuration; give the new workers a moment.
+            sleep 0.5
+        fi
+        wait_for "$STACK_TIMEOUT" nginx_healthy ||
+            die "our nginx (pid $pid) does not answer $(nginx_url)/healthz. Read $NGINX_LOG."
+        return 0
+    fi
+    rm -f -- "$NGINX_PIDFILE" # stale, if any
+    nginx_check_ports
+    mv -f -- "$new" "$NGINX_CONF"
+    nginx_test "$NGINX_CONF" || {
+        show_log_tail "$NGINX_LOG"
+        die "nginx -t rejects $NGINX_CONF (rendered from $NGINX_TEMPLATE; see above)."
+    }
+    log "nginx: starting on $(nginx_url) (status $(nginx_status_url); microcache=$STACK_NGINX_MICROCACHE rate_limit=$STACK_NGINX_RATE_LIMIT) in front of $(api_urls) (log: $NGINX_LOG)"
+    # The master daemonises itself (its own session) and writes $NGINX_PIDFILE.
+    nginx_cmd -c "$NGINX_CONF" </dev/null >>"$NGINX_LOG" 2>&1 9>&- || {
+        show_log_tail "$NGINX_LOG"
+        die "nginx failed to start. Read $NGINX_LOG."
+    }
+    if ! wait_for "$STACK_TIMEOUT" nginx_pid || ! wait_for "$STACK_TIMEOUT" nginx_healthy; then
+        show_log_tail "$NGINX_LOG"
+        die "nginx does not answer $(nginx_url)/healthz after ${STACK_TIMEOUT}s. Read $NGINX_LOG."
+    fi
+    pid=$(nginx_pid)
+    if curl -fs -o /dev/null --max-time 2 "$(nginx_url)/readyz"; then
+        log "nginx: up (pid $pid, $(nginx_url)); a replica behind it is ready"
+    else
+        warn "nginx: up (pid $pid, $(nginx_url)) but no replica behind it is ready yet ($(nginx_url)/readyz)."
+    fi
+}
+
+nginx_down() {
+    local pid
+    if ! pid=$(nginx_pid); then
+        rm -f -- "$NGINX_PIDFILE" 2>/dev/null || true
+        log "nginx: already stopped"
+        return 0
+    fi
+    log "nginx: stopping (pid $pid; graceful quit: open requests finish)"
+    kill -QUIT "$pid" 2>/dev/null || true
+    if ! wait_for "$STACK_TIMEOUT" pid_dead "$pid"; then
+        warn "nginx (pid $pid) did not exit within ${STACK_TIMEOUT}s of SIGQUIT; sending SIGTERM (fast shutdown). Read $NGINX_LOG."
+        kill -TERM "$pid" 2>/dev/null || true
+        wait_for 5 pid_dead "$pid" || die "nginx (pid $pid) did not stop; retry '$SELF down'."
+    fi
+    rm -f -- "$NGINX_PIDFILE"
+    log "nginx: stopped"
+}
+
+nginx_status() {
+    local state=stopped pid=- extra rc=1 active mc rl
+    extra="status=$(url_host "$STACK_HOST"):$STACK_NGINX_STATUS_PORT"
+    if pid=$(nginx_pid); then
+        if ! have_cmd curl; then
+            state=running rc=0
+        elif nginx_healthy; then
+            state=running rc=0
+            active=$(curl -fs --max-time 2 "$(nginx_status_url)" 2>/dev/null | sed -n 's/^Active connections: *\([0-9]*\).*/\1/p')
+            # The settings of the running configuration, not of this environment.
+            # shellcheck disable=SC2016 # a literal $ in the pattern
+            mc=$(sed -n 's/^ *map "\(on\|off\)" \$microcache_skip.*/\1/p' "$NGINX_CONF" 2>/dev/null)
+            # shellcheck disable=SC2016 # a literal $ in the pattern
+            rl=$(sed -n 's/^ *map "\(on\|off\)" \$ratelimit_key.*/\1/p' "$NGINX_CONF" 2>/dev/null)
+            extra+=" connections=${active:-?} microcache=${mc:-?} rate_limit=${rl:-?}"
+        else
+            state=not-ready extra+=" (not answering /healthz; read $NGINX_LOG)"
+        fi
+    else
+        pid=-
+    fi
+    printf '%-9s %-9s pid=%-8s %s:%-6s %s\n' nginx "$state" "$pid" "$(url_host "$STACK_HOST")" "$STACK_NGINX_PORT" "$extra"
+    return "$rc"
+}
+
 # --- commands ----------------------------------------------------------------
 cmd_up() {
     (($# == 0)) || die "'up' takes no arguments (got: $*). Configure it with the STACK_* variables; see '$SELF help'."
@@ -902,10 +1123,11 @@ cmd_up() {
     for svc in "${all[@]}"; do
         svc_call status "$svc" | sed 's/^/  /' || true
     done
-    echo "  logs: $PG_LOG, $REDIS_LOG, $LOG_DIR/apiN.log"
+    echo "  logs: $PG_LOG, $REDIS_LOG, $LOG_DIR/apiN.log, $NGINX_LOG"
     echo "DATABASE_URL=$(database_url)"
     echo "REDIS_URL=$(redis_url)"
     echo "API_URLS=$(api_urls)"
+    echo "PUBLIC_URL=$(nginx_url)"
     echo "Load them into your shell with: eval \"\$($SELF env)\""
 }
 
@@ -954,6 +1176,7 @@ cmd_env() {
     printf "export DATABASE_URL='%s'\n" "$(database_url)"
     printf "export REDIS_URL='%s'\n" "$(redis_url)"
     printf "export API_URLS='%s'\n" "$(api_urls)"
+    printf "export PUBLIC_URL='%s'\n" "$(nginx_url)"
 }
 
 main() {

@@ -67,7 +67,7 @@ check "down again is idempotent" bash "$STACK" down
 check "up after down" bash "$STACK" up
 check "PostgreSQL data survived the restart" bash -c "psql '$DATABASE_URL' -Atc 'SELECT x FROM kept' | grep -qx 42"
 check "Redis data survived the restart" bash -c "redis-cli -p $STACK_REDIS_PORT get kept | grep -qx 1"
-check "an unknown STACK_SERVICES name is refused" bash -c "! STACK_SERVICES='pg nginx' bash '$STACK' env"
+check "an unknown STACK_SERVICES name is refused" bash -c "! STACK_SERVICES='pg bogus' bash '$STACK' env"
 missing_api_bin_refused() { # up fails, and says how to build the binary
   local out
   if out=$(STACK_SERVICES=api STACK_API_BIN=$STACK_DIR/no-api bash "$STACK" up 2>&1); then return 1; fi
