@@ -38,6 +38,7 @@ pub fn public_router(state: AppState) -> Router {
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn(refuse_bodies))
+        .layer(middleware::from_fn_with_state(state.clone(), close_when_draining))
         .layer(middleware::from_fn(track))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
@@ -128,6 +129,17 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, [(header::CACHE_CONTROL, "no-store")], Json(report))
+}
+
+/// While draining, every response asks the client (NGINX) to close its keep-alive connection,
+/// so connections retire one by one before the listener closes, instead of a request racing the
+/// close of an idle connection at shutdown (NGINX would log "upstream prematurely closed").
+async fn close_when_draining(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if state.directory.health.draining.load(Ordering::Relaxed) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 async fn refuse_bodies(request: Request, next: Next) -> Response {

@@ -25,6 +25,7 @@ async fn graceful_shutdown_finishes_the_request_in_flight_and_reports_draining()
     tokio::time::sleep(Duration::from_millis(100)).await;
     let readyz = app.get("/readyz").await;
     assert_eq!(readyz.status(), 503, "not ready while draining");
+    assert_eq!(readyz.headers()["connection"], "close", "keep-alive connections retire while draining");
     let body: serde_json::Value = readyz.json().await.expect("JSON");
     assert_eq!(body["draining"], true);
 
