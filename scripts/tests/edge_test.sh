@@ -136,6 +136,8 @@ check "/readyz: 200, proxied" bash -c "curl -fs '$PUBLIC/readyz' | grep -q '\"re
 cache_status() { curl -s -o /dev/null -D - --max-time 5 "$1" | tr -d '\r' | sed -n 's/^[Xx]-[Cc]ache-[Ss]tatus: //p'; }
 cid=$((FIRST_ID + 777))
 check "X-Cache-Status: MISS first" test "$(cache_status "$PUBLIC/v1/results/$cid")" = MISS
+# proxy_cache_min_uses 2: the second request is stored, the third is answered from the cache.
+check "X-Cache-Status: MISS again (stored now)" test "$(cache_status "$PUBLIC/v1/results/$cid")" = MISS
 check "X-Cache-Status: HIT right after" test "$(cache_status "$PUBLIC/v1/results/$cid")" = HIT
 check "gzip for JSON when asked" bash -c \
   "curl -s -o /dev/null -D - -H 'Accept-Encoding: gzip' '$PUBLIC/v1/results/$id' | grep -qi '^content-encoding: gzip'"
