@@ -105,49 +105,8 @@ fi
 [[ $BUILD == 0 || $BUILD == 1 ]] || die "BENCH_BUILD must be 0 or 1"
 
 # --- helpers -----------------------------------------------------------------
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
-# Processes we started, stopped at exit (our NGINX master, the APIs, samplers, wrk, curl).
-OUR_PIDS=()
-stop_pid() { # stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL. Only our own children.
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        warn "pid $pid did not stop on SIGTERM within 10 s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-stop_all() {
-    local i
-    for ((i = ${#OUR_PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${OUR_PIDS[i]}"
-    done
-    OUR_PIDS=()
-}
-add_cleanup stop_all
-
-USED_PORTS=" "
-free_port() { # sets FREE_PORT: a 127.0.0.1 port nothing listens on (below the ephemeral range)
-    local p tries
-    for ((tries = 0; tries < 500; tries++)); do
-        p=$((20000 + RANDOM % 12000))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        port_in_use "$HOST" "$p" && continue
-        USED_PORTS+="$p "
-        FREE_PORT=$p
-        return 0
-    done
-    die "found no free port on $HOST"
-}
-
-http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
-api_ready() { curl -fsS --max-time 2 "$1/readyz" | grep -q '"complete_data_set":true'; }
+# shellcheck source-path=SCRIPTDIR source=bench/lib.sh
+source "$SCRIPT_DIR/bench/lib.sh"
 
 # `env` arguments that drop every exported variable starting with PREFIX from a child's
 # environment: the API processes get no API_* variable of ours (defaults, plus what we pass),
@@ -191,23 +150,6 @@ sample_rss() { # sample_rss PID FILE: VmRSS in kB every 0.5 s, appended to FILE,
         sleep 0.5
     done
 }
-
-# run_wrk TARGET SECONDS OUTFILE: one wrk run against TARGET's base URL, bounded in time. In the
-# background and waited for, so that a signal to this script stops it at once (cleanup).
-run_wrk() {
-    local url=${BASE_URL[$1]} seconds=$2 out=$3 pid rc=0
-    timeout --kill-after=5 $((seconds + 30)) \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout "$WRK_TIMEOUT" --latency \
-        -s "$LUA" "$url/" >"$out" 2>&1 &
-    pid=$!
-    OUR_PIDS+=("$pid")
-    wait "$pid" || rc=$?
-    unset 'OUR_PIDS[-1]'
-    ((rc == 0)) || die "wrk failed (exit $rc) against $1 ($url): see $out"
-    grep -q '^BENCH ' "$out" || die "wrk printed no summary against $1: see $out"
-}
-# field FILE NAME: a NAME=value field of the BENCH line of a wrk output.
-field() { sed -n 's/^BENCH / /p' "$1" | sed -n "s/.* $2=\([^ ]*\).*/\1/p"; }
 
 # --- preconditions -----------------------------------------------------------
 missing=()
@@ -303,11 +245,8 @@ log "ceiling: nginx master $NGINX_PID (worker $NGINX_WORKER) on ${BASE_URL[ceili
 
 # --- CPU accounting ----------------------------------------------------------
 CLK_TCK=$(getconf CLK_TCK)
-now() { date +%s.%N; }
 # cpu_ticks PID: user + system CPU time of the process (all its threads), in clock ticks.
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
-# machine_ticks: "TOTAL IDLE" clock ticks of all cores since boot (idle includes iowait).
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat; }
 
 declare -A RSS_START
 for t in "${TARGETS[@]}"; do RSS_START[$t]=$(rss_kb "${PID[$t]}"); done
@@ -415,8 +354,6 @@ fi
 col() { # col TARGET COLUMN: median of COLUMN over the rounds of TARGET
     awk -F, -v t="$1" -v c="$2" 'NR > 1 && $2 == t { print $c }' "$CSV" | median
 }
-sum_col() { awk -F, -v t="$1" -v c="$2" 'NR > 1 && $2 == t { s += $c } END { print s + 0 }' "$CSV"; }
-max_col() { awk -F, -v t="$1" -v c="$2" 'NR > 1 && $2 == t && $c > m { m = $c } END { print m + 0 }' "$CSV"; }
 row1() { # throughput and latency of TARGET
     awk -v t="$1" -v rps="$(col "$1" 3)" -v ratio="$(col "$1" 11)" -v p50="$(col "$1" 4)" -v p90="$(col "$1" 5)" \
         -v p99="$(col "$1" 6)" -v max="$(col "$1" 7)" -v worst="$(max_col "$1" 7)" -v n="$(sum_col "$1" 8)" \

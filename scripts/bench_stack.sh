@@ -112,49 +112,8 @@ done
 [[ $BUILD == 0 || $BUILD == 1 ]] || die "BENCH_BUILD must be 0 or 1"
 
 # --- helpers -----------------------------------------------------------------
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-
-# Processes we started, stopped at exit (NGINX masters, API replicas, wrk).
-OUR_PIDS=()
-stop_pid() { # stop_pid PID: SIGTERM, wait up to 10 s, then SIGKILL. Only our own children.
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        warn "pid $pid did not stop on SIGTERM within 10 s; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-stop_all() {
-    local i
-    for ((i = ${#OUR_PIDS[@]} - 1; i >= 0; i--)); do
-        stop_pid "${OUR_PIDS[i]}"
-    done
-    OUR_PIDS=()
-}
-add_cleanup stop_all
-
-USED_PORTS=" "
-free_port() { # sets FREE_PORT: a 127.0.0.1 port nothing listens on (below the ephemeral range)
-    local p tries
-    for ((tries = 0; tries < 500; tries++)); do
-        p=$((20000 + RANDOM % 12000))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        port_in_use "$HOST" "$p" && continue
-        USED_PORTS+="$p "
-        FREE_PORT=$p
-        return 0
-    done
-    die "found no free port on $HOST"
-}
-
-http_ok() { curl -fsS -o /dev/null --max-time 2 "$1"; }
-api_ready() { curl -fsS --max-time 2 "$1/readyz" | grep -q '"complete_data_set":true'; }
+# shellcheck source-path=SCRIPTDIR source=bench/lib.sh
+source "$SCRIPT_DIR/bench/lib.sh"
 
 unset_args() { # unset_args ARRAY PREFIX: `env -u` arguments for every exported PREFIX* variable
     local -n into=$1
@@ -232,21 +191,6 @@ start_edge() {
     log "$name: edge nginx master $STARTED_PID (workers ${EDGE_WORKERS[$name]% }) on ${BASE_URL[$name]}, micro-cache $cache, upstreams $*"
 }
 
-# run_wrk TARGET SECONDS OUTFILE: one wrk run, bounded in time, in the background and waited for.
-run_wrk() {
-    local url=${BASE_URL[$1]} seconds=$2 out=$3 pid rc=0
-    timeout --kill-after=5 $((seconds + 30)) \
-        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout "$WRK_TIMEOUT" --latency \
-        -s "$LUA" "$url/" >"$out" 2>&1 &
-    pid=$!
-    OUR_PIDS+=("$pid")
-    wait "$pid" || rc=$?
-    unset 'OUR_PIDS[-1]'
-    ((rc == 0)) || die "wrk failed (exit $rc) against $1 ($url): see $out"
-    grep -q '^BENCH ' "$out" || die "wrk printed no summary against $1: see $out"
-}
-field() { sed -n 's/^BENCH / /p' "$1" | sed -n "s/.* $2=\([^ ]*\).*/\1/p"; }
-
 # replica_requests: "N1 N2 N3", the results requests each replica has answered so far
 # (http_requests_total summed over the /v1/results and /student routes, all methods/statuses).
 replica_requests() {
@@ -260,7 +204,6 @@ replica_requests() {
 }
 
 CLK_TCK=$(getconf CLK_TCK)
-now() { date +%s.%N; }
 cpu_ticks() { # cpu_ticks PID...: user + system CPU time of the processes, in clock ticks
     local pid total=0 t
     for pid in "$@"; do
@@ -269,7 +212,6 @@ cpu_ticks() { # cpu_ticks PID...: user + system CPU time of the processes, in cl
     done
     echo "$total"
 }
-machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9, $5 + $6; exit }' /proc/stat; }
 # x_cache URL: the X-Cache-Status header of a GET of URL (empty when missing).
 x_cache() { curl -fsS --max-time 5 -o /dev/null -D - "$1" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache-status" { print $2 }'; }
 
@@ -447,8 +389,6 @@ done
 
 # --- summary -------------------------------------------------------------------
 col() { awk -F, -v t="$1" -v c="$2" 'NR > 1 && $2 == t { print $c }' "$CSV" | median; }
-sum_col() { awk -F, -v t="$1" -v c="$2" 'NR > 1 && $2 == t { s += $c } END { print s + 0 }' "$CSV"; }
-max_col() { awk -F, -v t="$1" -v c="$2" 'NR > 1 && $2 == t && $c > m { m = $c } END { print m + 0 }' "$CSV"; }
 row1() {
     awk -v t="$1" -v rps="$(col "$1" 3)" -v ratio="$(col "$1" 11)" -v p50="$(col "$1" 4)" -v p90="$(col "$1" 5)" \
         -v p99="$(col "$1" 6)" -v max="$(col "$1" 7)" -v worst="$(max_col "$1" 7)" -v n="$(sum_col "$1" 8)" \
