@@ -216,43 +216,7 @@ cpu_ticks() { # cpu_ticks PID...: user + system CPU time of the processes, in cl
 x_cache() { curl -fsS --max-time 5 -o /dev/null -D - "$1" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache-status" { print $2 }'; }
 
 # --- preconditions -----------------------------------------------------------
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || missing+=(nginx)
-command -v curl >/dev/null || missing+=(curl)
-command -v envsubst >/dev/null || missing+=(gettext-base)
-apt_install "${missing[@]}"
-
-if [[ -z ${DATABASE_URL:-} || -z ${REDIS_URL:-} ]]; then
-    eval "$(bash scripts/stack.sh env)"
-fi
-[[ $REDIS_URL =~ ^redis://([^:/@]+):([0-9]+)/?$ ]] || die "REDIS_URL must be redis://host:port here (got $REDIS_URL)"
-redis_host=${BASH_REMATCH[1]} redis_port=${BASH_REMATCH[2]}
-[[ $DATABASE_URL =~ @([^:/@]+):([0-9]+)/ ]] || die "DATABASE_URL must name host:port"
-pg_host=${BASH_REMATCH[1]} pg_port=${BASH_REMATCH[2]}
-is_loopback_ip "$redis_host" || die "REDIS_URL must point at a loopback address (got $redis_host)"
-is_loopback_ip "$pg_host" || die "DATABASE_URL must point at a loopback address (got $pg_host)"
-port_in_use "$redis_host" "$redis_port" ||
-    die "Redis is not reachable at $redis_host:$redis_port: start the stack with 'bash scripts/stack.sh up'"
-port_in_use "$pg_host" "$pg_port" ||
-    die "PostgreSQL is not reachable at $pg_host:$pg_port: start the stack with 'bash scripts/stack.sh up'"
-
-if ((BUILD)); then
-    log "building the release api and seeder"
-    cargo build --release --locked -p api -p seeder >&2
-fi
-[[ -x $API_BIN && -x $SEEDER_BIN ]] || die "missing $API_BIN or $SEEDER_BIN (run with BENCH_BUILD=1)"
-
-WRK_VERSION=$({ wrk --version 2>&1 || true; } | awk 'NR == 1 { print $1, $2 }')
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
-OUT=$REPO_DIR/runs/bench-stack/$STAMP
-mkdir -p "$OUT/wrk"
-log "output in ${OUT#"$REPO_DIR"/}"
-
-log "making sure the data set is loaded under Redis prefix '$KEY_PREFIX' (seeder; a no-op when it is)"
-env "${CLEAN_SEEDER_ENV[@]}" "$SEEDER_BIN" --key-prefix "$KEY_PREFIX" --progress quiet >"$OUT/seeder.txt" 2>"$OUT/seeder.log" ||
-    die "the seeder failed: see $OUT/seeder.log"
-SEEDER_SAID=$(sed -n '1{s/, fingerprint [0-9a-f]*//;s/ (--force reloads)//;p}' "$OUT/seeder.txt")
+bench_prepare bench-stack gettext-base:envsubst
 
 # --- start the replicas --------------------------------------------------------
 declare -A BASE_URL EDGE_WORKERS UPSTREAM_PIDS

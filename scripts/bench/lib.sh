@@ -78,4 +78,53 @@ sum_col() { awk -F, -v t="$1" -v c="$2" 'NR > 1 && $2 == t { s += $c } END { pri
 
 max_col() { awk -F, -v t="$1" -v c="$2" 'NR > 1 && $2 == t && $c > m { m = $c } END { print m + 0 }' "$CSV"; }
 
+# bench_prepare NAME [PACKAGE:COMMAND...]: installs what is missing (wrk, nginx, curl and the
+# extras), finds the stack's stores (loopback only, reachable), builds unless BENCH_BUILD=0,
+# creates the output folder runs/NAME/<timestamp> ($OUT, $STAMP), notes wrk's version
+# ($WRK_VERSION; `wrk --version` prints its banner and exits 1) and makes sure the data set is
+# loaded ($SEEDER_SAID). Expects API_BIN, SEEDER_BIN, BUILD, KEY_PREFIX, CLEAN_SEEDER_ENV.
+bench_prepare() {
+    local name=$1 extra
+    shift
+    local missing=()
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v nginx >/dev/null || missing+=(nginx)
+    command -v curl >/dev/null || missing+=(curl)
+    for extra in "$@"; do # PACKAGE:COMMAND
+            command -v "${extra#*:}" >/dev/null || missing+=("${extra%%:*}")
+        done
+        apt_install "${missing[@]}"
+
+    if [[ -z ${DATABASE_URL:-} || -z ${REDIS_URL:-} ]]; then
+        eval "$(bash scripts/stack.sh env)"
+    fi
+    [[ $REDIS_URL =~ ^redis://([^:/@]+):([0-9]+)/?$ ]] || die "REDIS_URL must be redis://host:port here (got $REDIS_URL)"
+    redis_host=${BASH_REMATCH[1]} redis_port=${BASH_REMATCH[2]}
+    [[ $DATABASE_URL =~ @([^:/@]+):([0-9]+)/ ]] || die "DATABASE_URL must name host:port"
+    pg_host=${BASH_REMATCH[1]} pg_port=${BASH_REMATCH[2]}
+    is_loopback_ip "$redis_host" || die "REDIS_URL must point at a loopback address (got $redis_host)"
+    is_loopback_ip "$pg_host" || die "DATABASE_URL must point at a loopback address (got $pg_host)"
+    port_in_use "$redis_host" "$redis_port" ||
+        die "Redis is not reachable at $redis_host:$redis_port: start the stack with 'bash scripts/stack.sh up'"
+    port_in_use "$pg_host" "$pg_port" ||
+        die "PostgreSQL is not reachable at $pg_host:$pg_port: start the stack with 'bash scripts/stack.sh up'"
+
+    if ((BUILD)); then
+        log "building the release api and seeder"
+        cargo build --release --locked -p api -p seeder >&2
+    fi
+    [[ -x $API_BIN && -x $SEEDER_BIN ]] || die "missing $API_BIN or $SEEDER_BIN (run with BENCH_BUILD=1)"
+
+    WRK_VERSION=$({ wrk --version 2>&1 || true; } | awk 'NR == 1 { print $1, $2 }')
+    STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+    OUT=$REPO_DIR/runs/$name/$STAMP
+    mkdir -p "$OUT/wrk"
+    log "output in ${OUT#"$REPO_DIR"/}"
+
+    log "making sure the data set is loaded under Redis prefix '$KEY_PREFIX' (seeder; a no-op when it is)"
+    env "${CLEAN_SEEDER_ENV[@]}" "$SEEDER_BIN" --key-prefix "$KEY_PREFIX" --progress quiet >"$OUT/seeder.txt" 2>"$OUT/seeder.log" ||
+        die "the seeder failed: see $OUT/seeder.log"
+    SEEDER_SAID=$(sed -n '1{s/, fingerprint [0-9a-f]*//;s/ (--force reloads)//;p}' "$OUT/seeder.txt")
+}
+
 add_cleanup stop_all
