@@ -24,16 +24,10 @@ passed=0
 failed=0
 
 say() { printf 'edge_test: %s\n' "$*" >&2; }
-check() { # check "description" command...
-  local what=$1
-  shift
-  if "$@" >/dev/null 2>&1; then
-    passed=$((passed + 1))
-  else
-    failed=$((failed + 1))
-    say "FAILED: $what"
-  fi
-}
+TEST_NAME=edge_test
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+
 fatal() {
   say "cannot continue: $*"
   failed=$((failed + 1))
@@ -48,16 +42,6 @@ SEEDER_BIN=$REPO_DIR/target/release/seeder
 [[ -x $SEEDER_BIN ]] || fatal "no seeder binary (cargo build -p seeder)"
 command -v wrk >/dev/null || fatal "wrk is missing (apt-get install wrk)"
 command -v curl >/dev/null || fatal "curl is missing (apt-get install curl)"
-
-free_port() { # the first port from $1 upwards that nothing listens on (and the $2-1 after it)
-  local port=$1 count=${2:-1} i
-  for ((i = 0; i < count; i++)); do
-    if (echo >"/dev/tcp/127.0.0.1/$((port + i))") 2>/dev/null; then
-      port=$((port + i + 1)) i=-1
-    fi
-  done
-  echo "$port"
-}
 
 STACK_DIR=$(mktemp -d /tmp/edge-test.XXXXXX)
 chmod 755 "$STACK_DIR" # the postgres system user (and NGINX's workers) must reach it

@@ -14,26 +14,9 @@ API_BIN=$REPO_DIR/target/debug/api
 passed=0
 failed=0
 
-check() { # check "description" command...
-  local what=$1
-  shift
-  if "$@" >/dev/null 2>&1; then
-    passed=$((passed + 1))
-  else
-    failed=$((failed + 1))
-    printf 'stack_test: FAILED: %s\n' "$what" >&2
-  fi
-}
-
-free_port() { # the first port from $1 upwards that nothing listens on (and the $2-1 after it)
-  local port=$1 count=${2:-1} i
-  for ((i = 0; i < count; i++)); do
-    if (echo >"/dev/tcp/127.0.0.1/$((port + i))") 2>/dev/null; then
-      port=$((port + i + 1)) i=-1
-    fi
-  done
-  echo "$port"
-}
+TEST_NAME=stack_test
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
 http_code() { curl -s -o /dev/null --max-time 5 -w '%{http_code}' "$1"; }
 
