@@ -26,10 +26,13 @@
 #   STACK_PG_BIN        [highest /usr/lib/postgresql/*/bin]  PostgreSQL server
 #                       binaries; an existing cluster always uses the
 #                       binaries of its own major version.
-#   STACK_SERVICES      [pg redis api nginx]  services 'up' starts (always in
-#                       the order pg, redis, api1..apiN, nginx): pg, redis,
-#                       api (all STACK_API_REPLICAS replicas), apiN (one
-#                       replica) or nginx.
+#   STACK_SERVICES      [pg redis api nginx exporters prometheus]  services
+#                       'up' starts (always in the order pg, redis,
+#                       api1..apiN, nginx, the exporters, prometheus): pg,
+#                       redis, api (all STACK_API_REPLICAS replicas), apiN
+#                       (one replica), nginx, exporters (all four) or one of
+#                       node_exporter, nginx_exporter, redis_exporter,
+#                       pg_exporter, and prometheus.
 #                       'down' stops everything of ours that runs; 'status'
 #                       shows all.
 #   STACK_API_BIN       [<repo>/target/release/api]  the API binary (build it
@@ -47,6 +50,13 @@
 #   STACK_NGINX_RATE_LIMIT [off]         on|off: per-client rate limit (429).
 #   STACK_NGINX_RATE    [20]             requests/s per client when it is on.
 #   STACK_NGINX_BURST   [2 x RATE]       burst allowed above the rate.
+#   STACK_PROMETHEUS_PORT [9090]         Prometheus (web UI and API).
+#   STACK_NODE_EXPORTER_PORT [9100], STACK_NGINX_EXPORTER_PORT [9113],
+#   STACK_REDIS_EXPORTER_PORT [9121], STACK_PG_EXPORTER_PORT [9187]
+#                                        the exporters Prometheus scrapes.
+#   STACK_LOADGEN_METRICS_PORT [9400]    where Prometheus looks for the load
+#                                        generator's /metrics (during a test).
+#   STACK_PROMETHEUS_INTERVAL [5s]       scrape and rule evaluation interval.
 #
 # Services are managed one function set per service (<svc>_preflight,
 # <svc>_up, <svc>_down, <svc>_status) and listed in SERVICES; add new ones
@@ -73,7 +83,7 @@ DEFAULT_STACK_PG_USER=results
 DEFAULT_STACK_PG_PASSWORD=results-local-only # LOCAL-ONLY default, not a secret
 DEFAULT_STACK_PG_DB=results
 DEFAULT_STACK_TIMEOUT=30
-DEFAULT_STACK_SERVICES='pg redis api nginx'
+DEFAULT_STACK_SERVICES='pg redis api nginx exporters prometheus'
 DEFAULT_STACK_API_BIN=$REPO_DIR/target/release/api
 DEFAULT_STACK_API_REPLICAS=3
 DEFAULT_STACK_API_PORT=8081
@@ -84,14 +94,25 @@ DEFAULT_STACK_NGINX_STATUS_PORT=8089
 DEFAULT_STACK_NGINX_MICROCACHE=on
 DEFAULT_STACK_NGINX_RATE_LIMIT=off
 DEFAULT_STACK_NGINX_RATE=20
+DEFAULT_STACK_PROMETHEUS_PORT=9090
+DEFAULT_STACK_NODE_EXPORTER_PORT=9100
+DEFAULT_STACK_NGINX_EXPORTER_PORT=9113
+DEFAULT_STACK_REDIS_EXPORTER_PORT=9121
+DEFAULT_STACK_PG_EXPORTER_PORT=9187
+DEFAULT_STACK_LOADGEN_METRICS_PORT=9400
+DEFAULT_STACK_PROMETHEUS_INTERVAL=5s
 
 # Started in this order by `up` (those chosen by STACK_SERVICES), stopped in
-# reverse order by `down`. load_config appends api1..api$STACK_API_REPLICAS
-# and then nginx.
+# reverse order by `down`. load_config appends api1..api$STACK_API_REPLICAS,
+# nginx, then MONITORING.
 SERVICES=(pg redis)
 # On SIGTERM a replica reports not-ready this long before closing its
 # listener, so a load balancer notices it is draining.
 API_DRAIN_DELAY_MS=1000
+
+# Prometheus and the exporters it scrapes (Debian's packages), in start order.
+MONITORING=(node_exporter nginx_exporter redis_exporter pg_exporter prometheus)
+PROMETHEUS_REPO_DIR=$REPO_DIR/prometheus
 
 REDIS_CONF=$REPO_DIR/redis/redis.conf
 PG_PROJECT_CONF=$REPO_DIR/postgres/postgresql.conf
@@ -185,6 +206,17 @@ Environment variables (default in brackets):
   STACK_NGINX_RATE   [$DEFAULT_STACK_NGINX_RATE]  Requests per second per client (when on).
   STACK_NGINX_BURST  [2 x STACK_NGINX_RATE]  Requests above the rate let through
                      at once before the 429s start.
+  STACK_PROMETHEUS_PORT [$DEFAULT_STACK_PROMETHEUS_PORT]  Prometheus: web UI and query API.
+  STACK_NODE_EXPORTER_PORT [$DEFAULT_STACK_NODE_EXPORTER_PORT], STACK_NGINX_EXPORTER_PORT [$DEFAULT_STACK_NGINX_EXPORTER_PORT],
+  STACK_REDIS_EXPORTER_PORT [$DEFAULT_STACK_REDIS_EXPORTER_PORT], STACK_PG_EXPORTER_PORT [$DEFAULT_STACK_PG_EXPORTER_PORT]
+                     The exporters (Debian's prometheus-*-exporter packages).
+  STACK_LOADGEN_METRICS_PORT [$DEFAULT_STACK_LOADGEN_METRICS_PORT]  Where Prometheus scrapes the load
+                     generator's /metrics while a load test runs.
+  STACK_PROMETHEUS_INTERVAL [$DEFAULT_STACK_PROMETHEUS_INTERVAL]  Scrape and rule evaluation
+                     interval (tests use 1s).
+  Prometheus runs on prometheus/prometheus.yml and prometheus/rules/ of the
+  repository (linked from \$STACK_DIR/prometheus), with target files written
+  there from the ports above; its data lives in \$STACK_DIR/prometheus/data.
   'up' with nginx already running re-renders its configuration and reloads
   it (no dropped connections) when the NGINX settings changed, e.g.
     STACK_SERVICES=nginx STACK_NGINX_RATE_LIMIT=on $SELF up
@@ -231,6 +263,13 @@ load_config() {
     STACK_NGINX_MICROCACHE=${STACK_NGINX_MICROCACHE:-$DEFAULT_STACK_NGINX_MICROCACHE}
     STACK_NGINX_RATE_LIMIT=${STACK_NGINX_RATE_LIMIT:-$DEFAULT_STACK_NGINX_RATE_LIMIT}
     STACK_NGINX_RATE=${STACK_NGINX_RATE:-$DEFAULT_STACK_NGINX_RATE}
+    STACK_PROMETHEUS_PORT=${STACK_PROMETHEUS_PORT:-$DEFAULT_STACK_PROMETHEUS_PORT}
+    STACK_NODE_EXPORTER_PORT=${STACK_NODE_EXPORTER_PORT:-$DEFAULT_STACK_NODE_EXPORTER_PORT}
+    STACK_NGINX_EXPORTER_PORT=${STACK_NGINX_EXPORTER_PORT:-$DEFAULT_STACK_NGINX_EXPORTER_PORT}
+    STACK_REDIS_EXPORTER_PORT=${STACK_REDIS_EXPORTER_PORT:-$DEFAULT_STACK_REDIS_EXPORTER_PORT}
+    STACK_PG_EXPORTER_PORT=${STACK_PG_EXPORTER_PORT:-$DEFAULT_STACK_PG_EXPORTER_PORT}
+    STACK_LOADGEN_METRICS_PORT=${STACK_LOADGEN_METRICS_PORT:-$DEFAULT_STACK_LOADGEN_METRICS_PORT}
+    STACK_PROMETHEUS_INTERVAL=${STACK_PROMETHEUS_INTERVAL:-$DEFAULT_STACK_PROMETHEUS_INTERVAL}
 
     # Absolute paths (STACK_DIR without trailing slashes), so they work from any directory.
     [[ $STACK_API_BIN == /* ]] || STACK_API_BIN=${PWD%/}/$STACK_API_BIN
@@ -261,6 +300,7 @@ load_config() {
     NGINX_CONF=$NGINX_DIR/nginx.conf
     NGINX_PIDFILE=$NGINX_DIR/nginx.pid
     NGINX_LOG=$LOG_DIR/nginx.log
+    PROMETHEUS_DIR=$STACK_DIR/prometheus
 
     local socket=$RUN_DIR/.s.PGSQL.$STACK_PG_PORT
     ((${#socket} <= 107)) ||
@@ -277,7 +317,14 @@ load_api_config() {
     # NGINX's ports take part in the overlap check.
     is_port "$STACK_NGINX_PORT" || die "STACK_NGINX_PORT='$STACK_NGINX_PORT' is not a TCP port number (1-65535)."
     is_port "$STACK_NGINX_STATUS_PORT" || die "STACK_NGINX_STATUS_PORT='$STACK_NGINX_STATUS_PORT' is not a TCP port number (1-65535)."
-    for var in STACK_NGINX_PORT STACK_NGINX_STATUS_PORT; do
+    [[ $STACK_PROMETHEUS_INTERVAL =~ ^[1-9][0-9]*(ms|s|m)$ ]] ||
+        die "STACK_PROMETHEUS_INTERVAL='$STACK_PROMETHEUS_INTERVAL' must be a duration such as 1s, 5s or 1m."
+    for var in STACK_PROMETHEUS_PORT STACK_NODE_EXPORTER_PORT STACK_NGINX_EXPORTER_PORT STACK_REDIS_EXPORTER_PORT \
+        STACK_PG_EXPORTER_PORT STACK_LOADGEN_METRICS_PORT; do
+        is_port "${!var}" || die "$var='${!var}' is not a TCP port number (1-65535)."
+    done
+    for var in STACK_NGINX_PORT STACK_NGINX_STATUS_PORT STACK_PROMETHEUS_PORT STACK_NODE_EXPORTER_PORT \
+        STACK_NGINX_EXPORTER_PORT STACK_REDIS_EXPORTER_PORT STACK_PG_EXPORTER_PORT STACK_LOADGEN_METRICS_PORT; do
         port=$((10#${!var}))
         [[ -z ${owner[$port]:-} ]] ||
             die "port $port is wanted by both ${owner[$port]} and $var. Give every service its own port."
@@ -297,21 +344,22 @@ load_api_config() {
     [[ -n $STACK_KEY_PREFIX ]] || die "STACK_KEY_PREFIX must not be empty."
 
     for ((n = 1; n <= STACK_API_REPLICAS; n++)); do SERVICES+=("api$n"); done
-    SERVICES+=(nginx)
+    SERVICES+=(nginx "${MONITORING[@]}")
 
     local -A want=()
     local name names
     read -ra names <<<"${STACK_SERVICES//,/ }"
     for name in "${names[@]}"; do
         case $name in
-        pg | redis | nginx) want[$name]=1 ;;
+        pg | redis | nginx | node_exporter | nginx_exporter | redis_exporter | pg_exporter | prometheus) want[$name]=1 ;;
+        exporters) for n in "${MONITORING[@]}"; do [[ $n == prometheus ]] || want[$n]=1; done ;;
         api) for ((n = 1; n <= STACK_API_REPLICAS; n++)); do want[api$n]=1; done ;;
         api[1-9])
             ((${name#api} <= STACK_API_REPLICAS)) ||
                 die "STACK_SERVICES names $name, but STACK_API_REPLICAS=$STACK_API_REPLICAS. Raise STACK_API_REPLICAS or drop $name."
             want[$name]=1
             ;;
-        *) die "STACK_SERVICES='$STACK_SERVICES': unknown service '$name'. Known: pg, redis, api (all STACK_API_REPLICAS replicas), api1..api$STACK_API_REPLICAS, nginx." ;;
+        *) die "STACK_SERVICES='$STACK_SERVICES': unknown service '$name'. Known: pg, redis, api (all STACK_API_REPLICAS replicas), api1..api$STACK_API_REPLICAS, nginx, exporters (${MONITORING[*]:0:4}), prometheus." ;;
         esac
     done
     SELECTED=()
@@ -345,13 +393,18 @@ redis_url() { printf 'redis://%s:%s' "$(url_host "$STACK_HOST")" "$STACK_REDIS_P
 have_cmd() { command -v "$1" >/dev/null 2>&1 || [[ -x /usr/sbin/$1 || -x /usr/bin/$1 ]]; }
 
 # Debian packages that `up` needs, missing ones printed one per line.
-# (nginx and prometheus are installed now for the services to come.)
 missing_packages() {
     pg_installed_bins >/dev/null || echo postgresql
     have_cmd redis-server || echo redis-server
     have_cmd redis-cli || echo redis-tools
     have_cmd nginx || echo nginx
     have_cmd prometheus || echo prometheus
+    local svc
+    for svc in "${SELECTED[@]}"; do
+        case $svc in
+        *_exporter) have_cmd "$(mon_bin "$svc")" || mon_bin "$svc" ;;
+        esac
+    done
     if api_selected && ! have_cmd curl; then echo curl; fi
 }
 
@@ -382,6 +435,8 @@ svc_call() {
     local action=$1 svc=$2
     if [[ $svc =~ ^api([1-9])$ ]]; then
         "api_$action" "${BASH_REMATCH[1]}"
+    elif [[ " ${MONITORING[*]} " == *" $svc "* ]]; then
+        "mon_$action" "$svc"
     else
         "${svc}_$action"
     fi
@@ -678,7 +733,7 @@ pg_status() {
     elif ! pg_initialised; then
         extra='(no cluster yet)'
     fi
-    printf '%-9s %-9s pid=%-8s %s:%-6s %s\n' postgres "$state" "$pid" "$(url_host "$STACK_HOST")" "$port" "$extra"
+    printf '%-14s %-9s pid=%-8s %s:%-6s %s\n' postgres "$state" "$pid" "$(url_host "$STACK_HOST")" "$port" "$extra"
     return "$rc"
 }
 
@@ -776,7 +831,7 @@ redis_status() {
     else
         pid=-
     fi
-    printf '%-9s %-9s pid=%-8s %s:%-6s %s\n' redis "$state" "$pid" "$(url_host "$STACK_HOST")" "$STACK_REDIS_PORT" "$extra"
+    printf '%-14s %-9s pid=%-8s %s:%-6s %s\n' redis "$state" "$pid" "$(url_host "$STACK_HOST")" "$STACK_REDIS_PORT" "$extra"
     return "$rc"
 }
 
@@ -947,7 +1002,7 @@ api_status() {
     else
         pid=-
     fi
-    printf '%-9s %-9s pid=%-8s %s:%-6s %s\n' "api$n" "$state" "$pid" "$(url_host "$STACK_HOST")" "$port" "$extra"
+    printf '%-14s %-9s pid=%-8s %s:%-6s %s\n' "api$n" "$state" "$pid" "$(url_host "$STACK_HOST")" "$port" "$extra"
     return "$rc"
 }
 
@@ -1098,7 +1153,236 @@ nginx_status() {
     else
         pid=-
     fi
-    printf '%-9s %-9s pid=%-8s %s:%-6s %s\n' nginx "$state" "$pid" "$(url_host "$STACK_HOST")" "$STACK_NGINX_PORT" "$extra"
+    printf '%-14s %-9s pid=%-8s %s:%-6s %s\n' nginx "$state" "$pid" "$(url_host "$STACK_HOST")" "$STACK_NGINX_PORT" "$extra"
+    return "$rc"
+}
+
+# --- monitoring: the exporters and Prometheus -----------------------------------
+# Debian's prometheus-*-exporter packages and prometheus, run as our own
+# processes (never the system services those packages install), listening on
+# STACK_HOST only. Each runs detached (setsid) with its pid in $RUN_DIR/NAME.pid
+# and that path in its environment (STACK_MON_PIDFILE), so a recycled pid is
+# never taken for ours, and logs to $LOG_DIR/NAME.log. Prometheus reads
+# $PROMETHEUS_DIR/prometheus.yml: the repository's file (scrape and evaluation
+# intervals set to STACK_PROMETHEUS_INTERVAL), rules/ linked from the
+# repository, and targets/*.json written from this stack's ports on every 'up'
+# (Prometheus re-reads them by itself). cAdvisor runs only under compose.
+mon_port() {
+    case $1 in
+    node_exporter) echo "$STACK_NODE_EXPORTER_PORT" ;;
+    nginx_exporter) echo "$STACK_NGINX_EXPORTER_PORT" ;;
+    redis_exporter) echo "$STACK_REDIS_EXPORTER_PORT" ;;
+    pg_exporter) echo "$STACK_PG_EXPORTER_PORT" ;;
+    prometheus) echo "$STACK_PROMETHEUS_PORT" ;;
+    esac
+}
+mon_bin() {
+    case $1 in
+    node_exporter) echo prometheus-node-exporter ;;
+    nginx_exporter) echo prometheus-nginx-exporter ;;
+    redis_exporter) echo prometheus-redis-exporter ;;
+    pg_exporter) echo prometheus-postgres-exporter ;;
+    prometheus) echo prometheus ;;
+    esac
+}
+mon_addr() { printf '%s:%s' "$(url_host "$STACK_HOST")" "$(mon_port "$1")"; }
+mon_health_url() {
+    if [[ $1 == prometheus ]]; then
+        printf 'http://%s/-/ready' "$(mon_addr "$1")"
+    else
+        printf 'http://%s/metrics' "$(mon_addr "$1")"
+    fi
+}
+mon_pidfile() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
+mon_logfile() { printf '%s/%s.log' "$LOG_DIR" "$1"; }
+mon_healthy() { curl -fs -o /dev/null --max-time 2 "$(mon_health_url "$1")"; }
+prometheus_url() { printf 'http://%s' "$(mon_addr prometheus)"; }
+
+mon_pid() {
+    local pidfile pid
+    pidfile=$(mon_pidfile "$1")
+    [[ -f $pidfile ]] || return 1
+    pid=$(<"$pidfile")
+    pid_alive "$pid" || return 1
+    [[ $(proc_env "$pid" STACK_MON_PIDFILE) == "$pidfile" ]] || return 1
+    echo "$pid"
+}
+
+# Writes $PROMETHEUS_DIR: the configuration with this stack's intervals, the
+# rules linked, and one target file per job from the stack's ports.
+prometheus_write_config() {
+    local dir=$PROMETHEUS_DIR targets=$PROMETHEUS_DIR/targets host n entries=()
+    host=$(url_host "$STACK_HOST")
+    install -d -m 0755 "$dir" "$targets" "$dir/data"
+    sed -e "s/^  scrape_interval: .*/  scrape_interval: $STACK_PROMETHEUS_INTERVAL/" \
+        -e "s/^  evaluation_interval: .*/  evaluation_interval: $STACK_PROMETHEUS_INTERVAL/" \
+        -e "s/^  scrape_timeout: .*/  scrape_timeout: $STACK_PROMETHEUS_INTERVAL/" \
+        "$PROMETHEUS_REPO_DIR/prometheus.yml" >"$dir/prometheus.yml.new"
+    mv -f -- "$dir/prometheus.yml.new" "$dir/prometheus.yml"
+    ln -sfn -- "$PROMETHEUS_REPO_DIR/rules" "$dir/rules"
+    for ((n = 1; n <= STACK_API_REPLICAS; n++)); do
+        entries+=("  {\"targets\": [\"$(api_admin_addr "$n")\"], \"labels\": {\"replica\": \"api$n\"}}")
+    done
+    write_targets "$targets/api.json" "${entries[@]}"
+    write_targets "$targets/nginx.json" "  {\"targets\": [\"$(mon_addr nginx_exporter)\"]}"
+    write_targets "$targets/redis.json" "  {\"targets\": [\"$(mon_addr redis_exporter)\"]}"
+    write_targets "$targets/postgres.json" "  {\"targets\": [\"$(mon_addr pg_exporter)\"]}"
+    write_targets "$targets/node.json" "  {\"targets\": [\"$(mon_addr node_exporter)\"]}"
+    write_targets "$targets/loadgen.json" "  {\"targets\": [\"$host:$STACK_LOADGEN_METRICS_PORT\"]}"
+}
+
+# write_targets FILE ENTRY...: a file_sd JSON list, replaced atomically (Prometheus watches it).
+write_targets() {
+    local file=$1
+    shift
+    {
+        echo "["
+        local IFS=$'\n'
+        sed '$!s/$/,/' <<<"$*"
+        echo "]"
+    } >"$file.new"
+    mv -f -- "$file.new" "$file"
+}
+
+# mon_command NAME: sets MON_CMD (the command line) and MON_ENV (extra environment).
+mon_command() {
+    local addr
+    addr=$(mon_addr "$1")
+    MON_ENV=()
+    case $1 in
+    node_exporter)
+        # Only what the dashboard shows and a host needs: the systemd, hwmon, ... collectors
+        # have nothing to read here.
+        MON_CMD=(prometheus-node-exporter "--web.listen-address=$addr" --collector.disable-defaults
+            --collector.cpu --collector.meminfo --collector.loadavg --collector.netdev
+            --collector.diskstats --collector.filesystem --collector.stat --collector.uname)
+        ;;
+    nginx_exporter)
+        # It retries until NGINX answers, so it may start before (or without) NGINX.
+        MON_CMD=(prometheus-nginx-exporter "-nginx.scrape-uri=$(nginx_status_url)" "-web.listen-address=$addr"
+            -nginx.retries=100000 -nginx.retry-interval=2s -nginx.timeout=2s)
+        ;;
+    redis_exporter)
+        MON_CMD=(prometheus-redis-exporter "-redis.addr=$(redis_url)" "-web.listen-address=$addr")
+        ;;
+    pg_exporter)
+        # The application role: it sees pg_stat_database and pg_up, all the dashboard needs.
+        MON_ENV=("DATA_SOURCE_NAME=$(database_url)?sslmode=disable")
+        MON_CMD=(prometheus-postgres-exporter "--web.listen-address=$addr" --disable-settings-metrics)
+        ;;
+    prometheus)
+        MON_CMD=(prometheus "--config.file=$PROMETHEUS_DIR/prometheus.yml" "--storage.tsdb.path=$PROMETHEUS_DIR/data"
+            --storage.tsdb.retention.time=7d "--web.listen-address=$addr" --web.enable-lifecycle)
+        ;;
+    esac
+}
+
+mon_check_port() {
+    mon_pid "$1" >/dev/null && return 0
+    if port_in_use "$STACK_HOST" "$(mon_port "$1")"; then
+        local var
+        case $1 in
+        prometheus) var=STACK_PROMETHEUS_PORT ;;
+        pg_exporter) var=STACK_PG_EXPORTER_PORT ;;
+        *) var=STACK_$(tr '[:lower:]' '[:upper:]' <<<"$1")_PORT ;;
+        esac
+        die "port $(mon_port "$1") on $STACK_HOST ($var, for $1) is already in use by another process (not this stack's $1; a system $(mon_bin "$1") perhaps). Set $var to a free port."
+    fi
+}
+
+mon_preflight() { mon_check_port "$1"; }
+
+mon_up() {
+    local name=$1 pid pidfile logfile deadline
+    pidfile=$(mon_pidfile "$name")
+    logfile=$(mon_logfile "$name")
+    if [[ $name == prometheus ]]; then
+        prometheus_write_config
+        promtool check config "$PROMETHEUS_DIR/prometheus.yml" >"$LOG_DIR/promtool.log" 2>&1 || {
+            show_log_tail "$LOG_DIR/promtool.log"
+            die "promtool rejects $PROMETHEUS_DIR/prometheus.yml (from $PROMETHEUS_REPO_DIR; see above)."
+        }
+    fi
+    if pid=$(mon_pid "$name"); then
+        log "$name: already running (pid $pid, $(mon_addr "$name"))"
+        if [[ $name == prometheus ]]; then
+            # Picks up a changed configuration or rules without a restart.
+            curl -fs -o /dev/null --max-time 5 -X POST "$(prometheus_url)/-/reload" ||
+                warn "prometheus (pid $pid) did not accept a reload; read $logfile."
+        fi
+        return 0
+    fi
+    rm -f -- "$pidfile" # stale, if any
+    mon_check_port "$name"
+    mon_command "$name"
+    log "$name: starting $(mon_bin "$name") on $(mon_addr "$name") (log: $logfile)"
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    env "${MON_ENV[@]}" STACK_MON_PIDFILE="$pidfile" \
+        setsid bash -c 'cd / && echo "$$" >"$1" && shift && exec "$@"' "$name-launcher" "$pidfile" "${MON_CMD[@]}" \
+        </dev/null >>"$logfile" 2>&1 9>&- &
+    if ! wait_for 10 test -s "$pidfile"; then
+        show_log_tail "$logfile"
+        die "$name did not start (no pid in $pidfile after 10s). Read $logfile."
+    fi
+    pid=$(<"$pidfile")
+    deadline=$((SECONDS + STACK_TIMEOUT))
+    until mon_healthy "$name"; do
+        if pid_dead "$pid"; then
+            show_log_tail "$logfile"
+            die "$name exited during start-up. Read $logfile."
+        fi
+        if [[ $name == nginx_exporter ]] && ! nginx_pid >/dev/null; then
+            # It listens only once NGINX's stub_status answered; it keeps trying.
+            warn "$name: started (pid $pid), waiting for NGINX's $(nginx_status_url) before it serves /metrics."
+            return 0
+        fi
+        if ((SECONDS >= deadline)); then
+            show_log_tail "$logfile"
+            die "$name (pid $pid) does not answer $(mon_health_url "$name") after ${STACK_TIMEOUT}s. Read $logfile; '$SELF down' stops it."
+        fi
+        sleep 0.2
+    done
+    log "$name: up (pid $pid, $(mon_health_url "$name"))"
+}
+
+mon_down() {
+    local name=$1 pid pidfile
+    pidfile=$(mon_pidfile "$name")
+    if ! pid=$(mon_pid "$name"); then
+        rm -f -- "$pidfile" 2>/dev/null || true
+        log "$name: already stopped"
+        return 0
+    fi
+    log "$name: stopping (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_for "$STACK_TIMEOUT" pid_dead "$pid"; then
+        warn "$name (pid $pid) did not exit within ${STACK_TIMEOUT}s of SIGTERM; sending SIGKILL. Read $(mon_logfile "$name")."
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_for 5 pid_dead "$pid" || die "$name (pid $pid) survived SIGKILL; retry '$SELF down'."
+    fi
+    rm -f -- "$pidfile"
+    log "$name: stopped"
+}
+
+mon_status() {
+    local name=$1 state=stopped pid=- extra='' rc=1 up
+    if pid=$(mon_pid "$name"); then
+        if mon_healthy "$name"; then
+            state=running rc=0
+            if [[ $name == prometheus ]]; then
+                up=$(curl -fs --max-time 2 "$(prometheus_url)/api/v1/query?query=sum(up)%20%2F%20count(up)" 2>/dev/null |
+                    sed -n 's/.*"value":\[[^,]*,"\([^"]*\)".*/\1/p')
+                extra="targets_up=${up:-?}"
+            fi
+        elif [[ $name == nginx_exporter ]] && ! nginx_pid >/dev/null; then
+            state=waiting extra="(for NGINX's $(nginx_status_url); it serves /metrics once NGINX runs)"
+        else
+            state=not-ready extra="(not answering $(mon_health_url "$name"); read $(mon_logfile "$name"))"
+        fi
+    else
+        pid=-
+    fi
+    printf '%-14s %-9s pid=%-8s %s:%-6s %s\n' "$name" "$state" "$pid" "$(url_host "$STACK_HOST")" "$(mon_port "$name")" "$extra"
     return "$rc"
 }
 
@@ -1123,11 +1407,12 @@ cmd_up() {
     for svc in "${all[@]}"; do
         svc_call status "$svc" | sed 's/^/  /' || true
     done
-    echo "  logs: $PG_LOG, $REDIS_LOG, $LOG_DIR/apiN.log, $NGINX_LOG"
+    echo "  logs: $PG_LOG, $REDIS_LOG, $LOG_DIR/apiN.log, $NGINX_LOG, $LOG_DIR/<exporter>.log, $LOG_DIR/prometheus.log"
     echo "DATABASE_URL=$(database_url)"
     echo "REDIS_URL=$(redis_url)"
     echo "API_URLS=$(api_urls)"
     echo "PUBLIC_URL=$(nginx_url)"
+    echo "PROMETHEUS_URL=$(prometheus_url)"
     echo "Load them into your shell with: eval \"\$($SELF env)\""
 }
 
@@ -1177,6 +1462,7 @@ cmd_env() {
     printf "export REDIS_URL='%s'\n" "$(redis_url)"
     printf "export API_URLS='%s'\n" "$(api_urls)"
     printf "export PUBLIC_URL='%s'\n" "$(nginx_url)"
+    printf "export PROMETHEUS_URL='%s'\n" "$(prometheus_url)"
 }
 
 main() {

@@ -18,6 +18,11 @@ export PGOPTIONS="-c client_min_messages=warning" # no "skipping" notices from p
 log() { printf 'test: %s\n' "$*" >&2; }
 
 STACK_SERVICES="pg redis" bash scripts/stack.sh up
+# What the script tests need beyond stack.sh's packages (which installs the exporters itself
+# when a test's throw-away stack asks for them): wrk for the edge test's loads under chaos.
+if ! command -v wrk >/dev/null; then
+  LOG_PREFIX='test' bash -c 'source scripts/lib/common.sh && apt_install wrk'
+fi
 eval "$(bash scripts/stack.sh env)"
 export DATABASE_URL REDIS_URL
 

@@ -43,19 +43,8 @@ SEEDER_BIN=$REPO_DIR/target/release/seeder
 command -v wrk >/dev/null || fatal "wrk is missing (apt-get install wrk)"
 command -v curl >/dev/null || fatal "curl is missing (apt-get install curl)"
 
-STACK_DIR=$(mktemp -d /tmp/edge-test.XXXXXX)
-chmod 755 "$STACK_DIR" # the postgres system user (and NGINX's workers) must reach it
-STACK_PG_PORT=$(free_port 57532)
-STACK_REDIS_PORT=$(free_port 58479)
-STACK_API_PORT=$(free_port 58181 3)
-STACK_API_ADMIN_PORT=$(free_port $((STACK_API_PORT + 3)) 3)
-STACK_NGINX_PORT=$(free_port $((STACK_API_ADMIN_PORT + 3)))
-STACK_NGINX_STATUS_PORT=$(free_port $((STACK_NGINX_PORT + 1)))
-STACK_API_BIN=$API_BIN STACK_API_REPLICAS=3 STACK_KEY_PREFIX=results
-STACK_NGINX_MICROCACHE=on STACK_NGINX_RATE_LIMIT=off STACK_SERVICES="pg redis"
-export STACK_DIR STACK_PG_PORT STACK_REDIS_PORT STACK_API_PORT STACK_API_ADMIN_PORT STACK_NGINX_PORT \
-  STACK_NGINX_STATUS_PORT STACK_API_BIN STACK_API_REPLICAS STACK_KEY_PREFIX STACK_NGINX_MICROCACHE \
-  STACK_NGINX_RATE_LIMIT STACK_SERVICES
+STACK_API_BIN=$API_BIN
+throwaway_stack edge-test
 WRK_PID=''
 keep_logs() {
   if [[ -n ${EDGE_KEEP_LOGS:-} && -d $STACK_DIR/log ]]; then

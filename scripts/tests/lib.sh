@@ -22,3 +22,33 @@ free_port() { # the first port from $1 upwards that nothing listens on (and the 
   done
   echo "$port"
 }
+
+# throwaway_stack NAME: settings for a second, throw-away stack (scripts/stack.sh) in a new
+# /tmp/NAME.XXXXXX folder on free ports, so a developer's stack is never touched. Exports every
+# STACK_* the script reads (STACK_SERVICES="pg redis": callers choose what `up` starts next) and
+# sets STACK to the script's path. The API binary is target/debug/api unless STACK_API_BIN is
+# set; the caller stops it with `bash "$STACK" down --purge` and removes "$STACK_DIR".
+throwaway_stack() {
+  STACK=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)/stack.sh
+  STACK_DIR=$(mktemp -d "/tmp/$1.XXXXXX")
+  chmod 755 "$STACK_DIR" # the postgres system user (and NGINX's workers) must reach it
+  STACK_PG_PORT=$(free_port 57532)
+  STACK_REDIS_PORT=$(free_port 58479)
+  STACK_API_PORT=$(free_port 58181 3)
+  STACK_API_ADMIN_PORT=$(free_port $((STACK_API_PORT + 3)) 3)
+  STACK_NGINX_PORT=$(free_port $((STACK_API_ADMIN_PORT + 3)))
+  STACK_NGINX_STATUS_PORT=$(free_port $((STACK_NGINX_PORT + 1)))
+  STACK_PROMETHEUS_PORT=$(free_port $((STACK_NGINX_STATUS_PORT + 1)))
+  STACK_NODE_EXPORTER_PORT=$(free_port $((STACK_PROMETHEUS_PORT + 1)))
+  STACK_NGINX_EXPORTER_PORT=$(free_port $((STACK_NODE_EXPORTER_PORT + 1)))
+  STACK_REDIS_EXPORTER_PORT=$(free_port $((STACK_NGINX_EXPORTER_PORT + 1)))
+  STACK_PG_EXPORTER_PORT=$(free_port $((STACK_REDIS_EXPORTER_PORT + 1)))
+  STACK_LOADGEN_METRICS_PORT=$(free_port $((STACK_PG_EXPORTER_PORT + 1)))
+  STACK_API_BIN=${STACK_API_BIN:-$(dirname -- "$STACK")/../target/debug/api}
+  STACK_API_REPLICAS=3 STACK_KEY_PREFIX=results STACK_SERVICES="pg redis"
+  STACK_NGINX_MICROCACHE=on STACK_NGINX_RATE_LIMIT=off
+  export STACK_DIR STACK_PG_PORT STACK_REDIS_PORT STACK_API_PORT STACK_API_ADMIN_PORT STACK_NGINX_PORT \
+    STACK_NGINX_STATUS_PORT STACK_PROMETHEUS_PORT STACK_NODE_EXPORTER_PORT STACK_NGINX_EXPORTER_PORT \
+    STACK_REDIS_EXPORTER_PORT STACK_PG_EXPORTER_PORT STACK_LOADGEN_METRICS_PORT STACK_API_BIN \
+    STACK_API_REPLICAS STACK_KEY_PREFIX STACK_SERVICES STACK_NGINX_MICROCACHE STACK_NGINX_RATE_LIMIT
+}

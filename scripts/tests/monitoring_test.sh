@@ -9,12 +9,12 @@
 #   3. grafana/dashboards/*.json: valid JSON, unique panel ids, every (non-row) panel on
 #      datasource uid `prometheus` with at least one query, every query valid PromQL (written as
 #      recording rules panel_<id>_<n> and parsed by promtool), the provisioning files in place.
-#   4. End to end, only when an API replica answers on 127.0.0.1:8181 (e.g. after
-#      scripts/stack.sh up; otherwise skipped with a note, not failed): a throw-away Prometheus
-#      with this repository's config and rules (scrape and evaluation every 1 s) scrapes the
-#      replicas' admin ports 8181-8183, ~300 requests go to the public ports 8081-8083, and the
-#      dashboard's key API queries (req/s, latency, status codes, lookup tiers) and the recording
-#      rules must return data.
+#   4. End to end on a throw-away native stack (scripts/stack.sh on free ports in a folder of its
+#      own: PostgreSQL, Redis, three replicas, NGINX, the node/nginx/redis/postgres exporters and
+#      Prometheus with this repository's config and rules, scraping every 1 s): every target is up,
+#      ~300 requests go through NGINX, and the dashboard's key panels (API, NGINX, Redis,
+#      PostgreSQL, host) and the recording rules return data; no alert fires; a stopped replica
+#      raises ReplicaDown. Needs target/debug/api and a seeder binary (cargo test builds them).
 #
 # Needs promtool, prometheus, python3, curl, jq. Prints `monitoring_test: N passed, M failed` last
 # and exits non-zero when a check failed.
@@ -27,6 +27,10 @@ GRAFANA_DIR=$REPO_DIR/grafana
 HOST=127.0.0.1
 passed=0
 failed=0
+TEST_NAME=monitoring_test
+# throwaway_stack (its check is replaced by this file's own, which shows the output of a failure)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 log() { printf 'monitoring_test: %s\n' "$*" >&2; }
 
@@ -60,6 +64,10 @@ cleanup() {
   if [[ -n $PROM_PID ]]; then
     kill "$PROM_PID" 2>/dev/null
     wait "$PROM_PID" 2>/dev/null
+  fi
+  if [[ -n ${E2E_STACK:-} ]]; then
+    bash "$STACK" down --purge >/dev/null 2>&1 || true
+    rm -rf "$STACK_DIR"
   fi
   rm -rf "$WORK"
 }
@@ -185,13 +193,7 @@ while IFS=$'\t' read -r verdict what; do
 done < <(dashboard_checks || printf 'FAIL\tthe dashboard checker crashed\n')
 check "every dashboard query is valid PromQL (promtool check rules)" promtool check rules "$WORK/dashboard-rules.yml"
 
-# --- 4. end to end against the native stack's replicas --------------------------------------------
-
-free_port() { # the first port from $1 upwards that nothing listens on
-  local port=$1
-  while (echo >"/dev/tcp/$HOST/$port") 2>/dev/null; do port=$((port + 1)); done
-  echo "$port"
-}
+# --- helpers of the end-to-end part ---------------------------------------------------------------
 
 panel_expr() { # the (first n-th) query of the dashboard panel titled $1, with 1m windows
   awk -F'\t' -v t="$1" -v n="${2:-1}" '$1 == t && ++i == n { print $2 }' "$WORK/dashboard-exprs.tsv"
@@ -220,71 +222,101 @@ has_numbers() { # has_numbers EXPR: at least one series, every value a positive 
   }
 }
 
-send_requests() { # send_requests FROM COUNT: GETs for IDs FROM.. round-robin over the live replicas
-  local i id port
+send_requests() { # send_requests FROM COUNT: GETs for IDs FROM.. through NGINX's public port
+  local i
   for ((i = 0; i < $2; i++)); do
-    id=$(($1 + i)) port=${API_PORTS[i % ${#API_PORTS[@]}]}
-    curl -s -o /dev/null --max-time 5 "http://$HOST:$port/v1/results/$id"
+    curl -s -o /dev/null --max-time 5 "$PUBLIC/v1/results/$(($1 + i))"
   done
   # A few errors so the status panel has more than one code: unknown and malformed IDs.
-  curl -s -o /dev/null "http://$HOST:${API_PORTS[0]}/v1/results/9999999"
-  curl -s -o /dev/null "http://$HOST:${API_PORTS[0]}/student/12ab"
+  curl -s -o /dev/null "$PUBLIC/v1/results/9999999"
+  curl -s -o /dev/null "$PUBLIC/student/12ab"
 }
 
-if ! curl -sf --max-time 2 -o /dev/null "http://$HOST:8181/metrics"; then
-  log "note: no API replica on $HOST:8181 (start one with scripts/stack.sh up): end-to-end part skipped"
+target_health() { # target_health JOB: the health of that job's active targets, one per line
+  curl -s --max-time 5 "http://$HOST:$PROM_PORT/api/v1/targets?state=active" |
+    jq -r --arg job "$1" '.data.activeTargets[] | select(.labels.job == $job) | .health'
+}
+all_up() { # all_up JOB COUNT: COUNT targets of JOB, every one up
+  local health
+  health=$(target_health "$1")
+  [[ $(grep -c . <<<"$health") -eq $2 && $(grep -cx up <<<"$health") -eq $2 ]] || {
+    echo "job $1: $(tr '\n' ' ' <<<"$health")"
+    return 1
+  }
+}
+
+# --- 4. end to end on a throw-away native stack ------------------------------------------------
+# scripts/stack.sh brings up PostgreSQL, Redis, three replicas, NGINX, the four exporters and
+# Prometheus (the repository's configuration and rules, scraping every 1 s) on free ports in a
+# folder of its own; a small data set is seeded and requests go through NGINX.
+E2E_API_BIN=${MONITORING_API_BIN:-$REPO_DIR/target/debug/api}
+E2E_SEEDER_BIN=$REPO_DIR/target/release/seeder
+[[ -x $E2E_SEEDER_BIN ]] || E2E_SEEDER_BIN=$REPO_DIR/target/debug/seeder
+if [[ ! -x $E2E_API_BIN || ! -x $E2E_SEEDER_BIN ]]; then
+  fail "end to end: needs $E2E_API_BIN and a seeder binary (cargo build -p api -p seeder)"
 else
-  API_PORTS=() ADMIN_TARGETS=()
-  for n in 1 2 3; do
-    if curl -sf --max-time 2 -o /dev/null "http://$HOST:$((8180 + n))/metrics"; then
-      API_PORTS+=($((8080 + n)))
-      ADMIN_TARGETS+=("{\"targets\": [\"$HOST:$((8180 + n))\"], \"labels\": {\"replica\": \"api$n\"}}")
-    fi
-  done
-  log "end to end: ${#API_PORTS[@]} replica(s) up, a throw-away Prometheus scrapes them every 1 s"
-  # The repository's config and rules (linked, as the native stack does), faster intervals, and
-  # only the api job's target file: the other jobs have no targets here.
-  E2E=$WORK/e2e
-  mkdir -p "$E2E/targets" "$E2E/data"
-  sed -e 's/^  scrape_interval: .*/  scrape_interval: 1s/' -e 's/^  scrape_timeout: .*/  scrape_timeout: 1s/' \
-    -e 's/^  evaluation_interval: .*/  evaluation_interval: 1s/' "$PROM_DIR/prometheus.yml" >"$E2E/prometheus.yml"
-  ln -s "$PROM_DIR/rules" "$E2E/rules"
-  (
-    IFS=,
-    printf '[%s]\n' "${ADMIN_TARGETS[*]}"
-  ) >"$E2E/targets/api.json"
-  check "promtool check config (end-to-end layout, rules linked)" promtool check config "$E2E/prometheus.yml"
-  PROM_PORT=$(free_port 19090)
-  prometheus --config.file="$E2E/prometheus.yml" --storage.tsdb.path="$E2E/data" \
-    --web.listen-address="$HOST:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
-  PROM_PID=$!
-  ready=0
-  for _ in $(seq 1 100); do
-    if curl -sf --max-time 1 -o /dev/null "http://$HOST:$PROM_PORT/-/ready"; then
-      ready=1
-      break
-    fi
-    sleep 0.1
-  done
-  if [[ $ready -eq 0 ]]; then
-    fail "the throw-away Prometheus became ready"
-    sed 's/^/    /' "$WORK/prometheus.log" >&2
+  STACK_API_BIN=$E2E_API_BIN
+  throwaway_stack monitoring-test
+  STACK_PROMETHEUS_INTERVAL=1s
+  export STACK_PROMETHEUS_INTERVAL
+  E2E_STACK=1
+  log "end to end: a throw-away stack in $STACK_DIR (nginx $STACK_NGINX_PORT, prometheus $STACK_PROMETHEUS_PORT)"
+  if ! bash "$STACK" up >"$WORK/up-stores.log" 2>&1; then
+    fail "stack.sh up (pg redis) for the end-to-end part"
+    tail -n 15 "$WORK/up-stores.log" | sed 's/^/    /' >&2
+  elif ! (eval "$(bash "$STACK" env)" && export DATABASE_URL REDIS_URL &&
+    SEEDER_PROGRESS=quiet "$E2E_SEEDER_BIN" --students 3000 >"$WORK/seed.log" 2>&1); then
+    fail "seeding 3,000 students for the end-to-end part"
+    tail -n 15 "$WORK/seed.log" | sed 's/^/    /' >&2
+  elif ! STACK_SERVICES="api nginx exporters prometheus" bash "$STACK" up >"$WORK/up.log" 2>&1; then
+    fail "stack.sh up (api nginx exporters prometheus)"
+    tail -n 25 "$WORK/up.log" | sed 's/^/    /' >&2
   else
     pass
-    # Wait for the first scrape, then send the requests in two rounds with scrapes in between,
-    # so every counter has a before and an after inside the 1m windows.
-    for _ in $(seq 1 50); do
-      [[ $(query "sum(up{job=\"api\"})" | jq -r '.[0].value[1] // 0') == "${#API_PORTS[@]}" ]] && break
-      sleep 0.2
+    PROM_PORT=$STACK_PROMETHEUS_PORT
+    PUBLIC=http://$HOST:$STACK_NGINX_PORT
+    check "stack.sh status: every exporter and Prometheus running" bash -c \
+      "bash '$STACK' status | grep -cE '^(node_exporter|nginx_exporter|redis_exporter|pg_exporter|prometheus) +running ' | grep -qx 5"
+    check "stack.sh env prints PROMETHEUS_URL" bash -c \
+      "bash '$STACK' env | grep -qxF \"export PROMETHEUS_URL='http://$HOST:$PROM_PORT'\""
+    check "promtool check config (native layout as stack.sh writes it)" promtool check config "$STACK_DIR/prometheus/prometheus.yml"
+    check "the native api targets are the stack's admin ports, labelled api1..3" test \
+      "$(jq -c '[.[] | [.targets[0], .labels.replica]]' "$STACK_DIR/prometheus/targets/api.json")" = \
+      "[[\"$HOST:$STACK_API_ADMIN_PORT\",\"api1\"],[\"$HOST:$((STACK_API_ADMIN_PORT + 1))\",\"api2\"],[\"$HOST:$((STACK_API_ADMIN_PORT + 2))\",\"api3\"]]"
+    # prometheus/targets/native/ documents the default ports: it must be what stack.sh writes.
+    defaults_of_ports() { # the throw-away stack's target files with its ports mapped to the defaults
+      sed -e "s/:$STACK_API_ADMIN_PORT\"/:8181\"/; s/:$((STACK_API_ADMIN_PORT + 1))\"/:8182\"/" \
+        -e "s/:$((STACK_API_ADMIN_PORT + 2))\"/:8183\"/; s/:$STACK_NGINX_EXPORTER_PORT\"/:9113\"/" \
+        -e "s/:$STACK_REDIS_EXPORTER_PORT\"/:9121\"/; s/:$STACK_PG_EXPORTER_PORT\"/:9187\"/" \
+        -e "s/:$STACK_NODE_EXPORTER_PORT\"/:9100\"/; s/:$STACK_LOADGEN_METRICS_PORT\"/:9400\"/" "$1" | jq -c .
+    }
+    for file in "$PROM_DIR"/targets/native/*.json; do
+      check "stack.sh writes targets/$(basename "$file") as prometheus/targets/native/ has it (default ports)" \
+        test "$(defaults_of_ports "$STACK_DIR/prometheus/targets/$(basename "$file")")" = "$(jq -c . "$file")"
     done
-    check "Prometheus scrapes every live replica (up == 1)" has_numbers 'up{job="api"}'
+    # Wait until every target has been scraped once (1 s interval), then send two rounds of
+    # requests with scrapes in between, so every counter has a before and an after.
+    for _ in $(seq 1 60); do
+      all_up api 3 >/dev/null && all_up nginx 1 >/dev/null && all_up redis 1 >/dev/null &&
+        all_up postgres 1 >/dev/null && all_up node 1 >/dev/null && break
+      sleep 0.25
+    done
+    check "Prometheus scrapes the three replicas (up)" all_up api 3
+    for job in nginx redis postgres node; do
+      check "Prometheus scrapes the $job exporter (up)" all_up "$job" 1
+    done
+    check "the loadgen target is known (down while no load test runs)" bash -c \
+      "curl -s 'http://$HOST:$PROM_PORT/api/v1/targets?state=active' | jq -e '[.data.activeTargets[] | select(.labels.job == \"loadgen\")] | length == 1'"
     send_requests 1000000 100
     sleep 2.5
     send_requests 1000100 200
     sleep 3 # two scrapes and a rule evaluation
     for title_n in "Requests/s per replica and total|1" "Requests/s per replica and total|2" \
       "Latency p50 / p95 / p99 (results routes)|1" "Latency p50 / p95 / p99 (results routes)|3" \
-      "Status codes|1" "Lookup tiers|1" "Requests/s|1" "p99 latency|1" "In flight|1" "Store connections per replica|1"; do
+      "Status codes|1" "Lookup tiers|1" "Requests/s|1" "p99 latency|1" "In flight|1" "Store connections per replica|1" \
+      "API replicas up|1" "NGINX active connections|1" "NGINX requests/s|1" "Redis|1" "PostgreSQL|1" "NGINX|1" \
+      "Redis memory|1" "Redis commands/s and clients|1" "Redis commands/s and clients|2" "PostgreSQL connections|1" \
+      "PostgreSQL transactions/s|1" "Host CPU and memory|1" "Host CPU and memory|2"; do
       title=${title_n%|*} n=${title_n#*|}
       expr=$(panel_expr "$title" "$n")
       if [[ -z $expr ]]; then
@@ -292,13 +324,15 @@ else
         continue
       fi
       case $title in
-      Requests/s* | Latency* | "p99 latency") check "panel '$title' query $n returns positive numbers" has_numbers "$expr" ;;
+      Requests/s* | Latency* | "p99 latency" | "NGINX requests/s" | "Redis commands/s and clients" | \
+        "Redis memory" | "API replicas up" | Redis | PostgreSQL | NGINX | "Host CPU and memory")
+        check "panel '$title' query $n returns positive numbers" has_numbers "$expr" ;;
       *) check "panel '$title' query $n returns data" has_data "$expr" ;;
       esac
     done
     check "per-replica rate carries the replica label" \
       bash -c "curl -s --data-urlencode 'query=$(panel_expr "Requests/s per replica and total" 1)' \
-        http://$HOST:$PROM_PORT/api/v1/query | jq -e '[.data.result[].metric.replica] | length > 0 and all(startswith(\"api\"))'"
+        http://$HOST:$PROM_PORT/api/v1/query | jq -e '[.data.result[].metric.replica] | length == 3 and all(startswith(\"api\"))'"
     check "status codes include 200, 404 and 400" \
       bash -c "curl -s --data-urlencode 'query=$(panel_expr "Status codes" 1)' http://$HOST:$PROM_PORT/api/v1/query |
         jq -e '[.data.result[].metric.status] as \$s | (\$s | index(\"200\")) and (\$s | index(\"404\")) and (\$s | index(\"400\"))'"
@@ -313,6 +347,17 @@ else
       bash -c "curl -s http://$HOST:$PROM_PORT/api/v1/rules |
         jq -e '[.data.groups[].rules[]] as \$r | ([\$r[] | select(.type == \"alerting\")] | length == 6)
                and all(\$r[]; .health == \"ok\")'"
+    check "no alert fires on a healthy stack" bash -c \
+      "curl -s http://$HOST:$PROM_PORT/api/v1/alerts | jq -e '[.data.alerts[] | select(.state == \"firing\")] | length == 0'"
+    # The alerts a replica's death must raise: api1 stopped, ReplicaDown pending within seconds.
+    bash "$STACK" status >/dev/null 2>&1
+    kill -TERM "$(cat "$STACK_DIR/run/api1.pid")" 2>/dev/null
+    for _ in $(seq 1 40); do
+      curl -s "http://$HOST:$PROM_PORT/api/v1/alerts" | jq -e 'any(.data.alerts[]; .labels.alertname == "ReplicaDown")' >/dev/null && break
+      sleep 0.25
+    done
+    check "a stopped replica raises ReplicaDown (pending or firing)" bash -c \
+      "curl -s http://$HOST:$PROM_PORT/api/v1/alerts | jq -e 'any(.data.alerts[]; .labels.alertname == \"ReplicaDown\")'"
   fi
 fi
 
