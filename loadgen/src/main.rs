@@ -1,17 +1,20 @@
-//! The load generator binary. The goose scenarios are built in the load-generator issue; until
-//! then this binary only states what it will do, so the workspace layout is already the final one.
+//! `loadgen`: parses the command line (goose's flags and `LOADGEN_…` options) and runs the load
+//! test or capacity curve it asks for. Exit status: 0 all SLO gates met, 1 a gate missed, 2 the
+//! run could not happen.
 
 use std::process::ExitCode;
 
-use results_core::DatasetSpec;
+use clap::Parser;
+use loadgen::config::Cli;
 
-fn main() -> ExitCode {
-    let spec = DatasetSpec::default();
-    eprintln!(
-        "loadgen: not built yet (the load-generator issue adds the goose scenarios). It will request \
-         the default data set's IDs {}..={} without asking any database.",
-        spec.ids().start(),
-        spec.ids().end()
-    );
-    ExitCode::from(2)
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match loadgen::run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("loadgen: error: {e}");
+            ExitCode::from(loadgen::EXIT_FAILED)
+        }
+    }
 }

@@ -1,0 +1,123 @@
+//! One load test: goose configured with this project's defaults, the scenarios registered, one
+//! shared HTTP client, the run executed and summarised.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use goose::GooseError;
+use goose::client::GooseClientBuilder;
+use goose::config::{GooseConfiguration, GooseDefault, GooseDefaultType, RUN_FOLDER};
+use goose::metrics::{GooseCoordinatedOmissionMitigation, GooseMetrics};
+use goose::prelude::GooseAttack;
+use tokio_util::sync::CancellationToken;
+
+use crate::LoadgenError;
+use crate::config::{
+    DEFAULT_HOST, DEFAULT_INCREASE_RATE, DEFAULT_RUN_TIME_S, DEFAULT_TIMEOUT_S, DEFAULT_USERS, RunArgs,
+};
+use crate::ids::IdSpace;
+use crate::live::Live;
+use crate::scenarios::{self, Plan};
+use crate::summary::{RunSummary, Stats, Verdict};
+
+/// A fresh run folder under `parent`: `<UTC time>`, or `<UTC time>-N` when taken.
+pub fn fresh_run_dir(parent: &std::path::Path) -> PathBuf {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
+    let mut dir = parent.join(&stamp);
+    let mut n = 2;
+    while dir.exists() {
+        dir = parent.join(format!("{stamp}-{n}"));
+        n += 1;
+    }
+    dir
+}
+
+fn co_mode_name(mode: Option<&GooseCoordinatedOmissionMitigation>) -> &'static str {
+    match mode {
+        Some(GooseCoordinatedOmissionMitigation::Average) | None => "average",
+        Some(GooseCoordinatedOmissionMitigation::Maximum) => "maximum",
+        Some(GooseCoordinatedOmissionMitigation::Minimum) => "minimum",
+        Some(GooseCoordinatedOmissionMitigation::Disabled) => "disabled",
+    }
+}
+
+fn goose(e: GooseError) -> LoadgenError {
+    LoadgenError::Goose(e.to_string())
+}
+
+/// Runs one load test as `args` say, writing goose's reports and the summary into `dir` (a
+/// fresh folder under `--runs-dir` when `None` and goose's `--output-dir` is not given).
+///
+/// # Errors
+/// A configuration goose or this crate refuses, or a run that could not start. Missed SLO gates
+/// are not errors: see [`RunSummary::verdict`].
+pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Result<RunSummary, LoadgenError> {
+    let options = &args.options;
+    let spec = options.spec()?;
+    let ids = IdSpace::new(spec, options.hot_schools, options.hot_percent);
+    let plan = Arc::new(Plan { ids, live: Arc::clone(live) });
+
+    let mut configuration: GooseConfiguration = args.goose.clone();
+    let dir = match (dir, configuration.output_dir.as_deref()) {
+        (Some(dir), _) => dir,
+        (None, Some(given)) => PathBuf::from(given),
+        (None, None) => fresh_run_dir(&options.runs_dir),
+    };
+    configuration.output_dir = Some(dir.to_string_lossy().into_owned());
+    configuration.no_telnet |= !options.telnet;
+    configuration.no_print_metrics |= !options.goose_tables;
+    if configuration.verbose == 0 && configuration.quiet == 0 {
+        // goose logs a line per user starting and stopping: thousands of users bury the progress
+        // lines. -v brings them back.
+        configuration.quiet = 1;
+    }
+    let host = configuration.host.clone().unwrap_or_else(|| DEFAULT_HOST.to_owned());
+    let co_mitigation = co_mode_name(configuration.co_mitigation.as_ref()).to_owned();
+
+    let mut attack = GooseAttack::initialize_with_config(configuration).map_err(goose)?;
+    attack = *attack.set_default(GooseDefault::Host, DEFAULT_HOST).map_err(goose)?;
+    attack = *attack.set_default(GooseDefault::Users, DEFAULT_USERS).map_err(goose)?;
+    attack = *attack.set_default(GooseDefault::IncreaseRate, DEFAULT_INCREASE_RATE).map_err(goose)?;
+    attack = *attack.set_default(GooseDefault::RunTime, DEFAULT_RUN_TIME_S).map_err(goose)?;
+    attack = *attack.set_default(GooseDefault::Timeout, DEFAULT_TIMEOUT_S).map_err(goose)?;
+    attack = *attack
+        .set_default(GooseDefault::CoordinatedOmissionMitigation, GooseCoordinatedOmissionMitigation::Average)
+        .map_err(goose)?;
+    attack = *attack.set_default(GooseDefault::ReportFile, RUN_FOLDER).map_err(goose)?;
+    attack = *attack.set_default(GooseDefault::ErrorLog, RUN_FOLDER).map_err(goose)?;
+    if !options.client_per_user {
+        // One connection pool for every user: thousands of users need tens of sockets, not
+        // thousands of pools, and the load generator's CPU stays on requests.
+        let builder =
+            GooseClientBuilder::new().without_cookies().user_agent(concat!("loadgen/", env!("CARGO_PKG_VERSION")));
+        attack = attack.set_client_builder_without_cookies(builder).map_err(goose)?;
+    }
+    for scenario in scenarios::build(&plan, options)? {
+        attack = attack.register_scenario(scenario);
+    }
+
+    let stop = CancellationToken::new();
+    let progress = tokio::spawn(Arc::clone(live).progress(Duration::from_secs(options.progress_secs), stop.clone()));
+    let result = attack.execute().await;
+    stop.cancel();
+    let _ = progress.await;
+    live.reset_users();
+
+    let (metrics, failed): (GooseMetrics, Vec<String>) = match result {
+        Ok(metrics) => (metrics, Vec::new()),
+        Err(GooseError::ThresholdsFailed { failed, metrics }) => {
+            let failed = failed.into_iter().map(|r| format!("{} (observed {})", r.rule, r.observed)).collect();
+            (*metrics.0, failed)
+        }
+        Err(e) => return Err(goose(e)),
+    };
+    let stats = Stats::from_metrics(&metrics);
+    let slo = options.slo();
+    let verdict = Verdict::judge(&stats, &slo, failed);
+    let mut summary = RunSummary { host, co_mitigation, stats, slo, verdict, dir, files: Vec::new() };
+    summary
+        .write()
+        .map_err(|e| LoadgenError::Io(format!("writing the summary into {}: {e}", summary.dir.display())))?;
+    Ok(summary)
+}

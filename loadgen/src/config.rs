@@ -1,0 +1,248 @@
+//! Command line and environment: goose's own flags (flattened, so `--users`, `--run-time`,
+//! `--report-file`, `--co-mitigation`, `--throttle-requests`… work as goose documents them) plus
+//! this project's options, each with a `LOADGEN_…` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use goose::config::GooseConfiguration;
+use results_core::{DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec};
+
+use crate::LoadgenError;
+
+/// Where a bare `cargo run -p loadgen` sends its requests: the native stack's NGINX.
+pub const DEFAULT_HOST: &str = "http://127.0.0.1:8080";
+/// Users of the default run.
+pub const DEFAULT_USERS: usize = 300;
+/// Users started per second by default (the default run ramps up in 3 s).
+pub const DEFAULT_INCREASE_RATE: &str = "100";
+/// How long the default run holds all its users, seconds.
+pub const DEFAULT_RUN_TIME_S: usize = 20;
+/// Per-request timeout, seconds: far beyond any SLO, short enough that a hung server shows.
+pub const DEFAULT_TIMEOUT_S: &str = "10";
+
+/// Result-day load tests against the results API, built on goose.
+///
+/// A bare `loadgen` runs a short result-day test (300 users, 20 s) against the native stack's
+/// NGINX at http://127.0.0.1:8080, checks every response, prints a one-screen summary, writes
+/// goose's HTML and JSON reports under runs/loadgen/<time>/ and exits non-zero when an SLO gate
+/// (p95, p99, error ratio) is missed. Percentiles are corrected for coordinated omission
+/// (goose --co-mitigation average) unless `--co-mitigation disabled` is given.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", max_term_width = 100, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to run instead of one load test.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The load test's options.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Capacity curve: steps of growing user counts, each bounded in time; CSV and PNG.
+    ///
+    /// Runs one load test per step (each with its own goose reports in a step folder), records
+    /// throughput, coordinated-omission-corrected percentiles and errors to capacity.csv, and
+    /// draws capacity.png: latency percentiles against offered load, the SLO limits as lines and
+    /// the knee (the first step that misses an SLO gate) marked. Goose's --users, --run-time and
+    /// --increase-rate are set per step. Exits 0 even when steps miss the SLO (finding the knee
+    /// is the point), non-zero only when a step could not run.
+    Capacity(CapacityArgs),
+}
+
+/// Options of `loadgen capacity`.
+#[derive(Debug, Args)]
+pub struct CapacityArgs {
+    /// Users of each step, in order
+    #[arg(
+        long,
+        env = "LOADGEN_CAPACITY_STEPS",
+        value_delimiter = ',',
+        default_value = "500,1000,2000,3000,5000,7500,10000",
+        help_heading = "Capacity curve"
+    )]
+    pub steps: Vec<usize>,
+    /// Seconds each step holds its users, after its ramp
+    #[arg(long, env = "LOADGEN_CAPACITY_STEP_SECS", default_value_t = 20, help_heading = "Capacity curve")]
+    pub step_secs: usize,
+    /// Users started per second within a step
+    #[arg(long, env = "LOADGEN_CAPACITY_RAMP_RATE", default_value_t = 500, help_heading = "Capacity curve")]
+    pub ramp_rate: usize,
+    /// Stop after the first step that misses an SLO gate
+    #[arg(long, env = "LOADGEN_CAPACITY_STOP_AT_KNEE", help_heading = "Capacity curve")]
+    pub stop_at_knee: bool,
+    /// The load test's options, as for a single run.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// One load test's options: this project's and goose's.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// This project's options.
+    #[command(flatten)]
+    pub options: Options,
+    /// goose's own options (see goose's documentation; defaults adjusted in [`crate::attack`]).
+    #[command(flatten)]
+    pub goose: GooseConfiguration,
+}
+
+/// This project's options.
+#[derive(Debug, Clone, Args)]
+pub struct Options {
+    /// Students in the data set under test (IDs 1000000..1000000+N-1), as given to the seeder
+    #[arg(long, env = "LOADGEN_STUDENTS", default_value_t = DEFAULT_STUDENTS, help_heading = "Data set")]
+    pub students: u32,
+    /// Generator seed of the data set, as given to the seeder (chooses the hot schools)
+    #[arg(long, env = "LOADGEN_SEED", default_value_t = DEFAULT_SEED, help_heading = "Data set")]
+    pub seed: u64,
+
+    /// Weight of students looking up their own result (uniform over the seeded IDs)
+    #[arg(long, env = "LOADGEN_WEIGHT_STUDENT", default_value_t = 70, help_heading = "Scenario mix")]
+    pub weight_student: usize,
+    /// Weight of the hot-spot mix (students of a few schools checking first)
+    #[arg(long, env = "LOADGEN_WEIGHT_HOT_SPOT", default_value_t = 20, help_heading = "Scenario mix")]
+    pub weight_hot_spot: usize,
+    /// Weight of wrong IDs (malformed: 400 expected; unknown: 404 expected)
+    #[arg(long, env = "LOADGEN_WEIGHT_WRONG_ID", default_value_t = 5, help_heading = "Scenario mix")]
+    pub weight_wrong_id: usize,
+    /// Weight of the reference design's alias path /student/{id}
+    #[arg(long, env = "LOADGEN_WEIGHT_ALIAS", default_value_t = 5, help_heading = "Scenario mix")]
+    pub weight_alias: usize,
+    /// Percent of a student's lookups that refresh the same result instead of a new student's
+    #[arg(long, env = "LOADGEN_REFRESH_PERCENT", default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=100), help_heading = "Scenario mix")]
+    pub refresh_percent: u8,
+    /// Schools that check first in the hot-spot mix
+    #[arg(long, env = "LOADGEN_HOT_SCHOOLS", default_value_t = 20, help_heading = "Scenario mix")]
+    pub hot_schools: usize,
+    /// Percent of hot-spot lookups that go to the hot schools (the rest are uniform)
+    #[arg(long, env = "LOADGEN_HOT_PERCENT", default_value_t = 90, value_parser = clap::value_parser!(u8).range(0..=100), help_heading = "Scenario mix")]
+    pub hot_percent: u8,
+    /// Shortest pause between a user's requests, ms (0 with --think-max-ms 0: no pause)
+    #[arg(long, env = "LOADGEN_THINK_MIN_MS", default_value_t = 1000, help_heading = "Scenario mix")]
+    pub think_min_ms: u64,
+    /// Longest pause between a user's requests, ms (default pacing: one request every ~2 s)
+    #[arg(long, env = "LOADGEN_THINK_MAX_MS", default_value_t = 3000, help_heading = "Scenario mix")]
+    pub think_max_ms: u64,
+
+    /// SLO gate: highest acceptable p95 latency, ms (coordinated-omission corrected)
+    #[arg(long, env = "LOADGEN_SLO_P95_MS", default_value_t = 25.0, help_heading = "SLO gates")]
+    pub slo_p95_ms: f64,
+    /// SLO gate: highest acceptable p99 latency, ms (coordinated-omission corrected)
+    #[arg(long, env = "LOADGEN_SLO_P99_MS", default_value_t = 50.0, help_heading = "SLO gates")]
+    pub slo_p99_ms: f64,
+    /// SLO gate: highest acceptable ratio of failed requests (0.001 = 0.1%; 0 = none)
+    #[arg(long, env = "LOADGEN_SLO_ERROR_RATIO", default_value_t = 0.001, help_heading = "SLO gates")]
+    pub slo_error_ratio: f64,
+    /// Report the SLO gates but exit 0 even when one is missed
+    #[arg(long, env = "LOADGEN_NO_SLO_EXIT", help_heading = "SLO gates")]
+    pub no_slo_exit: bool,
+
+    /// Parent folder of the run folders (each run writes <dir>/<UTC time>/) unless --output-dir
+    #[arg(long, env = "LOADGEN_RUNS_DIR", default_value = "runs/loadgen", help_heading = "Output")]
+    pub runs_dir: PathBuf,
+    /// Address of the live Prometheus /metrics endpoint, or "off"
+    #[arg(long, env = "LOADGEN_METRICS_LISTEN", default_value = "127.0.0.1:9400", value_parser = parse_listen, help_heading = "Output")]
+    pub metrics_listen: Listen,
+    /// Seconds between live progress lines (users, req/s, p99, errors); 0 turns them off
+    #[arg(long, env = "LOADGEN_PROGRESS_SECS", default_value_t = 2, help_heading = "Output")]
+    pub progress_secs: u64,
+    /// Also print goose's own metric tables at the end
+    #[arg(long, env = "LOADGEN_GOOSE_TABLES", help_heading = "Output")]
+    pub goose_tables: bool,
+
+    /// Give every user its own HTTP client and connection pool (like separate browsers) instead of
+    /// one shared pool
+    #[arg(long, env = "LOADGEN_CLIENT_PER_USER", help_heading = "HTTP client")]
+    pub client_per_user: bool,
+    /// Enable goose's telnet controller (off by default; it takes commands without authentication)
+    #[arg(long, env = "LOADGEN_TELNET", help_heading = "Controllers")]
+    pub telnet: bool,
+}
+
+impl Options {
+    /// The data set under test.
+    ///
+    /// # Errors
+    /// When the student count is zero or does not fit the ID range.
+    pub fn spec(&self) -> Result<DatasetSpec, LoadgenError> {
+        DatasetSpec::new(self.seed, self.students).map_err(|e| LoadgenError::Config(format!("LOADGEN_STUDENTS: {e}")))
+    }
+
+    /// The think time range between a user's requests.
+    pub fn think_time(&self) -> (Duration, Duration) {
+        let min = Duration::from_millis(self.think_min_ms);
+        let max = Duration::from_millis(self.think_max_ms.max(self.think_min_ms));
+        (min, max)
+    }
+
+    /// The SLO gates.
+    pub fn slo(&self) -> Slo {
+        Slo { p95_ms: self.slo_p95_ms, p99_ms: self.slo_p99_ms, error_ratio: self.slo_error_ratio }
+    }
+}
+
+/// The SLO gates a run is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Slo {
+    /// Highest acceptable p95, milliseconds.
+    pub p95_ms: f64,
+    /// Highest acceptable p99, milliseconds.
+    pub p99_ms: f64,
+    /// Highest acceptable failed/total ratio.
+    pub error_ratio: f64,
+}
+
+/// Where the live `/metrics` endpoint listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    /// No endpoint.
+    Off,
+    /// This address (port 0: any free port).
+    At(SocketAddr),
+}
+
+fn parse_listen(text: &str) -> Result<Listen, String> {
+    if text.eq_ignore_ascii_case("off") || text.is_empty() {
+        return Ok(Listen::Off);
+    }
+    text.parse().map(Listen::At).map_err(|e| format!("expected host:port or \"off\": {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn goose_flags_and_project_flags_parse_together() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "--host",
+            "http://127.0.0.1:1",
+            "--users",
+            "3000",
+            "--students",
+            "2000",
+            "--metrics-listen",
+            "off",
+        ])
+        .expect("parses");
+        assert_eq!(cli.run.goose.users, Some(3000));
+        assert_eq!(cli.run.options.students, 2000);
+        assert_eq!(cli.run.options.metrics_listen, Listen::Off);
+        let cli = Cli::try_parse_from(["loadgen", "capacity", "--steps", "10,20", "--step-secs", "1"]).expect("parses");
+        assert!(matches!(cli.command, Some(Command::Capacity(ref c)) if c.steps == [10, 20]));
+    }
+}

@@ -1,0 +1,228 @@
+//! The kinds of result-day users, one file each, and the request helper they share. Every
+//! request is named by its route template so reports group it, and every response is checked
+//! (status, then body) before it counts as a success.
+//!
+//! - [`student`]: a student looking up their own result (uniform over the seeded IDs), sometimes
+//!   refreshing.
+//! - [`hot_spot`]: the skewed mix: the students of a few schools check first.
+//! - [`wrong_id`]: mistyped IDs: malformed (400 expected) and unknown (404 expected).
+//! - [`alias`]: the reference design's path `/student/{id}`.
+
+pub mod alias;
+pub mod hot_spot;
+pub mod student;
+pub mod wrong_id;
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use goose::goose::{
+    GooseRequest, GooseResponse, GooseUser, Scenario, Transaction, TransactionFunction, TransactionResult,
+};
+
+use crate::LoadgenError;
+use crate::config::Options;
+use crate::ids::IdSpace;
+use crate::live::{ErrorKind, Live};
+use crate::validate::{Mismatch, check_error, check_result};
+
+/// The requests the load generator makes, each named by its route template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// `GET /v1/results/{id}` of a seeded student.
+    Result = 0,
+    /// `GET /student/{id}` of a seeded student.
+    Alias = 1,
+    /// `GET /v1/results/{id}` of a well-formed unknown ID.
+    Unknown = 2,
+    /// `GET /v1/results/{id}` of a malformed ID.
+    Malformed = 3,
+}
+
+impl Request {
+    /// Every request, in discriminant order.
+    pub const ALL: [Request; 4] = [Request::Result, Request::Alias, Request::Unknown, Request::Malformed];
+
+    /// The name in reports and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Request::Result => "/v1/results/{id}",
+            Request::Alias => "/student/{id}",
+            Request::Unknown => "/v1/results/{id} unknown",
+            Request::Malformed => "/v1/results/{id} malformed",
+        }
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Request::Alias => "/student/",
+            Request::Result | Request::Unknown | Request::Malformed => "/v1/results/",
+        }
+    }
+}
+
+/// Whom a request asks for, and so what answer is right.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    /// A seeded student: 200 with that student's result.
+    Student(u32),
+    /// A well-formed ID outside the data set: 404 `unknown_id`.
+    Unknown(u32),
+    /// A malformed ID: 400 `invalid_id`.
+    Malformed(&'static str),
+}
+
+impl Target {
+    fn expected_status(self) -> u16 {
+        match self {
+            Target::Student(_) => 200,
+            Target::Unknown(_) => 404,
+            Target::Malformed(_) => 400,
+        }
+    }
+
+    fn check(self, body: &[u8]) -> Result<(), Mismatch> {
+        match self {
+            Target::Student(id) => check_result(body, id),
+            Target::Unknown(_) => check_error(body, 404, "unknown_id"),
+            Target::Malformed(_) => check_error(body, 400, "invalid_id"),
+        }
+    }
+}
+
+/// What every user of a run shares: the ID space and the live metrics.
+#[derive(Debug)]
+pub struct Plan {
+    /// The IDs to draw from.
+    pub ids: IdSpace,
+    /// Live metrics and progress.
+    pub live: Arc<Live>,
+}
+
+/// A path such as `/v1/results/1234567`, written on the stack.
+struct PathBuf {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl PathBuf {
+    fn new(prefix: &str, target: Target) -> Self {
+        let mut bytes = [0u8; 48];
+        let mut cursor = &mut bytes[..];
+        // The longest path is 12 + 10 bytes: writing cannot run out of room.
+        let _ = match target {
+            Target::Student(id) | Target::Unknown(id) => write!(cursor, "{prefix}{id}"),
+            Target::Malformed(text) => write!(cursor, "{prefix}{text}"),
+        };
+        let len = 48 - cursor.len();
+        Self { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("/")
+    }
+}
+
+/// Makes `request` for `target`, checks the answer and records it: a wrong status, a transport
+/// error or a wrong body is a failure (the last with its request in the error log).
+pub async fn fetch(user: &mut GooseUser, plan: &Plan, request: Request, target: Target) -> TransactionResult {
+    let path = PathBuf::new(request.prefix(), target);
+    let expected = target.expected_status();
+    let goose_request =
+        GooseRequest::builder().path(path.as_str()).name(request.name()).expect_status_code(expected).build();
+    let started = Instant::now();
+    let GooseResponse { request: mut metric, response } = user.request(goose_request).await?;
+    let response = match response {
+        Ok(response) => response,
+        Err(_) => {
+            // goose has counted the failure and logged the error.
+            plan.live.record(request, started.elapsed(), Some(ErrorKind::Transport));
+            return Ok(());
+        }
+    };
+    if response.status().as_u16() != expected {
+        plan.live.record(request, started.elapsed(), Some(ErrorKind::Status));
+        return Ok(());
+    }
+    let body = match response.bytes().await {
+        Ok(body) => body,
+        Err(_) => {
+            plan.live.record(request, started.elapsed(), Some(ErrorKind::Body));
+            return user.set_failure(&Mismatch::Unreadable.to_string(), &mut metric, None, None);
+        }
+    };
+    match target.check(&body) {
+        Ok(()) => {
+            plan.live.record(request, started.elapsed(), None);
+            Ok(())
+        }
+        Err(mismatch) => {
+            plan.live.record(request, started.elapsed(), Some(ErrorKind::Body));
+            let body = String::from_utf8_lossy(&body);
+            user.set_failure(&mismatch.to_string(), &mut metric, None, Some(&body))
+        }
+    }
+}
+
+/// A transaction named `name` that runs `look_up` with the plan on every iteration.
+macro_rules! plan_transaction {
+    ($plan:expr, $name:expr, $look_up:path) => {{
+        let plan = std::sync::Arc::clone($plan);
+        let function: goose::goose::TransactionFunction = std::sync::Arc::new(move |user| {
+            let plan = std::sync::Arc::clone(&plan);
+            Box::pin(async move { $look_up(user, &plan).await })
+        });
+        goose::goose::Transaction::new(function).set_name($name)
+    }};
+}
+pub(crate) use plan_transaction;
+
+/// Counts a user in and out of the live users gauge.
+fn user_counting(plan: &Arc<Plan>, scenario: Scenario) -> Scenario {
+    let start = Arc::clone(plan);
+    let on_start: TransactionFunction = Arc::new(move |_user| {
+        start.live.user(1);
+        Box::pin(async { Ok(()) })
+    });
+    let stop = Arc::clone(plan);
+    let on_stop: TransactionFunction = Arc::new(move |_user| {
+        stop.live.user(-1);
+        Box::pin(async { Ok(()) })
+    });
+    scenario
+        .register_transaction(Transaction::new(on_start).set_name("user starts").set_on_start())
+        .register_transaction(Transaction::new(on_stop).set_name("user stops").set_on_stop())
+}
+
+/// The weighted scenarios of `options` (a weight of 0 leaves a scenario out).
+///
+/// # Errors
+/// When every weight is 0 or the think time is refused by goose.
+pub fn build(plan: &Arc<Plan>, options: &Options) -> Result<Vec<Scenario>, LoadgenError> {
+    let (min, max) = options.think_time();
+    let candidates = [
+        (options.weight_student, student::scenario(plan, options.refresh_percent)),
+        (options.weight_hot_spot, hot_spot::scenario(plan)),
+        (options.weight_wrong_id, wrong_id::scenario(plan)),
+        (options.weight_alias, alias::scenario(plan)),
+    ];
+    let mut scenarios = Vec::new();
+    for (weight, scenario) in candidates {
+        if weight == 0 {
+            continue;
+        }
+        let scenario =
+            user_counting(plan, scenario).set_weight(weight).map_err(|e| LoadgenError::Config(e.to_string()))?;
+        let scenario = if max.is_zero() {
+            scenario
+        } else {
+            scenario.set_wait_time(min, max).map_err(|e| LoadgenError::Config(format!("think time: {e}")))?
+        };
+        scenarios.push(scenario);
+    }
+    if scenarios.is_empty() {
+        return Err(LoadgenError::Config("every scenario weight is 0 (LOADGEN_WEIGHT_*)".into()));
+    }
+    Ok(scenarios)
+}
