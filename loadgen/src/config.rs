@@ -31,7 +31,7 @@ pub const DEFAULT_TIMEOUT_S: &str = "10";
 /// (p95, p99, error ratio) is missed. Percentiles are corrected for coordinated omission
 /// (goose --co-mitigation average) unless `--co-mitigation disabled` is given.
 #[derive(Debug, Parser)]
-#[command(name = "loadgen", max_term_width = 100, args_conflicts_with_subcommands = true)]
+#[command(name = "loadgen", max_term_width = 100, args_conflicts_with_subcommands = true, args_override_self = true)]
 pub struct Cli {
     /// What to run instead of one load test.
     #[command(subcommand)]

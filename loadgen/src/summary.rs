@@ -139,6 +139,15 @@ impl Stats {
         let mut requests = 0;
         let mut failures = 0;
         let mut by_request = Vec::new();
+        // goose counts its coordinated-omission backfill as requests (successes, when the
+        // original's body check had not failed it yet): real requests are the measured times,
+        // and real failures the error summary's occurrences, which never include the backfill.
+        let mut failed_by_request: BTreeMap<String, usize> = BTreeMap::new();
+        for error in metrics.errors.values() {
+            *failed_by_request.entry(format!("{} {}", method_label(&error.method), error.name)).or_default() +=
+                error.occurrences;
+        }
+        let errors_summarised = !metrics.errors.is_empty() || metrics.requests.values().all(|a| a.fail_count == 0);
         let mut names: Vec<_> = metrics.requests.iter().collect();
         names.sort_by(|a, b| a.0.cmp(b.0));
         for (key, aggregate) in names {
@@ -148,20 +157,20 @@ impl Stats {
             one.add(data);
             all.add(data);
             all_raw.add(&aggregate.raw_data);
-            let made = aggregate.success_count + aggregate.fail_count;
-            requests += made;
-            failures += aggregate.fail_count;
             let name = if key.is_empty() {
                 format!("{} {}", method_label(&aggregate.method), aggregate.path)
             } else {
                 key.clone()
             };
-            by_request.push(RequestRow {
-                name,
-                requests: made,
-                failures: aggregate.fail_count,
-                latency: one.latency(),
-            });
+            let made = aggregate.raw_data.counter;
+            let failed = if errors_summarised {
+                failed_by_request.get(&name).copied().unwrap_or(0)
+            } else {
+                aggregate.fail_count.min(made)
+            };
+            requests += made;
+            failures += failed;
+            by_request.push(RequestRow { name, requests: made, failures: failed, latency: one.latency() });
         }
         let mut errors: Vec<ErrorRow> = metrics
             .errors

@@ -1,0 +1,184 @@
+//! Whole load tests: verdicts, exit statuses, reports, the capacity CSV and PNG, live metrics.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loadgen::config::{CapacityArgs, Listen};
+use loadgen::live::Live;
+use loadgen::scenarios::Request;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{cli, one_load_at_a_time, run_args, spawn_api, spawn_liar};
+
+fn row<'a>(summary: &'a loadgen::summary::RunSummary, request: Request) -> &'a loadgen::summary::RequestRow {
+    let name = format!("GET {}", request.name());
+    summary.stats.by_request.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no row {name}: {summary:#?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_second_run_against_the_api_passes_its_slo_gates() {
+    let api = spawn_api().await;
+    let _one = one_load_at_a_time().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let args = run_args(&api.base, &out.path().join("run"), 8, &[]);
+    let live = Live::new().expect("live");
+    let summary = loadgen::attack::run(&args, &live, None).await.expect("the run happens");
+    assert!(summary.verdict.passed(), "{}", summary.render());
+    assert!(summary.stats.requests > 20, "a second of 8 users without pauses: {}", summary.render());
+    assert_eq!(summary.stats.failures, 0, "{}", summary.render());
+    assert!(row(&summary, Request::Result).requests > 0);
+    assert_eq!(summary.co_mitigation, "average", "coordinated-omission mitigation is on by default");
+    assert!(summary.render().contains("coordinated omission"), "the summary says so");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expected_404_and_400_count_as_successes() {
+    let api = spawn_api().await;
+    let _one = one_load_at_a_time().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let only_wrong_ids =
+        ["--weight-student", "0", "--weight-hot-spot", "0", "--weight-alias", "0", "--weight-wrong-id", "1"];
+    let args = run_args(&api.base, &out.path().join("run"), 4, &only_wrong_ids);
+    let live = Live::new().expect("live");
+    let summary = loadgen::attack::run(&args, &live, None).await.expect("the run happens");
+    for request in [Request::Unknown, Request::Malformed] {
+        let row = row(&summary, request);
+        assert!(row.requests > 0, "{}", summary.render());
+        assert_eq!(row.failures, 0, "{}", summary.render());
+    }
+    assert!(summary.verdict.passed(), "{}", summary.render());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_bodies_fail_validation_and_exit_non_zero() {
+    let liar = spawn_liar().await;
+    let _one = one_load_at_a_time().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let run = out.path().join("run");
+    let live = Live::new().expect("live");
+    let summary =
+        loadgen::attack::run(&run_args(&liar.base, &run, 4, &[]), &live, None).await.expect("the run happens");
+    assert!(!summary.verdict.passed(), "{}", summary.render());
+    // Student 1000000's body is right for that one ID only: nearly every result request fails.
+    let results = row(&summary, Request::Result);
+    assert!(results.failures * 10 >= results.requests * 9, "{}", summary.render());
+    let kinds: Vec<&str> = summary.stats.errors.iter().map(|e| e.error.as_str()).collect();
+    assert!(kinds.iter().any(|k| k.contains("wrong student in body")), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k.contains("body is not a result")), "{kinds:?}");
+    // The failed requests, with their URLs, are in goose's error log.
+    let errors = std::fs::read_to_string(run.join("errors.json")).expect("error log");
+    assert!(errors.contains("/v1/results/") && errors.contains("wrong student in body"), "{errors}");
+
+    let code = loadgen::run(cli(&liar.base, &out.path().join("again"), 4, &[])).await.expect("the run happens");
+    assert_eq!(code, ExitCode::from(loadgen::EXIT_SLO_MISSED));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_thresholds_exit_non_zero_unless_told_otherwise() {
+    let api = spawn_api().await;
+    let _one = one_load_at_a_time().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let impossible = ["--slo-p99-ms", "0.001"];
+    let code = loadgen::run(cli(&api.base, &out.path().join("strict"), 4, &impossible)).await.expect("the run happens");
+    assert_eq!(code, ExitCode::from(loadgen::EXIT_SLO_MISSED));
+    let goose_rule = ["--threshold", "p50<1us", "--no-threshold-abort"];
+    let code = loadgen::run(cli(&api.base, &out.path().join("goose"), 4, &goose_rule)).await.expect("the run happens");
+    assert_eq!(code, ExitCode::from(loadgen::EXIT_SLO_MISSED), "goose's own --threshold counts too");
+    let lenient = ["--slo-p99-ms", "0.001", "--no-slo-exit"];
+    let code = loadgen::run(cli(&api.base, &out.path().join("lenient"), 4, &lenient)).await.expect("the run happens");
+    assert_eq!(code, ExitCode::SUCCESS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_and_the_capacity_csv_exist_and_parse_and_the_png_is_drawn() {
+    let api = spawn_api().await;
+    let _one = one_load_at_a_time().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let dir = out.path().join("curve");
+    let args = CapacityArgs {
+        steps: vec![2, 4],
+        step_secs: 1,
+        ramp_rate: 1000,
+        stop_at_knee: false,
+        run: run_args(&api.base, &dir, 1, &["--slo-p99-ms", "0.001"]),
+    };
+    let live = Live::new().expect("live");
+    let curve = loadgen::capacity::run(&args, &live).await.expect("the curve is drawn");
+    assert_eq!(curve.dir, dir);
+    assert_eq!(curve.knee, Some(0), "an impossible p99 is missed at the first step");
+
+    let csv = std::fs::read_to_string(&curve.csv).expect("capacity.csv");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    assert_eq!(header, loadgen::capacity::CSV_HEADER.split(',').collect::<Vec<_>>());
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2, "{csv}");
+    for (row, users) in rows.iter().zip(["2", "4"]) {
+        assert_eq!(row.len(), header.len(), "{csv}");
+        assert_eq!(row[0], users);
+        for value in &row[1..10] {
+            value.parse::<f64>().unwrap_or_else(|_| panic!("{value} is a number: {csv}"));
+        }
+        assert!(row[2].parse::<u64>().expect("requests") > 0, "{csv}");
+        assert_eq!(row[11], "false", "{csv}");
+    }
+
+    let png = std::fs::read(&curve.png).expect("capacity.png");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 10_000, "a PNG of {} bytes", png.len());
+
+    for step in &curve.steps {
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(step.run_dir.join("report.json")).expect("report.json"))
+                .expect("JSON");
+        assert!(report.is_object(), "{report}");
+        let html = std::fs::read_to_string(step.run_dir.join("report.html")).expect("report.html");
+        assert!(html.contains("/v1/results/{id}"), "the HTML report groups by route template");
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(step.run_dir.join("summary.json")).expect("summary.json"))
+                .expect("JSON");
+        assert_eq!(summary["verdict"]["gates"][1]["name"], "p99");
+        assert!(std::fs::read_to_string(step.run_dir.join("summary.txt")).expect("summary.txt").contains("SLO gates"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_metrics_are_served_while_a_run_goes() {
+    let api = spawn_api().await;
+    let _one = one_load_at_a_time().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut args = run_args(&api.base, &out.path().join("run"), 4, &[]);
+    args.options.metrics_listen = Listen::At("127.0.0.1:0".parse().expect("addr"));
+    let live = Live::new().expect("live");
+    let stop = CancellationToken::new();
+    let addr = loadgen::start_metrics(&args.options, &live, &stop).await.expect("metrics endpoint");
+    let run = tokio::spawn({
+        let live = Arc::clone(&live);
+        async move { loadgen::attack::run(&args, &live, None).await }
+    });
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/metrics");
+    let mut seen = String::new();
+    for _ in 0..40 {
+        seen = client.get(&url).send().await.expect("scrape").text().await.expect("text");
+        if seen.contains("loadgen_users 4") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(seen.contains("loadgen_users 4"), "the users gauge while running: {seen}");
+    let summary = run.await.expect("join").expect("the run happens");
+    let text = client.get(&url).send().await.expect("scrape").text().await.expect("text");
+    let count: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("loadgen_request_duration_seconds_count{request=\"/v1/results/{id}\",outcome=\"ok\"}")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(count >= 1.0, "{text}");
+    assert!(count as usize >= row(&summary, Request::Result).requests, "client counts cover the measured requests");
+    assert!(text.contains("# TYPE loadgen_request_duration_seconds histogram"), "{text}");
+    assert!(text.contains("loadgen_requests_total{"), "{text}");
+    stop.cancel();
+}
