@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{cli, one_load_at_a_time, run_args, spawn_api, spawn_liar};
 
-fn row<'a>(summary: &'a loadgen::summary::RunSummary, request: Request) -> &'a loadgen::summary::RequestRow {
+fn row(summary: &loadgen::summary::RunSummary, request: Request) -> &loadgen::summary::RequestRow {
     let name = format!("GET {}", request.name());
     summary.stats.by_request.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no row {name}: {summary:#?}"))
 }
