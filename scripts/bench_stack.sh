@@ -57,6 +57,8 @@
 #   BENCH_THREADS         [1]      wrk threads (keep 1: wrk shares the cores with the servers).
 #   BENCH_BUILD           [1]      0: use the existing target/release/{api,seeder}, no cargo build.
 #   BENCH_START_TIMEOUT   [60]     seconds to wait for a server to become ready.
+#   BENCH_API_THREADS     [1]      API_WORKER_THREADS of each replica, as scripts/stack.sh and
+#                                  compose run them (empty: the API's default, one per core).
 #   DATABASE_URL, REDIS_URL        default: from `scripts/stack.sh env`; loopback only.
 #   TMPDIR                [/tmp]   where the NGINX directories (temp paths, the micro-cache) are
 #                                  made. It matters for stack-cache: every miss writes a cache
@@ -87,6 +89,7 @@ CONNECTIONS=${BENCH_CONNECTIONS:-64}
 THREADS=${BENCH_THREADS:-1}
 BUILD=${BENCH_BUILD:-1}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-60}
+API_THREADS=${BENCH_API_THREADS-1}
 
 FIRST_ID=1000000
 LAST_ID=1674822
@@ -110,6 +113,7 @@ for var in DURATION WARMUP CONNECTIONS THREADS START_TIMEOUT; do
 done
 [[ $KEY_PREFIX =~ ^[A-Za-z0-9_-]+$ ]] || die "BENCH_KEY_PREFIX may hold letters, digits, '_' and '-' only"
 [[ $BUILD == 0 || $BUILD == 1 ]] || die "BENCH_BUILD must be 0 or 1"
+[[ -z $API_THREADS || $API_THREADS =~ ^[1-9][0-9]*$ ]] || die "BENCH_API_THREADS must be empty or a positive integer"
 
 # --- helpers -----------------------------------------------------------------
 # shellcheck source-path=SCRIPTDIR source=bench/lib.sh
@@ -131,7 +135,7 @@ start_api() { # start_api NAME PORT ADMIN_PORT: sets STARTED_PID
     local name=$1 port=$2 admin=$3
     env "${CLEAN_API_ENV[@]}" API_LISTEN="$HOST:$port" API_ADMIN_LISTEN="$HOST:$admin" \
         API_KEY_PREFIX="$KEY_PREFIX" DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" \
-        "$API_BIN" >"$OUT/$name.log" 2>&1 &
+        ${API_THREADS:+API_WORKER_THREADS=$API_THREADS} "$API_BIN" >"$OUT/$name.log" 2>&1 &
     STARTED_PID=$!
     OUR_PIDS+=("$STARTED_PID")
     local base="http://$HOST:$port" deadline=$((SECONDS + START_TIMEOUT))
@@ -389,7 +393,7 @@ cache_ratio=$(col stack-cache 11)
     echo "         ceiling       = edge, micro-cache OFF -> static upstream: ONE nginx master, worker_processes $REPLICAS,"
     echo "                         listening on $REPLICAS ports (the edge's $REPLICAS upstream servers), every id -> result.json"
     echo "                         (a real API body), access_log off, open_file_cache: the proxy hop + a no-cost upstream"
-    echo "         stack-nocache = edge, micro-cache OFF -> $REPLICAS target/release/api replicas (default settings,"
+    echo "         stack-nocache = edge, micro-cache OFF -> $REPLICAS target/release/api replicas (default settings, worker threads ${API_THREADS:-one per core},"
     echo "                         Redis key prefix '$KEY_PREFIX')"
     echo "         stack-cache   = edge, micro-cache ON (1 s) -> the same $REPLICAS replicas"
     echo "         NGINX dirs (micro-cache files) in ${TMPDIR:-/tmp}: file system $(stat -f -c %T "${TMPDIR:-/tmp}")"

@@ -109,6 +109,10 @@ SERVICES=(pg redis)
 # On SIGTERM a replica reports not-ready this long before closing its
 # listener, so a load balancer notices it is draining.
 API_DRAIN_DELAY_MS=1000
+# One runtime worker thread per replica unless API_WORKER_THREADS says otherwise:
+# three replicas share this host's cores, and one thread each spent ~20% less CPU
+# per request than one per core (scripts/bench_stack.sh, BENCH_API_THREADS).
+API_WORKER_THREADS=${API_WORKER_THREADS:-1}
 
 # Prometheus and the exporters it scrapes (Debian's packages), in start order.
 MONITORING=(node_exporter nginx_exporter redis_exporter pg_exporter prometheus)
@@ -222,8 +226,9 @@ Environment variables (default in brackets):
     STACK_SERVICES=nginx STACK_NGINX_RATE_LIMIT=on $SELF up
 
 Each API replica gets DATABASE_URL and REDIS_URL as printed by 'env',
-API_LISTEN and API_ADMIN_LISTEN on STACK_HOST, API_KEY_PREFIX and
-API_DRAIN_DELAY_MS=$API_DRAIN_DELAY_MS; other API_* variables of the
+API_LISTEN and API_ADMIN_LISTEN on STACK_HOST, API_KEY_PREFIX,
+API_DRAIN_DELAY_MS=$API_DRAIN_DELAY_MS and API_WORKER_THREADS (1 unless set:
+the replicas share the host's cores); other API_* variables of the
 environment of 'up' (API_LOG, API_PG_POOL_SIZE, ...; see 'api --help') pass
 through to it.
 
@@ -935,7 +940,7 @@ api_up() {
     env API_LISTEN="$(api_addr "$n")" API_ADMIN_LISTEN="$(api_admin_addr "$n")" \
         DATABASE_URL="$(database_url)" REDIS_URL="$(redis_url)" \
         API_KEY_PREFIX="$STACK_KEY_PREFIX" API_DRAIN_DELAY_MS="$API_DRAIN_DELAY_MS" \
-        STACK_API_PIDFILE="$pidfile" \
+        API_WORKER_THREADS="$API_WORKER_THREADS" STACK_API_PIDFILE="$pidfile" \
         setsid bash -c 'cd / && echo "$$" >"$1" && exec "$2"' "api$n-launcher" "$pidfile" "$STACK_API_BIN" \
         </dev/null >>"$logfile" 2>&1 9>&- &
     if ! wait_for 10 test -s "$pidfile"; then

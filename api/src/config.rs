@@ -68,6 +68,10 @@ pub struct Args {
     /// Longest wait for in-flight requests after the listener closed, in milliseconds.
     #[arg(long, env = "API_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Runtime worker threads (default: one per core). Several replicas on one host share its
+    /// cores: fewer threads each avoid waking and stealing across replicas (scripts/bench_stack.sh).
+    #[arg(long, env = "API_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: Option<u16>,
 }
 
 /// Validated settings.

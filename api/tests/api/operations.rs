@@ -121,4 +121,7 @@ async fn bad_configuration_is_one_clear_error_naming_the_variable() {
     let bad_number = run(&[("API_PG_POOL_SIZE", "lots")]);
     assert_eq!(bad_number.status.code(), Some(2), "clap usage error");
     assert!(String::from_utf8_lossy(&bad_number.stderr).contains("lots"));
+    let no_threads = run(&[("API_WORKER_THREADS", "0")]);
+    assert_eq!(no_threads.status.code(), Some(2), "zero worker threads is a usage error");
+    assert!(String::from_utf8_lossy(&no_threads.stderr).contains("worker-threads"));
 }
