@@ -43,7 +43,13 @@ fn co_mode_name(mode: Option<&GooseCoordinatedOmissionMitigation>) -> &'static s
 }
 
 fn goose(e: GooseError) -> LoadgenError {
-    LoadgenError::Goose(e.to_string())
+    match e {
+        GooseError::InvalidOption { option, value, detail } => {
+            LoadgenError::Goose(format!("{option} {value}: {detail}"))
+        }
+        GooseError::InvalidHost { host, detail, .. } => LoadgenError::Goose(format!("--host {host}: {detail}")),
+        other => LoadgenError::Goose(format!("{other} ({other:?})")),
+    }
 }
 
 /// Runs one load test as `args` say, writing goose's reports and the summary into `dir` (a
@@ -75,11 +81,28 @@ pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Resu
     let host = configuration.host.clone().unwrap_or_else(|| DEFAULT_HOST.to_owned());
     let co_mitigation = co_mode_name(configuration.co_mitigation.as_ref()).to_owned();
 
+    // goose refuses a default that conflicts with an option given (a test plan sets its own
+    // users and times; --increase-time replaces the rate; --iterations replaces the run time).
+    // The test plan is private to goose's configuration but serialised with it.
+    let test_plan = serde_json::to_value(&configuration)
+        .ok()
+        .and_then(|value| value.get("test_plan").map(|plan| !plan.is_null()))
+        .unwrap_or(false);
+    let shape_given = test_plan;
+    let rate_given = test_plan || configuration.increase_time.is_some();
+    let run_time_given = test_plan || configuration.iterations.is_some();
+
     let mut attack = GooseAttack::initialize_with_config(configuration).map_err(goose)?;
     attack = *attack.set_default(GooseDefault::Host, DEFAULT_HOST).map_err(goose)?;
-    attack = *attack.set_default(GooseDefault::Users, DEFAULT_USERS).map_err(goose)?;
-    attack = *attack.set_default(GooseDefault::IncreaseRate, DEFAULT_INCREASE_RATE).map_err(goose)?;
-    attack = *attack.set_default(GooseDefault::RunTime, DEFAULT_RUN_TIME_S).map_err(goose)?;
+    if !shape_given {
+        attack = *attack.set_default(GooseDefault::Users, DEFAULT_USERS).map_err(goose)?;
+    }
+    if !rate_given {
+        attack = *attack.set_default(GooseDefault::IncreaseRate, DEFAULT_INCREASE_RATE).map_err(goose)?;
+    }
+    if !run_time_given {
+        attack = *attack.set_default(GooseDefault::RunTime, DEFAULT_RUN_TIME_S).map_err(goose)?;
+    }
     attack = *attack.set_default(GooseDefault::Timeout, DEFAULT_TIMEOUT_S).map_err(goose)?;
     attack = *attack
         .set_default(GooseDefault::CoordinatedOmissionMitigation, GooseCoordinatedOmissionMitigation::Average)

@@ -23,6 +23,13 @@ pub const DEFAULT_RUN_TIME_S: usize = 20;
 /// Per-request timeout, seconds: far beyond any SLO, short enough that a hung server shows.
 pub const DEFAULT_TIMEOUT_S: &str = "10";
 
+/// goose's defaults this load generator changes (its own help shows goose's).
+const AFTER_HELP: &str = "Defaults changed from goose's: --host http://127.0.0.1:8080, --users 300, \
+--increase-rate 100, --run-time 20, --timeout 10, --co-mitigation average, -q (goose's per-user \
+log lines; -v brings them back), --report-file and --error-log into the run folder \
+(report.html, report.json, errors.json), telnet controller off (--telnet). Exit status: 0 every \
+SLO gate met, 1 a gate or goose --threshold missed, 2 the run could not happen.";
+
 /// Result-day load tests against the results API, built on goose.
 ///
 /// A bare `loadgen` runs a short result-day test (300 users, 20 s) against the native stack's
@@ -31,7 +38,13 @@ pub const DEFAULT_TIMEOUT_S: &str = "10";
 /// (p95, p99, error ratio) is missed. Percentiles are corrected for coordinated omission
 /// (goose --co-mitigation average) unless `--co-mitigation disabled` is given.
 #[derive(Debug, Parser)]
-#[command(name = "loadgen", max_term_width = 100, args_conflicts_with_subcommands = true, args_override_self = true)]
+#[command(
+    name = "loadgen",
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true,
+    args_override_self = true,
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
     /// What to run instead of one load test.
     #[command(subcommand)]
