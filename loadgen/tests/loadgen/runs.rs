@@ -182,3 +182,30 @@ async fn live_metrics_are_served_while_a_run_goes() {
     assert!(text.contains("loadgen_requests_total{"), "{text}");
     stop.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn goose_load_shapes_replace_the_default_shape() {
+    let api = spawn_api().await;
+    let _one = one_load_at_a_time().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let live = Live::new().expect("live");
+    // Each conflicts with one of the defaults (users, increase rate, run time) goose is given.
+    let shapes: [&[&str]; 3] = [
+        &["--test-plan", "2,1s;0,0s"],
+        &["--increase-time", "1", "--users", "2"],
+        &["--iterations", "3", "--users", "2"],
+    ];
+    for (i, shape) in shapes.into_iter().enumerate() {
+        let mut line = crate::helpers::command_line(&api.base, &out.path().join(i.to_string()), 2, &[]);
+        // Drop the helper's --users/--increase-rate/--run-time: the shape says how long.
+        for flag in ["--users", "--increase-rate", "--run-time"] {
+            if let Some(at) = line.iter().position(|a| a == flag) {
+                line.drain(at..at + 2);
+            }
+        }
+        line.extend(shape.iter().map(|s| (*s).to_owned()));
+        let cli = <loadgen::config::Cli as clap::Parser>::try_parse_from(&line).expect("parses");
+        let summary = loadgen::attack::run(&cli.run, &live, None).await.unwrap_or_else(|e| panic!("{shape:?}: {e}"));
+        assert!(summary.stats.requests > 0 && summary.stats.failures == 0, "{shape:?}: {}", summary.render());
+    }
+}
