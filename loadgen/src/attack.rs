@@ -62,7 +62,7 @@ pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Resu
     let options = &args.options;
     let spec = options.spec()?;
     let ids = IdSpace::new(spec, options.hot_schools, options.hot_percent);
-    let plan = Arc::new(Plan { ids, live: Arc::clone(live) });
+    let plan = Arc::new(Plan { ids, live: Arc::clone(live), refresh_percent: options.refresh_percent });
 
     let mut configuration: GooseConfiguration = args.goose.clone();
     let dir = match (dir, configuration.output_dir.as_deref()) {

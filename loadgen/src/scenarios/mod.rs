@@ -98,6 +98,8 @@ pub struct Plan {
     pub ids: IdSpace,
     /// Live metrics and progress.
     pub live: Arc<Live>,
+    /// Percent of a student's lookups that refresh the same result.
+    pub refresh_percent: u8,
 }
 
 /// A path such as `/v1/results/1234567`, written on the stack.
@@ -178,10 +180,12 @@ macro_rules! plan_transaction {
 }
 pub(crate) use plan_transaction;
 
-/// Counts a user in and out of the live users gauge.
-fn user_counting(plan: &Arc<Plan>, scenario: Scenario) -> Scenario {
+/// Adds the user's arrival (`arrive`, then counted in the live users gauge) and departure.
+/// One on-start transaction, as goose pauses for the think time after each.
+fn with_arrival(plan: &Arc<Plan>, scenario: Scenario, arrive: Arrive) -> Scenario {
     let start = Arc::clone(plan);
-    let on_start: TransactionFunction = Arc::new(move |_user| {
+    let on_start: TransactionFunction = Arc::new(move |user| {
+        arrive(user, &start);
         start.live.user(1);
         Box::pin(async { Ok(()) })
     });
@@ -191,9 +195,14 @@ fn user_counting(plan: &Arc<Plan>, scenario: Scenario) -> Scenario {
         Box::pin(async { Ok(()) })
     });
     scenario
-        .register_transaction(Transaction::new(on_start).set_name("user starts").set_on_start())
-        .register_transaction(Transaction::new(on_stop).set_name("user stops").set_on_stop())
+        .register_transaction(Transaction::new(on_start).set_name("user arrives").set_on_start())
+        .register_transaction(Transaction::new(on_stop).set_name("user leaves").set_on_stop())
 }
+
+/// What a user does on arrival, before its first lookup.
+type Arrive = fn(&mut GooseUser, &Plan);
+
+fn nothing(_user: &mut GooseUser, _plan: &Plan) {}
 
 /// The weighted scenarios of `options` (a weight of 0 leaves a scenario out).
 ///
@@ -201,19 +210,19 @@ fn user_counting(plan: &Arc<Plan>, scenario: Scenario) -> Scenario {
 /// When every weight is 0 or the think time is refused by goose.
 pub fn build(plan: &Arc<Plan>, options: &Options) -> Result<Vec<Scenario>, LoadgenError> {
     let (min, max) = options.think_time();
-    let candidates = [
-        (options.weight_student, student::scenario(plan, options.refresh_percent)),
-        (options.weight_hot_spot, hot_spot::scenario(plan)),
-        (options.weight_wrong_id, wrong_id::scenario(plan)),
-        (options.weight_alias, alias::scenario(plan)),
+    let candidates: [(usize, Scenario, Arrive); 4] = [
+        (options.weight_student, student::scenario(plan), student::arrive),
+        (options.weight_hot_spot, hot_spot::scenario(plan), nothing),
+        (options.weight_wrong_id, wrong_id::scenario(plan), nothing),
+        (options.weight_alias, alias::scenario(plan), nothing),
     ];
     let mut scenarios = Vec::new();
-    for (weight, scenario) in candidates {
+    for (weight, scenario, arrive) in candidates {
         if weight == 0 {
             continue;
         }
         let scenario =
-            user_counting(plan, scenario).set_weight(weight).map_err(|e| LoadgenError::Config(e.to_string()))?;
+            with_arrival(plan, scenario, arrive).set_weight(weight).map_err(|e| LoadgenError::Config(e.to_string()))?;
         let scenario = if max.is_zero() {
             scenario
         } else {
