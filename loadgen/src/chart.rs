@@ -54,11 +54,14 @@ pub fn draw(path: &Path, steps: &[Step], slo: &Slo, knee: Option<usize>) -> Resu
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(70)
+        .right_y_label_area_size(70) // the same plot width as the chart below
         .build_cartesian_2d(x_range.clone(), (y_min..y_max).log_scale())
         .map_err(chart_error)?;
     chart
         .configure_mesh()
         .x_desc("users")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y}"))
         .y_desc("latency, ms (log)")
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 16))
@@ -94,14 +97,14 @@ pub fn draw(path: &Path, steps: &[Step], slo: &Slo, knee: Option<usize>) -> Resu
         chart
             .draw_series(std::iter::once(Text::new(
                 format!(" knee: {} users", step.users),
-                (x, y_max / 1.6),
+                (x, y_min * 1.3),
                 (FAMILY, 16).into_font(),
             )))
             .map_err(chart_error)?;
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font((FAMILY, 14))
@@ -121,6 +124,8 @@ pub fn draw(path: &Path, steps: &[Step], slo: &Slo, knee: Option<usize>) -> Resu
     lower
         .configure_mesh()
         .x_desc("users")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .y_desc("req/s")
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 16))
