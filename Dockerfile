@@ -45,6 +45,8 @@ COPY results-core/src results-core/src
 COPY seeder/src seeder/src
 COPY api/src api/src
 COPY loadgen/src loadgen/src
+# The capacity chart embeds its font at compile time (include_bytes!).
+COPY loadgen/assets loadgen/assets
 RUN set -eux; \
     cargo build --release --locked -p api -p seeder -p loadgen; \
     mkdir -p /out; \
