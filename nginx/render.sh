@@ -6,12 +6,13 @@
 # POSIX sh + envsubst (gettext-base), so it runs in the native stack and in an nginx container.
 # Variables (default in brackets); each is a placeholder documented at the top of the template:
 #   NGINX_UPSTREAMS      [127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8083]  replicas, space/comma separated
-#   NGINX_DIR            [/var/cache/nginx-edge]  pid file, temp paths, micro-cache
+#   NGINX_DIR            [/var/cache/nginx-edge]  pid file, temp paths
+#   NGINX_CACHE_DIR      [$NGINX_DIR/cache]  the micro-cache's files: put it on tmpfs
 #   NGINX_ERROR_LOG      [$NGINX_DIR/error.log]   (use stderr in a container)
 #   NGINX_USER           [nobody nogroup, or nobody nobody; empty when not root]  workers' user
 #   NGINX_LISTEN         [127.0.0.1:8080]
 #   NGINX_STATUS_LISTEN  [127.0.0.1:8089]
-#   NGINX_MICROCACHE     [on]    on | off
+#   NGINX_MICROCACHE     [off]   on | off
 #   NGINX_RATE_LIMIT     [off]   on | off
 #   NGINX_RATE           [20]    requests per second per client address
 #   NGINX_BURST          [2 x NGINX_RATE]
@@ -26,9 +27,10 @@ command -v envsubst >/dev/null 2>&1 ||
 : "${NGINX_UPSTREAMS:=127.0.0.1:8081 127.0.0.1:8082 127.0.0.1:8083}"
 : "${NGINX_DIR:=/var/cache/nginx-edge}"
 : "${NGINX_ERROR_LOG:=$NGINX_DIR/error.log}"
+: "${NGINX_CACHE_DIR:=$NGINX_DIR/cache}"
 : "${NGINX_LISTEN:=127.0.0.1:8080}"
 : "${NGINX_STATUS_LISTEN:=127.0.0.1:8089}"
-: "${NGINX_MICROCACHE:=on}"
+: "${NGINX_MICROCACHE:=off}"
 : "${NGINX_RATE_LIMIT:=off}"
 : "${NGINX_RATE:=20}"
 : "${NGINX_BURST:=$((NGINX_RATE * 2))}"
@@ -49,7 +51,7 @@ case $NGINX_BURST in '' | *[!0-9]*) die "NGINX_BURST='$NGINX_BURST' must be a no
 servers=''
 for s in $(printf '%s' "$NGINX_UPSTREAMS" | tr ',' ' '); do
     servers="${servers:+$servers
-        }server $s max_fails=1 fail_timeout=2s;"
+        }server $s max_fails=3 fail_timeout=2s;"
 done
 [ -n "$servers" ] || die "NGINX_UPSTREAMS is empty"
 NGINX_UPSTREAM_SERVERS=$servers
@@ -59,7 +61,7 @@ else
     NGINX_USER_LINE='# user: the master does not run as root'
 fi
 
-export NGINX_DIR NGINX_ERROR_LOG NGINX_USER_LINE NGINX_LISTEN NGINX_STATUS_LISTEN \
+export NGINX_DIR NGINX_CACHE_DIR NGINX_ERROR_LOG NGINX_USER_LINE NGINX_LISTEN NGINX_STATUS_LISTEN \
     NGINX_UPSTREAM_SERVERS NGINX_MICROCACHE NGINX_RATE_LIMIT NGINX_RATE NGINX_BURST
 # shellcheck disable=SC2016 # the list of placeholders, for envsubst
-envsubst '${NGINX_DIR} ${NGINX_ERROR_LOG} ${NGINX_USER_LINE} ${NGINX_LISTEN} ${NGINX_STATUS_LISTEN} ${NGINX_UPSTREAM_SERVERS} ${NGINX_MICROCACHE} ${NGINX_RATE_LIMIT} ${NGINX_RATE} ${NGINX_BURST}' <"$template"
+envsubst '${NGINX_DIR} ${NGINX_CACHE_DIR} ${NGINX_ERROR_LOG} ${NGINX_USER_LINE} ${NGINX_LISTEN} ${NGINX_STATUS_LISTEN} ${NGINX_UPSTREAM_SERVERS} ${NGINX_MICROCACHE} ${NGINX_RATE_LIMIT} ${NGINX_RATE} ${NGINX_BURST}' <"$template"

@@ -46,7 +46,8 @@
 #                       (their API_KEY_PREFIX), as given to the seeder.
 #   STACK_NGINX_PORT    [8080]           NGINX's public port (the edge).
 #   STACK_NGINX_STATUS_PORT [8089]       NGINX's internal stub_status port.
-#   STACK_NGINX_MICROCACHE [on]          on|off: NGINX's 1 s micro-cache.
+#   STACK_NGINX_MICROCACHE [off]         on|off: NGINX's 1 s micro-cache.
+#   STACK_NGINX_CACHE_DIR [$STACK_DIR/nginx/cache]  its files (use tmpfs).
 #   STACK_NGINX_RATE_LIMIT [off]         on|off: per-client rate limit (429).
 #   STACK_NGINX_RATE    [20]             requests/s per client when it is on.
 #   STACK_NGINX_BURST   [2 x RATE]       burst allowed above the rate.
@@ -91,7 +92,7 @@ DEFAULT_STACK_API_ADMIN_PORT=8181
 DEFAULT_STACK_KEY_PREFIX=results
 DEFAULT_STACK_NGINX_PORT=8080
 DEFAULT_STACK_NGINX_STATUS_PORT=8089
-DEFAULT_STACK_NGINX_MICROCACHE=on
+DEFAULT_STACK_NGINX_MICROCACHE=off
 DEFAULT_STACK_NGINX_RATE_LIMIT=off
 DEFAULT_STACK_NGINX_RATE=20
 DEFAULT_STACK_PROMETHEUS_PORT=9090
@@ -205,6 +206,10 @@ Environment variables (default in brackets):
                      listener: /stub_status (for the exporter).
   STACK_NGINX_MICROCACHE [$DEFAULT_STACK_NGINX_MICROCACHE]  on|off: 1 s micro-cache of
                      results (X-Cache-Status: HIT/MISS/..., BYPASS when off).
+                     Off by default: it rarely hits on result-day traffic and
+                     costs throughput on a small host (see nginx.conf.template).
+  STACK_NGINX_CACHE_DIR [\$STACK_DIR/nginx/cache]  Where the micro-cache keeps its
+                     files; a tmpfs folder (e.g. under /dev/shm) is far cheaper.
   STACK_NGINX_RATE_LIMIT [$DEFAULT_STACK_NGINX_RATE_LIMIT]  on|off: per-client-address
                      rate limit; beyond it a JSON 429 with Retry-After: 1.
   STACK_NGINX_RATE   [$DEFAULT_STACK_NGINX_RATE]  Requests per second per client (when on).
@@ -266,6 +271,7 @@ load_config() {
     STACK_NGINX_PORT=${STACK_NGINX_PORT:-$DEFAULT_STACK_NGINX_PORT}
     STACK_NGINX_STATUS_PORT=${STACK_NGINX_STATUS_PORT:-$DEFAULT_STACK_NGINX_STATUS_PORT}
     STACK_NGINX_MICROCACHE=${STACK_NGINX_MICROCACHE:-$DEFAULT_STACK_NGINX_MICROCACHE}
+    STACK_NGINX_CACHE_DIR=${STACK_NGINX_CACHE_DIR:-}
     STACK_NGINX_RATE_LIMIT=${STACK_NGINX_RATE_LIMIT:-$DEFAULT_STACK_NGINX_RATE_LIMIT}
     STACK_NGINX_RATE=${STACK_NGINX_RATE:-$DEFAULT_STACK_NGINX_RATE}
     STACK_PROMETHEUS_PORT=${STACK_PROMETHEUS_PORT:-$DEFAULT_STACK_PROMETHEUS_PORT}
@@ -305,6 +311,7 @@ load_config() {
     NGINX_CONF=$NGINX_DIR/nginx.conf
     NGINX_PIDFILE=$NGINX_DIR/nginx.pid
     NGINX_LOG=$LOG_DIR/nginx.log
+    NGINX_CACHE_DIR=${STACK_NGINX_CACHE_DIR:-$NGINX_DIR/cache}
     PROMETHEUS_DIR=$STACK_DIR/prometheus
 
     local socket=$RUN_DIR/.s.PGSQL.$STACK_PG_PORT
@@ -1023,7 +1030,7 @@ nginx_status_url() { printf 'http://%s:%s/stub_status' "$(url_host "$STACK_HOST"
 nginx_render() {
     local n upstreams=()
     for ((n = 1; n <= STACK_API_REPLICAS; n++)); do upstreams+=("$(api_addr "$n")"); done
-    NGINX_UPSTREAMS="${upstreams[*]}" NGINX_DIR=$NGINX_DIR NGINX_ERROR_LOG=$NGINX_LOG \
+    NGINX_UPSTREAMS="${upstreams[*]}" NGINX_DIR=$NGINX_DIR NGINX_CACHE_DIR=$NGINX_CACHE_DIR NGINX_ERROR_LOG=$NGINX_LOG \
         NGINX_LISTEN="$(url_host "$STACK_HOST"):$STACK_NGINX_PORT" \
         NGINX_STATUS_LISTEN="$(url_host "$STACK_HOST"):$STACK_NGINX_STATUS_PORT" \
         NGINX_MICROCACHE=$STACK_NGINX_MICROCACHE NGINX_RATE_LIMIT=$STACK_NGINX_RATE_LIMIT \

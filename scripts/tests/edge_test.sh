@@ -82,7 +82,7 @@ check "up again leaves nginx running (same pid, already running)" bash -c \
 check "status shows nginx running" bash -c "bash '$STACK' status | grep -q '^nginx .* running '"
 check "env prints PUBLIC_URL" bash -c "bash '$STACK' env | grep -qxF \"export PUBLIC_URL='$PUBLIC'\""
 check "the rendered configuration names the three replicas" bash -c \
-  "grep -c 'server 127.0.0.1:[0-9]* max_fails=1 fail_timeout=2s;' '$STACK_DIR/nginx/nginx.conf' | grep -qx 3"
+  "grep -c 'server 127.0.0.1:[0-9]* max_fails=3 fail_timeout=2s;' '$STACK_DIR/nginx/nginx.conf' | grep -qx 3"
 
 # --- routes through the public port ----------------------------------------------------------
 body() { curl -s --max-time 5 "$@"; }
@@ -112,6 +112,12 @@ check "X-Cache-Status: MISS first" test "$(cache_status "$PUBLIC/v1/results/$cid
 # proxy_cache_min_uses 2: the second request is stored, the third is answered from the cache.
 check "X-Cache-Status: MISS again (stored now)" test "$(cache_status "$PUBLIC/v1/results/$cid")" = MISS
 check "X-Cache-Status: HIT right after" test "$(cache_status "$PUBLIC/v1/results/$cid")" = HIT
+# Malformed IDs skip the micro-cache (400s are not stored; repeats would queue on its lock).
+for path in /v1/results/12ab /v1/results/0999999 /student/12345678; do
+  check "$path: 400 from the API, not through the micro-cache (no X-Cache-Status), even repeated" bash -c \
+    "for i in 1 2 3; do [[ \$(curl -s -o /dev/null -w '%{http_code}' '$PUBLIC$path') == 400 ]] || exit 1; done
+     ! curl -s -o /dev/null -D - '$PUBLIC$path' | grep -qi '^x-cache-status'"
+done
 check "gzip for JSON when asked" bash -c \
   "curl -s -o /dev/null -D - -H 'Accept-Encoding: gzip' '$PUBLIC/v1/results/$id' | grep -qi '^content-encoding: gzip'"
 check "ETag revalidation through NGINX: 304" bash -c \
