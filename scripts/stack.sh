@@ -493,6 +493,60 @@ show_log_tail() {
     tail -n 15 "$1" | sed 's/^/    /' >&2
 }
 
+# launch NAME PIDFILE LOGFILE [VAR=VALUE...] -- COMMAND...: starts COMMAND
+# detached with those variables. setsid: its own session, no controlling
+# terminal, so it outlives this script and the terminal. The launcher writes
+# its own pid, then execs COMMAND in place: the pid file names the process
+# itself. Sets LAUNCHED_PID.
+launch() {
+    local name=$1 pidfile=$2 logfile=$3 vars=()
+    shift 3
+    while (($#)) && [[ $1 != -- ]]; do
+        vars+=("$1")
+        shift
+    done
+    shift
+    # shellcheck disable=SC2016 # expanded by the inner bash
+    env "${vars[@]}" setsid bash -c 'cd / && echo "$$" >"$1" && shift && exec "$@"' "$name-launcher" "$pidfile" "$@" \
+        </dev/null >>"$logfile" 2>&1 9>&- &
+    if ! wait_for 10 test -s "$pidfile"; then
+        show_log_tail "$logfile"
+        die "$name did not start (no pid in $pidfile after 10s). Read $logfile."
+    fi
+    LAUNCHED_PID=$(<"$pidfile")
+}
+
+# await_healthy NAME PID LOGFILE URL CHECK...: waits until CHECK succeeds (URL
+# names what it asks); dies when the process exits or STACK_TIMEOUT passes.
+await_healthy() {
+    local name=$1 pid=$2 logfile=$3 url=$4 deadline=$((SECONDS + STACK_TIMEOUT))
+    shift 4
+    until "$@"; do
+        if pid_dead "$pid"; then
+            show_log_tail "$logfile"
+            die "$name exited during start-up. Read $logfile."
+        fi
+        if ((SECONDS >= deadline)); then
+            show_log_tail "$logfile"
+            die "$name (pid $pid) does not answer $url after ${STACK_TIMEOUT}s. Read $logfile; '$SELF down' stops it."
+        fi
+        sleep 0.2
+    done
+}
+
+# terminate NAME PID LOGFILE [WHAT]: SIGTERM, SIGKILL after STACK_TIMEOUT. WHAT
+# says what SIGTERM makes it do, for the log line.
+terminate() {
+    local name=$1 pid=$2 logfile=$3 what=${4:-}
+    log "$name: stopping (pid $pid${what:+; $what})"
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_for "$STACK_TIMEOUT" pid_dead "$pid"; then
+        warn "$name (pid $pid) did not exit within ${STACK_TIMEOUT}s of SIGTERM; sending SIGKILL. Read $logfile."
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_for 5 pid_dead "$pid" || die "$name (pid $pid) survived SIGKILL; is it stuck in the kernel? Retry '$SELF down'."
+    fi
+}
+
 # --- PostgreSQL --------------------------------------------------------------
 # All installed server bin dirs, highest version last.
 pg_installed_bins() {
@@ -925,7 +979,7 @@ api_preflight() {
 }
 
 api_up() {
-    local n=$1 name=api$1 pid pidfile logfile listen deadline
+    local n=$1 name=api$1 pid pidfile logfile listen
     pidfile=$(api_pidfile "$n")
     logfile=$(api_logfile "$n")
     if pid=$(api_pid "$n"); then
@@ -940,33 +994,12 @@ api_up() {
     api_check_bin
     api_check_ports "$n"
     log "$name: starting $STACK_API_BIN on $(api_addr "$n"), admin $(api_admin_addr "$n") (log: $logfile)"
-    # setsid: its own session, no controlling terminal, so it outlives this
-    # script and the terminal. The launcher writes its own pid, then execs the
-    # API in place: the pid file names the API process itself.
-    # shellcheck disable=SC2016 # expanded by the inner bash
-    env API_LISTEN="$(api_addr "$n")" API_ADMIN_LISTEN="$(api_admin_addr "$n")" \
+    launch "$name" "$pidfile" "$logfile" API_LISTEN="$(api_addr "$n")" API_ADMIN_LISTEN="$(api_admin_addr "$n")" \
         DATABASE_URL="$(database_url)" REDIS_URL="$(redis_url)" \
         API_KEY_PREFIX="$STACK_KEY_PREFIX" API_DRAIN_DELAY_MS="$API_DRAIN_DELAY_MS" \
-        API_WORKER_THREADS="$API_WORKER_THREADS" STACK_API_PIDFILE="$pidfile" \
-        setsid bash -c 'cd / && echo "$$" >"$1" && exec "$2"' "api$n-launcher" "$pidfile" "$STACK_API_BIN" \
-        </dev/null >>"$logfile" 2>&1 9>&- &
-    if ! wait_for 10 test -s "$pidfile"; then
-        show_log_tail "$logfile"
-        die "$name did not start (no pid in $pidfile after 10s). Read $logfile."
-    fi
-    pid=$(<"$pidfile")
-    deadline=$((SECONDS + STACK_TIMEOUT))
-    until api_healthy "$n"; do
-        if pid_dead "$pid"; then
-            show_log_tail "$logfile"
-            die "$name exited during start-up. Read $logfile."
-        fi
-        if ((SECONDS >= deadline)); then
-            show_log_tail "$logfile"
-            die "$name (pid $pid) does not answer $(api_url "$n")/healthz after ${STACK_TIMEOUT}s. Read $logfile; '$SELF down' stops it."
-        fi
-        sleep 0.2
-    done
+        API_WORKER_THREADS="$API_WORKER_THREADS" STACK_API_PIDFILE="$pidfile" -- "$STACK_API_BIN"
+    pid=$LAUNCHED_PID
+    await_healthy "$name" "$pid" "$logfile" "$(api_url "$n")/healthz" api_healthy "$n"
     if api_ready "$n"; then
         log "$name: up (pid $pid, $(api_addr "$n")): /readyz $(api_readyz_json "$n")"
     else
@@ -983,13 +1016,7 @@ api_down() {
         log "$name: already stopped"
         return 0
     fi
-    log "$name: stopping (pid $pid; SIGTERM: not ready for ${API_DRAIN_DELAY_MS} ms, then drains its requests)"
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_for "$STACK_TIMEOUT" pid_dead "$pid"; then
-        warn "$name (pid $pid) did not exit within ${STACK_TIMEOUT}s of SIGTERM; sending SIGKILL. Read $logfile."
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_for 5 pid_dead "$pid" || die "$name (pid $pid) survived SIGKILL; is it stuck in the kernel? Retry '$SELF down'."
-    fi
+    terminate "$name" "$pid" "$logfile" "SIGTERM: not ready for ${API_DRAIN_DELAY_MS} ms, then drains its requests"
     rm -f -- "$pidfile"
     log "$name: stopped"
 }
@@ -1305,7 +1332,7 @@ mon_check_port() {
 mon_preflight() { mon_check_port "$1"; }
 
 mon_up() {
-    local name=$1 pid pidfile logfile deadline
+    local name=$1 pid pidfile logfile
     pidfile=$(mon_pidfile "$name")
     logfile=$(mon_logfile "$name")
     if [[ $name == prometheus ]]; then
@@ -1328,32 +1355,14 @@ mon_up() {
     mon_check_port "$name"
     mon_command "$name"
     log "$name: starting $(mon_bin "$name") on $(mon_addr "$name") (log: $logfile)"
-    # shellcheck disable=SC2016 # expanded by the inner bash
-    env "${MON_ENV[@]}" STACK_MON_PIDFILE="$pidfile" \
-        setsid bash -c 'cd / && echo "$$" >"$1" && shift && exec "$@"' "$name-launcher" "$pidfile" "${MON_CMD[@]}" \
-        </dev/null >>"$logfile" 2>&1 9>&- &
-    if ! wait_for 10 test -s "$pidfile"; then
-        show_log_tail "$logfile"
-        die "$name did not start (no pid in $pidfile after 10s). Read $logfile."
+    launch "$name" "$pidfile" "$logfile" "${MON_ENV[@]}" STACK_MON_PIDFILE="$pidfile" -- "${MON_CMD[@]}"
+    pid=$LAUNCHED_PID
+    if [[ $name == nginx_exporter ]] && ! nginx_pid >/dev/null; then
+        # It listens only once NGINX's stub_status answered; it keeps trying.
+        warn "$name: started (pid $pid), waiting for NGINX's $(nginx_status_url) before it serves /metrics."
+        return 0
     fi
-    pid=$(<"$pidfile")
-    deadline=$((SECONDS + STACK_TIMEOUT))
-    until mon_healthy "$name"; do
-        if pid_dead "$pid"; then
-            show_log_tail "$logfile"
-            die "$name exited during start-up. Read $logfile."
-        fi
-        if [[ $name == nginx_exporter ]] && ! nginx_pid >/dev/null; then
-            # It listens only once NGINX's stub_status answered; it keeps trying.
-            warn "$name: started (pid $pid), waiting for NGINX's $(nginx_status_url) before it serves /metrics."
-            return 0
-        fi
-        if ((SECONDS >= deadline)); then
-            show_log_tail "$logfile"
-            die "$name (pid $pid) does not answer $(mon_health_url "$name") after ${STACK_TIMEOUT}s. Read $logfile; '$SELF down' stops it."
-        fi
-        sleep 0.2
-    done
+    await_healthy "$name" "$pid" "$logfile" "$(mon_health_url "$name")" mon_healthy "$name"
     log "$name: up (pid $pid, $(mon_health_url "$name"))"
 }
 
@@ -1365,13 +1374,7 @@ mon_down() {
         log "$name: already stopped"
         return 0
     fi
-    log "$name: stopping (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_for "$STACK_TIMEOUT" pid_dead "$pid"; then
-        warn "$name (pid $pid) did not exit within ${STACK_TIMEOUT}s of SIGTERM; sending SIGKILL. Read $(mon_logfile "$name")."
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_for 5 pid_dead "$pid" || die "$name (pid $pid) survived SIGKILL; retry '$SELF down'."
-    fi
+    terminate "$name" "$pid" "$(mon_logfile "$name")"
     rm -f -- "$pidfile"
     log "$name: stopped"
 }
