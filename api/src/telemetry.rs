@@ -25,9 +25,8 @@ pub const REDIS_CONNECTED: &str = "redis_connections_up";
 /// Constant 1 with the `version` label.
 pub const BUILD_INFO: &str = "api_build_info";
 
-/// Histogram buckets of [`HTTP_DURATION`], seconds.
-pub const LATENCY_BUCKETS: [f64; 14] =
-    [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Histogram buckets of [`HTTP_DURATION`], seconds (shared with the load generator).
+pub use results_core::latency::LATENCY_BUCKETS;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

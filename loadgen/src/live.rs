@@ -33,10 +33,9 @@ pub const ERRORS: &str = "loadgen_request_errors_total";
 /// Running users gauge name.
 pub const USERS: &str = "loadgen_users";
 
-/// Histogram buckets, seconds: the API's, from 0.25 ms to 5 s, with the default SLO limits
-/// (25 ms, 50 ms) and the stricter goals (10 ms) as bucket edges.
-pub const LATENCY_BUCKETS: [f64; 14] =
-    [0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Histogram buckets, seconds: the API's (one list in results-core), so client- and server-side
+/// latency compare bucket for bucket.
+pub use results_core::latency::LATENCY_BUCKETS;
 
 /// Why a request failed, as counted by `loadgen_request_errors_total{kind}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,12 +9,14 @@
 //! - [`marker`]: the completeness marker the seeder writes last, which makes a miss authoritative.
 //! - [`generate`]: the deterministic data generator (same seed, same data, byte for byte).
 //! - [`checksum`]: the order-defined content checksum used as data-set fingerprint and by verify.
+//! - [`latency`]: the latency histogram buckets the API and the load generator share.
 
 pub mod checksum;
 pub mod codec;
 pub mod generate;
 pub mod id;
 pub mod keys;
+pub mod latency;
 pub mod marker;
 mod names;
 pub mod record;
