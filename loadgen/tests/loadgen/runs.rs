@@ -29,7 +29,12 @@ async fn a_one_second_run_against_the_api_passes_its_slo_gates() {
     assert_eq!(summary.stats.failures, 0, "{}", summary.render());
     assert!(row(&summary, Request::Result).requests > 0);
     assert_eq!(summary.co_mitigation, "average", "coordinated-omission mitigation is on by default");
-    assert!(summary.render().contains("coordinated omission"), "the summary says so");
+    // Either a stall was corrected, or none needed it: the summary says which.
+    let text = summary.render();
+    assert!(
+        text.contains("corrected for coordinated omission") || text.contains("coordinated-omission mitigation on"),
+        "the summary says so: {text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
