@@ -12,8 +12,9 @@
 #   4. End to end on a throw-away native stack (scripts/stack.sh on free ports in a folder of its
 #      own: PostgreSQL, Redis, three replicas, NGINX, the node/nginx/redis/postgres exporters and
 #      Prometheus with this repository's config and rules, scraping every 1 s): every target is up,
-#      ~300 requests go through NGINX, and the dashboard's key panels (API, NGINX, Redis,
-#      PostgreSQL, host) and the recording rules return data; no alert fires; a stopped replica
+#      ~300 requests go through NGINX while target/debug/loadgen runs 8 s of load with its
+#      /metrics where Prometheus looks, and the dashboard's key panels (API, NGINX, Redis,
+#      PostgreSQL, host, load generator) and the recording rules return data; no alert fires; a stopped replica
 #      raises ReplicaDown. Needs target/debug/api and a seeder binary (cargo test builds them).
 #
 # Needs promtool, prometheus, python3, curl, jq. Prints `monitoring_test: N passed, M failed` last
@@ -250,6 +251,7 @@ all_up() { # all_up JOB COUNT: COUNT targets of JOB, every one up
 # Prometheus (the repository's configuration and rules, scraping every 1 s) on free ports in a
 # folder of its own; a small data set is seeded and requests go through NGINX.
 E2E_API_BIN=${MONITORING_API_BIN:-$REPO_DIR/target/debug/api}
+E2E_LOADGEN_BIN=${MONITORING_LOADGEN_BIN:-$REPO_DIR/target/debug/loadgen}
 E2E_SEEDER_BIN=$REPO_DIR/target/release/seeder
 [[ -x $E2E_SEEDER_BIN ]] || E2E_SEEDER_BIN=$REPO_DIR/target/debug/seeder
 if [[ ! -x $E2E_API_BIN || ! -x $E2E_SEEDER_BIN ]]; then
@@ -307,10 +309,33 @@ else
     done
     check "the loadgen target is known (down while no load test runs)" bash -c \
       "curl -s 'http://$HOST:$PROM_PORT/api/v1/targets?state=active' | jq -e '[.data.activeTargets[] | select(.labels.job == \"loadgen\")] | length == 1'"
+    # The load generator runs meanwhile (30 paced users for 8 s) with its /metrics where
+    # Prometheus looks for it, so the dashboard's client-side panels get data too.
+    LOADGEN_PID=
+    if [[ -x $E2E_LOADGEN_BIN ]]; then
+      "$E2E_LOADGEN_BIN" --host "$PUBLIC" --students 3000 --users 30 --increase-rate 30 --run-time 8s \
+        --think-min-ms 50 --think-max-ms 150 --metrics-listen "$HOST:$STACK_LOADGEN_METRICS_PORT" \
+        --slo-p95-ms 5000 --slo-p99-ms 5000 --slo-error-ratio 0 --progress-secs 0 \
+        --runs-dir "$WORK/loadgen" >"$WORK/loadgen.log" 2>&1 &
+      LOADGEN_PID=$!
+      # (latency gates loose: a debug build on shared cores; every response must be right)
+      for _ in $(seq 1 24); do all_up loadgen 1 >/dev/null && break; sleep 0.25; done
+      check "the loadgen target is up while it runs" all_up loadgen 1
+    fi
     send_requests 1000000 100
     sleep 2.5
     send_requests 1000100 200
     sleep 3 # two scrapes and a rule evaluation
+    if [[ -z $LOADGEN_PID ]]; then
+      fail "end to end: the load generator $E2E_LOADGEN_BIN is built (cargo build -p loadgen)"
+    else
+      check "panel 'Load generator latency p50 / p95 / p99' query 3 returns positive numbers" \
+        has_numbers "$(panel_expr "Load generator latency p50 / p95 / p99" 3)"
+      check "panel 'Load generator vs replicas: requests/s' query 1 returns positive numbers" \
+        has_numbers "$(panel_expr "Load generator vs replicas: requests/s" 1)"
+      check "the load generator's run passed: no failed request, every response checked" wait "$LOADGEN_PID"
+      grep -q '^verdict *PASS' "$WORK/loadgen.log" || sed 's/^/    /' "$WORK/loadgen.log" | tail -n 20 >&2
+    fi
     for title_n in "Requests/s per replica and total|1" "Requests/s per replica and total|2" \
       "Latency p50 / p95 / p99 (results routes)|1" "Latency p50 / p95 / p99 (results routes)|3" \
       "Status codes|1" "Lookup tiers|1" "Requests/s|1" "p99 latency|1" "In flight|1" "Store connections per replica|1" \
