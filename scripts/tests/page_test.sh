@@ -156,7 +156,9 @@ if ((rc != 0)) && ! grep -q '^FAIL ' "$out"; then
   log "the browser run ended with status $rc without a failed check; its last lines:"
   tail -n 15 "$out" | sed 's/^/    /' >&2
 fi
-((rc == 0)) && log "screenshots: $SHOTS_DIR/page-phone.png, $SHOTS_DIR/page-desktop.png"
+if ((rc == 0)); then log "screenshots: $SHOTS_DIR/page-phone.png, $SHOTS_DIR/page-desktop.png"; fi
 
 summary
-[[ $failed -eq 0 ]]
+# An explicit exit: a failing test command here would set off common.sh's ERR trap, whose line
+# would then come after the summary that scripts/test.sh reads as the last one.
+if ((failed)); then exit 1; fi
