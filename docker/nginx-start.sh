@@ -12,6 +12,7 @@
 #   listen 8080    the public port, on every interface of the container (published on the
 #                  host's loopback only, by docker-compose.yml)
 #   listen 8089    stub_status for nginx-exporter; on the compose network only, never published
+#   web root       /usr/share/nginx/results-web: ./web (the students' page), mounted read-only
 # Other knobs (NGINX_MICROCACHE, NGINX_RATE_LIMIT, NGINX_RATE, NGINX_BURST) pass through from the
 # container's environment; nginx/render.sh documents them and their defaults.
 set -euo pipefail
@@ -23,6 +24,8 @@ export NGINX_STATUS_LISTEN=8089
 export NGINX_DIR=/var/cache/nginx-edge   # pid file, temp paths, micro-cache
 export NGINX_ERROR_LOG=stderr            # `docker compose logs nginx`
 export NGINX_USER="nginx nginx"          # the official image's worker user
+# The students' page: docker-compose.yml mounts ./web here read-only.
+export NGINX_WEB_ROOT=${NGINX_WEB_ROOT:-/usr/share/nginx/results-web}
 
 if [[ ${1:-} == --print ]]; then
   exec sh "$NGINX_PROJECT_DIR/render.sh"

@@ -16,6 +16,7 @@
 #   NGINX_RATE_LIMIT     [off]   on | off
 #   NGINX_RATE           [20]    requests per second per client address
 #   NGINX_BURST          [2 x NGINX_RATE]
+#   NGINX_WEB_ROOT       [the web/ folder beside this script's folder]  the students' page
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,6 +35,7 @@ command -v envsubst >/dev/null 2>&1 ||
 : "${NGINX_RATE_LIMIT:=off}"
 : "${NGINX_RATE:=20}"
 : "${NGINX_BURST:=$((NGINX_RATE * 2))}"
+: "${NGINX_WEB_ROOT:=$(dirname "$here")/web}"
 if [ -z "${NGINX_USER+set}" ]; then
     if [ "$(id -u)" = 0 ]; then
         if getent group nogroup >/dev/null 2>&1; then NGINX_USER='nobody nogroup'; else NGINX_USER='nobody nobody'; fi
@@ -54,6 +56,15 @@ for s in $(printf '%s' "$NGINX_UPSTREAMS" | tr ',' ' '); do
         }server $s max_fails=3 fail_timeout=2s;"
 done
 [ -n "$servers" ] || die "NGINX_UPSTREAMS is empty"
+# The root goes into the configuration unquoted, like NGINX_DIR: a space, ;, brace, quote or $
+# would break the directive or be read as a variable.
+case $NGINX_WEB_ROOT in
+    /*) ;;
+    *) die "NGINX_WEB_ROOT='$NGINX_WEB_ROOT' must be an absolute path" ;;
+esac
+case $NGINX_WEB_ROOT in
+    *[[:space:]]* | *[\;{}\'\"\$]*) die "NGINX_WEB_ROOT='$NGINX_WEB_ROOT' must not contain spaces, ; { } quotes or \$" ;;
+esac
 NGINX_UPSTREAM_SERVERS=$servers
 if [ -n "$NGINX_USER" ]; then
     NGINX_USER_LINE="user $NGINX_USER;"
@@ -62,6 +73,6 @@ else
 fi
 
 export NGINX_DIR NGINX_CACHE_DIR NGINX_ERROR_LOG NGINX_USER_LINE NGINX_LISTEN NGINX_STATUS_LISTEN \
-    NGINX_UPSTREAM_SERVERS NGINX_MICROCACHE NGINX_RATE_LIMIT NGINX_RATE NGINX_BURST
+    NGINX_UPSTREAM_SERVERS NGINX_MICROCACHE NGINX_RATE_LIMIT NGINX_RATE NGINX_BURST NGINX_WEB_ROOT
 # shellcheck disable=SC2016 # the list of placeholders, for envsubst
-envsubst '${NGINX_DIR} ${NGINX_CACHE_DIR} ${NGINX_ERROR_LOG} ${NGINX_USER_LINE} ${NGINX_LISTEN} ${NGINX_STATUS_LISTEN} ${NGINX_UPSTREAM_SERVERS} ${NGINX_MICROCACHE} ${NGINX_RATE_LIMIT} ${NGINX_RATE} ${NGINX_BURST}' <"$template"
+envsubst '${NGINX_DIR} ${NGINX_CACHE_DIR} ${NGINX_ERROR_LOG} ${NGINX_USER_LINE} ${NGINX_LISTEN} ${NGINX_STATUS_LISTEN} ${NGINX_UPSTREAM_SERVERS} ${NGINX_MICROCACHE} ${NGINX_RATE_LIMIT} ${NGINX_RATE} ${NGINX_BURST} ${NGINX_WEB_ROOT}' <"$template"

@@ -124,6 +124,7 @@ PG_PROJECT_CONF=$REPO_DIR/postgres/postgresql.conf
 PG_SUPERUSER=postgres
 NGINX_TEMPLATE=$REPO_DIR/nginx/nginx.conf.template
 NGINX_RENDER=$REPO_DIR/nginx/render.sh
+NGINX_WEB_ROOT=$REPO_DIR/web # the students' page, served at / (nginx.conf.template)
 
 usage() {
     cat <<EOF
@@ -1061,7 +1062,7 @@ nginx_render() {
         NGINX_LISTEN="$(url_host "$STACK_HOST"):$STACK_NGINX_PORT" \
         NGINX_STATUS_LISTEN="$(url_host "$STACK_HOST"):$STACK_NGINX_STATUS_PORT" \
         NGINX_MICROCACHE=$STACK_NGINX_MICROCACHE NGINX_RATE_LIMIT=$STACK_NGINX_RATE_LIMIT \
-        NGINX_RATE=$STACK_NGINX_RATE NGINX_BURST=$STACK_NGINX_BURST \
+        NGINX_RATE=$STACK_NGINX_RATE NGINX_BURST=$STACK_NGINX_BURST NGINX_WEB_ROOT=$NGINX_WEB_ROOT \
         sh "$NGINX_RENDER" "$NGINX_TEMPLATE"
 }
 
@@ -1105,6 +1106,11 @@ nginx_preflight() {
     [[ -r $NGINX_TEMPLATE && -r $NGINX_RENDER ]] || die "missing $NGINX_TEMPLATE or $NGINX_RENDER; is the checkout complete?"
     have_cmd envsubst || apt_install gettext-base
     nginx_check_ports
+    # Workers run as nobody when we are root: a checkout under a private home folder (e.g.
+    # /root, mode 700) would leave the students' page a 404 while the API works.
+    if is_root && have_cmd runuser && ! runuser -u nobody -- test -r "$NGINX_WEB_ROOT/index.html" 2>/dev/null; then
+        warn "NGINX's workers (user nobody) cannot read $NGINX_WEB_ROOT/index.html: the students' page at / will answer 404. Make the checkout readable by others (chmod o+rx on its folders)."
+    fi
 }
 
 nginx_up() {

@@ -57,7 +57,8 @@ whole_suite=$(($# == 0))
 log "running cargo test $*"
 cargo test --locked "$@" 2>&1 | tee -a "$results"
 if [[ $whole_suite -eq 1 ]]; then
-  # The script tests: the stack script, the edge (NGINX), compose and monitoring configuration.
+  # The script tests: the stack script, the edge (NGINX), compose and monitoring configuration,
+  # the students' page (in a headless browser).
   # Each prints "NAME: N passed, M failed" last and exits non-zero on a failure.
   for script in scripts/tests/*_test.sh; do
     log "running $script"

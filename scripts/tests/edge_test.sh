@@ -101,7 +101,7 @@ check "/student/{id}: 200 with its student_id" bash -c "curl -s '$PUBLIC/student
 check "unknown ID 9999999: 404 JSON envelope unknown_id" json_error "$PUBLIC/v1/results/9999999" 404 unknown_id
 check "an ID beyond the data set: 404 JSON envelope" json_error "$PUBLIC/v1/results/$((LAST_ID + 1))" 404 unknown_id
 check "malformed ID abc: 400 JSON envelope invalid_id" json_error "$PUBLIC/v1/results/abc" 400 invalid_id
-for path in /metrics /debug/pprof/profile /admin /stub_status /; do
+for path in /metrics /debug/pprof/profile /admin /stub_status /index.html /web/ /nope; do
   check "$path on the public port: 404 JSON envelope" json_error "$PUBLIC$path" 404 not_found
 done
 check "/healthz: 200" test "$(code "$PUBLIC/healthz")" = 200
