@@ -44,7 +44,7 @@ command -v wrk >/dev/null || fatal "wrk is missing (apt-get install wrk)"
 command -v curl >/dev/null || fatal "curl is missing (apt-get install curl)"
 
 STACK_API_BIN=$API_BIN
-throwaway_stack edge-test
+throwaway_stack edge-test 27100
 WRK_PID=''
 keep_logs() {
   if [[ -n ${EDGE_KEEP_LOGS:-} && -d $STACK_DIR/log ]]; then

@@ -23,8 +23,11 @@ free_port() { # the first port from $1 upwards that nothing listens on (and the 
   echo "$port"
 }
 
-# throwaway_stack NAME: settings for a second, throw-away stack (scripts/stack.sh) in a new
-# /tmp/NAME.XXXXXX folder on free ports, so a developer's stack is never touched. Exports every
+# throwaway_stack NAME BASE: settings for a second, throw-away stack (scripts/stack.sh) in a new
+# /tmp/NAME.XXXXXX folder on free ports from BASE up, so a developer's stack is never touched.
+# Each script test takes its own BASE (100 apart) below Linux's ephemeral range (32768-60999):
+# a port inside it can be taken as the local port of any outgoing connection between the check
+# and the bind (a CI run lost its node exporter's 58190 that way). Exports every
 # STACK_* the script reads (STACK_SERVICES="pg redis": callers choose what `up` starts next) and
 # sets STACK to the script's path. The API binary is target/debug/api unless STACK_API_BIN is
 # set; the caller stops it with `bash "$STACK" down --purge` and removes "$STACK_DIR".
@@ -32,9 +35,10 @@ throwaway_stack() {
   STACK=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)/stack.sh
   STACK_DIR=$(mktemp -d "/tmp/$1.XXXXXX")
   chmod 755 "$STACK_DIR" # the postgres system user (and NGINX's workers) must reach it
-  STACK_PG_PORT=$(free_port 57532)
-  STACK_REDIS_PORT=$(free_port 58479)
-  STACK_API_PORT=$(free_port 58181 3)
+  local base=$2
+  STACK_PG_PORT=$(free_port "$base")
+  STACK_REDIS_PORT=$(free_port $((STACK_PG_PORT + 1)))
+  STACK_API_PORT=$(free_port $((STACK_REDIS_PORT + 1)) 3)
   STACK_API_ADMIN_PORT=$(free_port $((STACK_API_PORT + 3)) 3)
   STACK_NGINX_PORT=$(free_port $((STACK_API_ADMIN_PORT + 3)))
   STACK_NGINX_STATUS_PORT=$(free_port $((STACK_NGINX_PORT + 1)))

@@ -258,7 +258,7 @@ if [[ ! -x $E2E_API_BIN || ! -x $E2E_SEEDER_BIN ]]; then
   fail "end to end: needs $E2E_API_BIN and a seeder binary (cargo build -p api -p seeder)"
 else
   STACK_API_BIN=$E2E_API_BIN
-  throwaway_stack monitoring-test
+  throwaway_stack monitoring-test 27200
   STACK_PROMETHEUS_INTERVAL=1s
   export STACK_PROMETHEUS_INTERVAL
   E2E_STACK=1

@@ -74,16 +74,7 @@ fi
 
 # --- the throw-away stack ----------------------------------------------------------------------
 STACK_API_BIN=$API_BIN
-throwaway_stack page-test
-# Ports from another range than the other script tests' (throwaway_stack starts at 57532/58181):
-# a port is only taken when its service starts, so two tests running side by side from the same
-# range pick each other's ports and one fails to bind.
-STACK_PG_PORT=$(free_port 59532)
-STACK_REDIS_PORT=$(free_port 59479)
-STACK_API_PORT=$(free_port 59181 3)
-STACK_API_ADMIN_PORT=$(free_port $((STACK_API_PORT + 3)) 3)
-STACK_NGINX_PORT=$(free_port $((STACK_API_ADMIN_PORT + 3)))
-STACK_NGINX_STATUS_PORT=$(free_port $((STACK_NGINX_PORT + 1)))
+throwaway_stack page-test 27300
 # No micro-cache: with it, a stopped replica set would be hidden behind stale answers, and the
 # 503 case is about what the page shows when nothing can answer.
 STACK_NGINX_MICROCACHE=off

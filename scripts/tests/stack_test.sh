@@ -26,11 +26,11 @@ alive() { # a process with pid $1 exists and is not a zombie
 
 STACK_DIR=$(mktemp -d /tmp/stack-test.XXXXXX)
 chmod 755 "$STACK_DIR" # the postgres system user must reach its data folder
-STACK_PG_PORT=$(free_port 57432)
-STACK_REDIS_PORT=$(free_port 58379)
+STACK_PG_PORT=$(free_port 27000)
+STACK_REDIS_PORT=$(free_port 27010)
 # The stores only, until the API part below; never the default API ports.
 STACK_SERVICES="pg redis"
-STACK_API_PORT=$(free_port 58081 3)
+STACK_API_PORT=$(free_port 27020 3)
 STACK_API_ADMIN_PORT=$(free_port $((STACK_API_PORT + 3)) 3)
 export STACK_DIR STACK_PG_PORT STACK_REDIS_PORT STACK_SERVICES STACK_API_PORT STACK_API_ADMIN_PORT
 trap 'bash "$STACK" down --purge >/dev/null 2>&1 || true; rm -rf "$STACK_DIR"' EXIT
@@ -60,7 +60,7 @@ check "a missing STACK_API_BIN is refused, saying how to build it" missing_api_b
 
 if [[ -x $API_BIN ]]; then
   # Free ports again now that PostgreSQL and Redis listen (free_port skips theirs).
-  STACK_API_PORT=$(free_port 58081 3)
+  STACK_API_PORT=$(free_port 27020 3)
   STACK_API_ADMIN_PORT=$(free_port $((STACK_API_PORT + 3)) 3)
   STACK_SERVICES="pg redis api" STACK_API_BIN=$API_BIN STACK_API_REPLICAS=3
   export STACK_API_PORT STACK_API_ADMIN_PORT STACK_SERVICES STACK_API_BIN STACK_API_REPLICAS
