@@ -35,11 +35,7 @@ fatal() {
   exit 1
 }
 
-API_BIN=${EDGE_API_BIN:-$REPO_DIR/target/debug/api}
-SEEDER_BIN=$REPO_DIR/target/release/seeder
-[[ -x $SEEDER_BIN ]] || SEEDER_BIN=$REPO_DIR/target/debug/seeder
-[[ -x $API_BIN ]] || fatal "no API binary $API_BIN (cargo build -p api)"
-[[ -x $SEEDER_BIN ]] || fatal "no seeder binary (cargo build -p seeder)"
+test_binaries "${EDGE_API_BIN:-}"
 command -v wrk >/dev/null || fatal "wrk is missing (apt-get install wrk)"
 command -v curl >/dev/null || fatal "curl is missing (apt-get install curl)"
 

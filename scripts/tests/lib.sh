@@ -23,6 +23,19 @@ free_port() { # the first port from $1 upwards that nothing listens on (and the 
   echo "$port"
 }
 
+# test_binaries [API_BIN]: sets API_BIN (default target/debug/api, what `cargo test` builds) and
+# SEEDER_BIN (target/release/seeder when built, else target/debug/seeder), or calls the test's
+# own `fatal` naming what to build.
+test_binaries() {
+  local target
+  target=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)/target
+  API_BIN=${1:-$target/debug/api}
+  SEEDER_BIN=$target/release/seeder
+  [[ -x $SEEDER_BIN ]] || SEEDER_BIN=$target/debug/seeder
+  [[ -x $API_BIN ]] || fatal "no API binary $API_BIN (cargo build -p api)"
+  [[ -x $SEEDER_BIN ]] || fatal "no seeder binary (cargo build -p seeder)"
+}
+
 # throwaway_stack NAME BASE: settings for a second, throw-away stack (scripts/stack.sh) in a new
 # /tmp/NAME.XXXXXX folder on free ports from BASE up, so a developer's stack is never touched.
 # Each script test takes its own BASE (100 apart) below Linux's ephemeral range (32768-60999):

@@ -48,11 +48,7 @@ fatal() {
   exit 1
 }
 
-API_BIN=${PAGE_API_BIN:-$REPO_DIR/target/debug/api}
-SEEDER_BIN=$REPO_DIR/target/release/seeder
-[[ -x $SEEDER_BIN ]] || SEEDER_BIN=$REPO_DIR/target/debug/seeder
-[[ -x $API_BIN ]] || fatal "no API binary $API_BIN (cargo build -p api)"
-[[ -x $SEEDER_BIN ]] || fatal "no seeder binary (cargo build -p seeder)"
+test_binaries "${PAGE_API_BIN:-}"
 
 # --- what the browser test needs ---------------------------------------------------------------
 missing=()
