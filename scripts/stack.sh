@@ -937,18 +937,20 @@ proc_env() {
     return 0
 }
 
-# Pid of OUR replica N: from its pid file, alive, and carrying that pid file's
-# path in STACK_API_PIDFILE (set at start), so a recycled pid is never taken
-# for ours. Fails otherwise.
-api_pid() {
-    local pidfile pid
-    pidfile=$(api_pidfile "$1")
+# our_pid PIDFILE VAR: the pid in PIDFILE when that process is alive and
+# carries PIDFILE's path in its environment variable VAR (set at start), so a
+# recycled pid is never taken for ours. Fails otherwise.
+our_pid() {
+    local pidfile=$1 pid
     [[ -f $pidfile ]] || return 1
     pid=$(<"$pidfile")
     pid_alive "$pid" || return 1
-    [[ $(proc_env "$pid" STACK_API_PIDFILE) == "$pidfile" ]] || return 1
+    [[ $(proc_env "$pid" "$2") == "$pidfile" ]] || return 1
     echo "$pid"
 }
+
+# Pid of OUR replica N.
+api_pid() { our_pid "$(api_pidfile "$1")" STACK_API_PIDFILE; }
 
 api_get() { curl -fs -o /dev/null --max-time 2 "$1"; }
 api_healthy() { api_get "$(api_url "$1")/healthz"; }
@@ -1243,15 +1245,7 @@ mon_logfile() { printf '%s/%s.log' "$LOG_DIR" "$1"; }
 mon_healthy() { curl -fs -o /dev/null --max-time 2 "$(mon_health_url "$1")"; }
 prometheus_url() { printf 'http://%s' "$(mon_addr prometheus)"; }
 
-mon_pid() {
-    local pidfile pid
-    pidfile=$(mon_pidfile "$1")
-    [[ -f $pidfile ]] || return 1
-    pid=$(<"$pidfile")
-    pid_alive "$pid" || return 1
-    [[ $(proc_env "$pid" STACK_MON_PIDFILE) == "$pidfile" ]] || return 1
-    echo "$pid"
-}
+mon_pid() { our_pid "$(mon_pidfile "$1")" STACK_MON_PIDFILE; }
 
 # Writes $PROMETHEUS_DIR: the configuration with this stack's intervals, the
 # rules linked, and one target file per job from the stack's ports.

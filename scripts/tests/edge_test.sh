@@ -60,10 +60,7 @@ cleanup() {
 trap cleanup EXIT
 
 say "stack in $STACK_DIR: pg $STACK_PG_PORT, redis $STACK_REDIS_PORT, api $STACK_API_PORT.., admin $STACK_API_ADMIN_PORT.., nginx $STACK_NGINX_PORT, status $STACK_NGINX_STATUS_PORT"
-bash "$STACK" up >"$STACK_DIR/up-stores.log" 2>&1 || fatal "stack.sh up (pg redis) failed: $(tail -5 "$STACK_DIR/up-stores.log")"
-eval "$(bash "$STACK" env)"
-SEEDER_PROGRESS=quiet "$SEEDER_BIN" --students "$STUDENTS" >"$STACK_DIR/seed.log" 2>&1 ||
-  fatal "seeding $STUDENTS students failed: $(tail -5 "$STACK_DIR/seed.log")"
+seed_throwaway_stack "$STUDENTS"
 
 STACK_SERVICES="pg redis api nginx"
 check "up starts the replicas and nginx" bash "$STACK" up

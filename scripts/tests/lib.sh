@@ -36,6 +36,17 @@ test_binaries() {
   [[ -x $SEEDER_BIN ]] || fatal "no seeder binary (cargo build -p seeder)"
 }
 
+# seed_throwaway_stack STUDENTS: the throw-away stack's PostgreSQL and Redis up (STACK_SERVICES
+# as set) and STUDENTS students seeded with SEEDER_BIN (test_binaries), or the test's `fatal`.
+# Logs in $STACK_DIR/up-stores.log and seed.log.
+seed_throwaway_stack() {
+  bash "$STACK" up >"$STACK_DIR/up-stores.log" 2>&1 ||
+    fatal "stack.sh up (pg redis) failed: $(tail -5 "$STACK_DIR/up-stores.log")"
+  eval "$(bash "$STACK" env)"
+  SEEDER_PROGRESS=quiet "$SEEDER_BIN" --students "$1" >"$STACK_DIR/seed.log" 2>&1 ||
+    fatal "seeding $1 students failed: $(tail -5 "$STACK_DIR/seed.log")"
+}
+
 # throwaway_stack NAME BASE: settings for a second, throw-away stack (scripts/stack.sh) in a new
 # /tmp/NAME.XXXXXX folder on free ports from BASE up, so a developer's stack is never touched.
 # Each script test takes its own BASE (100 apart) below Linux's ephemeral range (32768-60999):

@@ -77,10 +77,7 @@ STACK_NGINX_MICROCACHE=off
 add_cleanup "bash '$STACK' down --purge >/dev/null 2>&1 || true; rm -rf '$STACK_DIR'"
 
 log "stack in $STACK_DIR: pg $STACK_PG_PORT, redis $STACK_REDIS_PORT, api $STACK_API_PORT.., nginx $STACK_NGINX_PORT"
-bash "$STACK" up >"$STACK_DIR/up-stores.log" 2>&1 || fatal "stack.sh up (pg redis) failed: $(tail -5 "$STACK_DIR/up-stores.log")"
-eval "$(bash "$STACK" env)"
-SEEDER_PROGRESS=quiet "$SEEDER_BIN" --students "$STUDENTS" >"$STACK_DIR/seed.log" 2>&1 ||
-  fatal "seeding $STUDENTS students failed: $(tail -5 "$STACK_DIR/seed.log")"
+seed_throwaway_stack "$STUDENTS"
 STACK_SERVICES="pg redis api nginx"
 bash "$STACK" up >"$STACK_DIR/up.log" 2>&1 || fatal "stack.sh up (api nginx) failed: $(tail -5 "$STACK_DIR/up.log")"
 ORIGIN=http://127.0.0.1:$STACK_NGINX_PORT
