@@ -51,6 +51,9 @@
 #   BENCH_PROFILE_SECONDS [8]      length of the CPU profile, 1..60 (0 skips the profile run).
 #   BENCH_BUILD           [1]      0: use the existing target/release/{api,seeder}, no cargo build.
 #   BENCH_START_TIMEOUT   [60]     seconds to wait for a server to become ready.
+#   BENCH_RESULT_FILE     [docs/bench/api.json]  the machine-readable result (medians per target,
+#                                  scripts/bench/result_json.py) read by scripts/capacity_model.py;
+#                                  empty: not written (it is always in the run folder as api.json).
 #   DATABASE_URL, REDIS_URL        default: from `scripts/stack.sh env`; loopback only.
 # Any API_* (SEEDER_*) variables of the caller's environment are NOT passed to the API processes
 # (the seeder): they run with the defaults, plus API_CACHE_CAPACITY=0 for api-nocache.
@@ -78,6 +81,7 @@ THREADS=${BENCH_THREADS:-1}
 PROFILE_SECONDS=${BENCH_PROFILE_SECONDS:-8}
 BUILD=${BENCH_BUILD:-1}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-60}
+RESULT_FILE=${BENCH_RESULT_FILE-docs/bench/api.json}
 
 # The data set the wrk script draws from (the seeder's defaults).
 FIRST_ID=1000000
@@ -152,7 +156,7 @@ sample_rss() { # sample_rss PID FILE: VmRSS in kB every 0.5 s, appended to FILE,
 }
 
 # --- preconditions -----------------------------------------------------------
-bench_prepare bench-api
+bench_prepare bench-api python3:python3
 
 # --- start the targets -------------------------------------------------------
 declare -A BASE_URL PID
@@ -376,5 +380,15 @@ kb_mb() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
         echo "$TOP_FRAMES"
     fi
     echo
-    echo "files:   ${OUT#"$REPO_DIR"/}/: summary.txt runs.csv flamegraph-api.svg wrk/ *.log"
+    echo "files:   ${OUT#"$REPO_DIR"/}/: summary.txt runs.csv api.json flamegraph-api.svg wrk/ *.log"
 } | tee "$OUT/summary.txt"
+
+# The machine-readable result (medians per target), for scripts/capacity_model.py.
+python3 scripts/bench/result_json.py --bench api --csv "$CSV" --out "$OUT/api.json" --command "$SELF $RUNS" \
+    --meta wrk_connections="$CONNECTIONS" --meta duration_s="$DURATION" --meta body_bytes="$BODY_BYTES" \
+    --meta load_before="$LOAD_BEFORE" || die "writing $OUT/api.json failed"
+if [[ -n $RESULT_FILE ]]; then
+    mkdir -p "$(dirname -- "$RESULT_FILE")"
+    cp -f -- "$OUT/api.json" "$RESULT_FILE"
+    log "wrote $RESULT_FILE (then: python3 scripts/capacity_model.py --write)"
+fi

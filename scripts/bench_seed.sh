@@ -9,6 +9,8 @@
 #
 # Usage: scripts/bench_seed.sh [RUNS]        (default 3 runs)
 # Environment: BENCH_STUDENTS [674823], BENCH_SEED [2026], SEEDER_PG_CONNECTIONS [2],
+#              BENCH_RESULT_FILE [docs/bench/seed.json] (the machine-readable medians, read by
+#              scripts/capacity_model.py for Redis memory per result; empty: not written),
 #              plus the STACK_* variables of scripts/stack.sh.
 # Output: a table on stdout, also written to runs/bench-seed/<timestamp>/summary.txt with the
 #         per-run figures in runs.csv. The machine's cores are shared by the seeder, PostgreSQL
@@ -22,6 +24,7 @@ cd "$REPO_DIR"
 RUNS=${1:-3}
 STUDENTS=${BENCH_STUDENTS:-674823}
 SEED=${BENCH_SEED:-2026}
+RESULT_FILE=${BENCH_RESULT_FILE-docs/bench/seed.json}
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || { echo "usage: scripts/bench_seed.sh [RUNS]" >&2; exit 2; }
 
 # Keep psql quiet about "does not exist, skipping" and similar notices.
@@ -99,3 +102,13 @@ copy_m=$(col 2) seeder_m=$(col 3) ratio_m=$(col 4) bytes_m=$(col 5) per_m=$(col 
   cat "$OUT/seeder-$RUNS.txt"
 } | tee "$OUT/summary.txt"
 rm -rf "$OUT/csv"
+
+# The machine-readable result (medians), for scripts/capacity_model.py.
+python3 scripts/bench/result_json.py --bench seed --csv "$OUT/runs.csv" --out "$OUT/seed.json" \
+  --command "scripts/bench_seed.sh $RUNS" --meta students="$STUDENTS" --meta seed="$SEED" \
+  --meta redis_version="$(redis info server | tr -d '\r' | sed -n 's/^redis_version://p')"
+if [[ -n $RESULT_FILE ]]; then
+  mkdir -p "$(dirname -- "$RESULT_FILE")"
+  cp -f -- "$OUT/seed.json" "$RESULT_FILE"
+  log "wrote $RESULT_FILE (then: python3 scripts/capacity_model.py --write)"
+fi

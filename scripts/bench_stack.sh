@@ -32,7 +32,9 @@
 # the requests each replica answered during each run (from the replicas' /metrics,
 # http_requests_total of the results route) to show the balancing spread, and for stack-cache
 # the share of client requests that reached a replica (the rest the micro-cache answered);
-# the X-Cache-Status sanity checks (BYPASS with the cache off, MISS then HIT with it on:
+# CPU per request (microseconds of CPU time / requests) of the edge's workers, the upstream
+# processes and Redis (its INFO cpu: used_cpu_user + used_cpu_sys), which docs/capacity-model.md
+# is computed from; the X-Cache-Status sanity checks (BYPASS with the cache off, MISS then HIT with it on:
 # enforced); the totals of non-2xx responses and socket errors (both must be 0: enforced).
 #
 # The machine's cores (2 here) are shared by wrk, the edge NGINX, the three replicas (or the
@@ -66,6 +68,9 @@
 #                                  (TMPDIR=/dev/shm); the summary names the file system.
 # Any API_* (SEEDER_*, NGINX_*) variables of the caller's environment are NOT passed to the API
 # processes (the seeder, render.sh): they run with the defaults plus what this script sets.
+#   BENCH_RESULT_FILE     [docs/bench/stack.json]  the machine-readable result (medians per target,
+#                                  scripts/bench/result_json.py) read by scripts/capacity_model.py;
+#                                  empty: not written (it is always in the run folder as stack.json).
 # Output: the summary on stdout (progress on stderr), also written to
 #         runs/bench-stack/<UTC timestamp>/summary.txt, with per-run figures in runs.csv, the
 #         rendered NGINX configurations, the raw wrk outputs (wrk/) and the server logs next to
@@ -90,6 +95,7 @@ THREADS=${BENCH_THREADS:-1}
 BUILD=${BENCH_BUILD:-1}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-60}
 API_THREADS=${BENCH_API_THREADS-1}
+RESULT_FILE=${BENCH_RESULT_FILE-docs/bench/stack.json}
 
 FIRST_ID=1000000
 LAST_ID=1674822
@@ -216,11 +222,16 @@ cpu_ticks() { # cpu_ticks PID...: user + system CPU time of the processes, in cl
     done
     echo "$total"
 }
+# redis_cpu_seconds: the CPU time Redis has used since its start (INFO cpu), in seconds.
+redis_cpu_seconds() {
+    redis-cli -h "$redis_host" -p "$redis_port" info cpu | tr -d '\r' |
+        awk -F: '$1 == "used_cpu_user" || $1 == "used_cpu_sys" { s += $2 } END { printf "%.6f", s }'
+}
 # x_cache URL: the X-Cache-Status header of a GET of URL (empty when missing).
 x_cache() { curl -fsS --max-time 5 -o /dev/null -D - "$1" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-cache-status" { print $2 }'; }
 
 # --- preconditions -----------------------------------------------------------
-bench_prepare bench-stack gettext-base:envsubst
+bench_prepare bench-stack gettext-base:envsubst redis-tools:redis-cli python3:python3
 
 # --- start the replicas --------------------------------------------------------
 declare -A BASE_URL EDGE_WORKERS UPSTREAM_PIDS
@@ -310,7 +321,7 @@ done
 
 # --- measured rounds -----------------------------------------------------------
 CSV=$OUT/runs.csv
-echo "round,target,rps,p50_ms,p90_ms,p99_ms,max_ms,non2xx,socket_errors,bytes_per_response,ratio_to_ceiling,edge_cpu_cores,upstream_cpu_cores,machine_busy_pct,replica_requests,upstream_share,replica1_requests,replica2_requests,replica3_requests" >"$CSV"
+echo "round,target,rps,p50_ms,p90_ms,p99_ms,max_ms,non2xx,socket_errors,bytes_per_response,ratio_to_ceiling,edge_cpu_cores,upstream_cpu_cores,machine_busy_pct,replica_requests,upstream_share,replica1_requests,replica2_requests,replica3_requests,edge_cpu_us_per_request,upstream_cpu_us_per_request,redis_cpu_us_per_request" >"$CSV"
 declare -A RPS
 for round in $(seq 1 "$RUNS"); do
     for t in "${TARGETS[@]}"; do
@@ -320,9 +331,11 @@ for round in $(seq 1 "$RUNS"); do
         {
             read -r -a req0 < <(replica_requests)
             read -r m_total0 m_idle0 < <(machine_ticks)
+            redis0=$(redis_cpu_seconds)
             edge0=$(cpu_ticks ${EDGE_WORKERS[$t]}) up0=$(cpu_ticks ${UPSTREAM_PIDS[$t]}) t0=$(now)
             run_wrk "$t" "$DURATION" "$out"
             edge1=$(cpu_ticks ${EDGE_WORKERS[$t]}) up1=$(cpu_ticks ${UPSTREAM_PIDS[$t]}) t1=$(now)
+            redis1=$(redis_cpu_seconds)
             read -r m_total1 m_idle1 < <(machine_ticks)
             read -r -a req1 < <(replica_requests)
             for pid in ${EDGE_WORKERS[$t]} ${UPSTREAM_PIDS[$t]}; do
@@ -339,12 +352,14 @@ for round in $(seq 1 "$RUNS"); do
             -v n="$non2xx" -v e="$errors" -v b="$bytes" -v q="$requests" -v c="${RPS[ceiling]}" \
             -v ecpu=$((edge1 - edge0)) -v ucpu=$((up1 - up0)) -v hz="$CLK_TCK" -v t0="$t0" -v t1="$t1" \
             -v mt=$((m_total1 - m_total0)) -v mi=$((m_idle1 - m_idle0)) -v d1="$d1" -v d2="$d2" -v d3="$d3" \
+            -v r0="$redis0" -v r1="$redis1" \
             'BEGIN { up = d1 + d2 + d3; stack = (t != "ceiling")
-                     printf "%d,%s,%.0f,%.3f,%.3f,%.3f,%.3f,%d,%d,%.0f,%.3f,%.2f,%.2f,%.0f,%s,%s,%s,%s,%s\n",
+                     printf "%d,%s,%.0f,%.3f,%.3f,%.3f,%.3f,%d,%d,%.0f,%.3f,%.2f,%.2f,%.0f,%s,%s,%s,%s,%s,%.2f,%.2f,%.2f\n",
                      r, t, rps, p50 / 1000, p90 / 1000, p99 / 1000, max / 1000, n, e, q ? b / q : 0, rps / c,
                      ecpu / hz / (t1 - t0), ucpu / hz / (t1 - t0), mt ? 100 * (mt - mi) / mt : 0,
                      stack ? up : "", stack && q ? sprintf("%.3f", up / q) : "",
-                     stack ? d1 : "", stack ? d2 : "", stack ? d3 : "" }')
+                     stack ? d1 : "", stack ? d2 : "", stack ? d3 : "",
+                     q ? ecpu / hz * 1e6 / q : 0, q ? ucpu / hz * 1e6 / q : 0, q ? (r1 - r0) * 1e6 / q : 0 }')
         echo "$line" >>"$CSV"
         log "  $line"
         ((non2xx == 0)) || die "$t answered $non2xx non-2xx responses in round $round (must be 0): see $out"
@@ -407,11 +422,17 @@ cache_ratio=$(col stack-cache 11)
     echo
     printf '%-14s %7s %11s %15s %8s %16s\n' target "B/resp" "edge cores" "upstream cores" "busy %" "to replicas"
     for t in "${TARGETS[@]}"; do row2 "$t"; done
+    echo
+    printf '%-14s %12s %16s %13s\n' target "edge us/req" "upstream us/req" "Redis us/req"
+    for t in "${TARGETS[@]}"; do
+        printf '%-14s %12.1f %16.1f %13.1f\n' "$t" "$(col "$t" 20)" "$(col "$t" 21)" "$(col "$t" 22)"
+    done
     echo "(/ceiling: median of the per-round ratios of req/s; max ms: median of the runs' maximum latency;"
     echo " worst ms: the largest of all runs; non-2xx, errors (socket errors + timeouts > $WRK_TIMEOUT): totals over"
     echo " all rounds; B/resp: bytes per response, headers included; edge cores: CPU time of the edge's"
     echo " workers and cache manager / wall time; upstream cores: the same for the 3 replicas (ceiling: the static nginx's workers);"
-    echo " busy %: all cores, everything on the machine; to replicas: replicas' requests / client requests)"
+    echo " busy %: all cores, everything on the machine; to replicas: replicas' requests / client requests;"
+    echo " us/req: CPU microseconds per client request of the edge's workers, the upstream processes, Redis)"
     echo
     echo "replicas' results requests during the measured runs (api1 / api2 / api3, from their /metrics):"
     echo "         stack-nocache: $(spread stack-nocache)"
@@ -421,5 +442,17 @@ cache_ratio=$(col stack-cache 11)
     echo "         errors = 0: met (enforced); micro-cache HIT seen: met (enforced)"
     echo "         stack-cache/ceiling: $cache_ratio (ids uniform over 674,823: the 1 s micro-cache rarely hits)"
     echo
-    echo "files:   ${OUT#"$REPO_DIR"/}/: summary.txt runs.csv result.json *.nginx.conf wrk/ *.log"
+    echo "files:   ${OUT#"$REPO_DIR"/}/: summary.txt runs.csv stack.json result.json *.nginx.conf wrk/ *.log"
 } | tee "$OUT/summary.txt"
+
+# The machine-readable result (medians per target), for scripts/capacity_model.py.
+python3 scripts/bench/result_json.py --bench stack --csv "$CSV" --out "$OUT/stack.json" \
+    --command "$SELF $RUNS" --meta replicas="$REPLICAS" --meta api_worker_threads="${API_THREADS:-auto}" \
+    --meta wrk_connections="$CONNECTIONS" --meta duration_s="$DURATION" --meta body_bytes="$BODY_BYTES" \
+    --meta nginx_version="$(nginx -v 2>&1 | sed 's/^nginx version: //')" --meta load_before="$LOAD_BEFORE" ||
+    die "writing $OUT/stack.json failed"
+if [[ -n $RESULT_FILE ]]; then
+    mkdir -p "$(dirname -- "$RESULT_FILE")"
+    cp -f -- "$OUT/stack.json" "$RESULT_FILE"
+    log "wrote $RESULT_FILE (then: python3 scripts/capacity_model.py --write)"
+fi

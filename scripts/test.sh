@@ -66,5 +66,5 @@ if [[ $whole_suite -eq 1 ]]; then
   done
 fi
 # One closing line for the whole suite, summed from cargo's and the script tests' own lines.
-awk '/^test result:/ { p += $4; f += $6 } /^[a-z_]+_test: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
+awk '/^test result:/ { p += $4; f += $6 } /^[a-z0-9_]+_test: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
