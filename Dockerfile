@@ -44,6 +44,8 @@ COPY migrations migrations
 COPY results-core/src results-core/src
 COPY seeder/src seeder/src
 COPY api/src api/src
+# The OpenAPI document is embedded at compile time (include_str!, api/src/openapi.rs).
+COPY api/openapi.json api/openapi.json
 COPY loadgen/src loadgen/src
 # The capacity chart embeds its font at compile time (include_bytes!).
 COPY loadgen/assets loadgen/assets

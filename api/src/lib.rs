@@ -5,7 +5,9 @@
 //! - [`config`]: flags and environment variables, validated into [`config::Settings`].
 //! - [`startup`]: builds the shared state and runs both listeners until shutdown.
 //! - [`server`]: the HTTP/1.1 accept loop with header limits and graceful shutdown.
-//! - [`routes`]: public routes (results, alias, health, readiness), JSON fallbacks, metrics.
+//! - [`routes`]: public routes (results, alias, health, readiness, OpenAPI), JSON fallbacks,
+//!   metrics.
+//! - [`openapi`]: the OpenAPI document of the public routes (`api/openapi.json`), embedded.
 //! - [`admin`]: the private admin port: `/metrics` and `/debug/pprof/profile`.
 //! - [`lookup`]: the read path: in-process cache, Redis, PostgreSQL, and when each is used.
 //! - [`stores`]: the Redis and PostgreSQL clients, every call bounded in time.
@@ -19,6 +21,7 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod lookup;
+pub mod openapi;
 pub mod routes;
 pub mod server;
 pub mod startup;

@@ -1,6 +1,7 @@
-//! The public routes: results (and the reference design's alias), health and readiness, JSON
-//! errors for everything else, and the per-request metrics.
+//! The public routes: results (and the reference design's alias), health, readiness and the
+//! OpenAPI document, JSON errors for everything else, and the per-request metrics.
 
+use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -10,13 +11,14 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use results_core::StudentId;
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::ApiError;
 use crate::lookup::LookupError;
+use crate::openapi;
 use crate::startup::AppState;
 use crate::telemetry::{HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS};
 use crate::view::RenderedResult;
@@ -25,16 +27,37 @@ use crate::view::RenderedResult;
 pub const RESULTS_ROUTE: &str = "/v1/results/{id}";
 /// The reference design's path, answered identically.
 pub const ALIAS_ROUTE: &str = "/student/{id}";
+/// Liveness.
+pub const HEALTH_ROUTE: &str = "/healthz";
+/// Readiness.
+pub const READY_ROUTE: &str = "/readyz";
+/// The OpenAPI document of these routes.
+pub const OPENAPI_ROUTE: &str = "/openapi.json";
 /// Request bodies above this are refused (no public route reads a body).
 pub const MAX_BODY_BYTES: u64 = 1024;
 
+/// Every public route and what answers it. The router is built from this one table, so
+/// [`PUBLIC_ROUTES`] (the metrics' route labels, and what `api/openapi.json` must document:
+/// `api/tests/api/openapi.rs`) cannot miss a route.
+fn routes() -> [(&'static str, MethodRouter<AppState>); 5] {
+    [
+        (RESULTS_ROUTE, get(result)),
+        (ALIAS_ROUTE, get(result)),
+        (HEALTH_ROUTE, get(healthz)),
+        (READY_ROUTE, get(readyz)),
+        (OPENAPI_ROUTE, get(openapi::document)),
+    ]
+}
+
+/// The template of every public route, in the router's order.
+pub static PUBLIC_ROUTES: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| routes().into_iter().map(|(template, _)| template).collect());
+
 /// The public router.
 pub fn public_router(state: AppState) -> Router {
-    Router::new()
-        .route(RESULTS_ROUTE, get(result))
-        .route(ALIAS_ROUTE, get(result))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (template, handler)| router.route(template, handler))
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(middleware::from_fn(refuse_bodies))
@@ -153,13 +176,10 @@ async fn refuse_bodies(request: Request, next: Next) -> Response {
 
 /// Route label: the matched template, never the raw path (bounded cardinality).
 fn route_label(matched: Option<&MatchedPath>) -> &'static str {
-    match matched.map(MatchedPath::as_str) {
-        Some(RESULTS_ROUTE) => RESULTS_ROUTE,
-        Some(ALIAS_ROUTE) => ALIAS_ROUTE,
-        Some("/healthz") => "/healthz",
-        Some("/readyz") => "/readyz",
-        _ => "unmatched",
-    }
+    matched
+        .and_then(|matched| PUBLIC_ROUTES.iter().find(|template| **template == matched.as_str()))
+        .copied()
+        .unwrap_or("unmatched")
 }
 
 fn status_label(status: StatusCode) -> &'static str {

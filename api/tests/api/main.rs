@@ -4,6 +4,8 @@
 
 mod chaos;
 mod helpers;
+mod openapi;
 mod operations;
 mod outages;
 mod routes;
+mod schema;
