@@ -41,8 +41,9 @@ pub enum StoreError {
 pub struct RedisTier {
     pool: Pool,
     layout: KeyLayout,
-    /// Every command fails at once while its client is not connected (see [`RedisTier::client`]).
-    options: Options,
+    /// Request-path commands fail at once while their client is not connected (see
+    /// [`RedisTier::fast`]).
+    fast: Options,
 }
 
 impl RedisTier {
@@ -59,7 +60,10 @@ impl RedisTier {
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = Duration::from_secs(2);
-                c.max_command_attempts = 1;
+                // Each write is an attempt, and a cluster's MOVED or ASK redirection writes the
+                // command again: with 1 every redirected lookup failed over to PostgreSQL during
+                // a reshard. Outages do not retry: fail_fast (below) ends those commands at once.
+                c.max_command_attempts = 3;
             })
             .with_performance_config(|p| p.default_command_timeout = timeout)
             // fred's default is to never reconnect: retry forever, 50 ms to 500 ms apart. A cluster
@@ -75,13 +79,19 @@ impl RedisTier {
         // once, so the read path goes to PostgreSQL without waiting. A cluster client
         // reconnects all its nodes when one fails, so without it every lookup waited for the
         // timeout until a failed master's replica took over.
-        let options = Options { fail_fast: true, ..Options::default() };
-        Ok(Self { pool, layout: settings.layout.clone(), options })
+        let fast = Options { fail_fast: true, ..Options::default() };
+        Ok(Self { pool, layout: settings.layout.clone(), fast })
     }
 
-    /// The next connection of the pool, with the per-command options.
-    fn client(&self) -> WithOptions<Client> {
-        self.pool.next().with_options(&self.options)
+    /// A connection for the request path: its commands fail at once while it reconnects.
+    fn fast(&self) -> WithOptions<Client> {
+        self.pool.next().with_options(&self.fast)
+    }
+
+    /// A connection for the background refresh: its commands wait for a reconnection, up to the
+    /// Redis timeout, so the refresh at start-up finds the pool connected rather than racing it.
+    fn patient(&self) -> &Client {
+        self.pool.next()
     }
 
     /// Whether at least one connection is up.
@@ -92,24 +102,24 @@ impl RedisTier {
     /// The stored value for `id`, if any.
     pub async fn get(&self, id: StudentId) -> Result<Option<Bytes>, StoreError> {
         let (key, field) = self.layout.result_location(id);
-        Ok(self.client().hget(key, field).await?)
+        Ok(self.fast().hget(key, field).await?)
     }
 
     /// Whether the completeness marker exists right now.
     pub async fn marker_exists(&self) -> Result<bool, StoreError> {
-        let n: u64 = self.client().exists(self.layout.marker_key()).await?;
+        let n: u64 = self.fast().exists(self.layout.marker_key()).await?;
         Ok(n == 1)
     }
 
     /// The completeness marker (`None` when absent or malformed).
     pub async fn marker(&self) -> Result<Option<Marker>, StoreError> {
-        let fields: HashMap<String, String> = self.client().hgetall(self.layout.marker_key()).await?;
+        let fields: HashMap<String, String> = self.patient().hgetall(self.layout.marker_key()).await?;
         Ok(if fields.is_empty() { None } else { Marker::from_fields(&fields) })
     }
 
     /// Every school stored by the seeder.
     pub async fn schools(&self) -> Result<HashMap<u32, SchoolInfo>, StoreError> {
-        let fields: HashMap<String, Bytes> = self.client().hgetall(self.layout.schools_key()).await?;
+        let fields: HashMap<String, Bytes> = self.patient().hgetall(self.layout.schools_key()).await?;
         let mut schools = HashMap::with_capacity(fields.len());
         for (field, value) in fields {
             let Ok(id) = field.parse::<u32>() else { continue };
