@@ -9,7 +9,7 @@
 # its SCAN having run on every master; the keys spread over the three masters within +-15% of the
 # mean; three API replicas behind NGINX serve from the cluster (Redis hits rise on their admin
 # /metrics); a reshard (slots moving between masters: MOVED/ASK) during a bounded wrk load loses
-# no request; then the master holding the completeness marker is SIGKILLed during a 15 s wrk load:
+# no request and sends no lookup to PostgreSQL; then the master holding the completeness marker is SIGKILLed during a 15 s wrk load:
 # its replica is promoted, the cluster is whole again, and no client request fails (the API reads
 # PostgreSQL while Redis errors). It measures and prints the raw failover: from the kill until
 # the cluster answers reads for the dead master's slots, until the API's Redis hits are back,
@@ -141,7 +141,10 @@ for p in "${MASTERS[@]}"; do
 done
 
 # --- the API replicas and NGINX ------------------------------------------------------------------
-STACK_SERVICES="redis_cluster api nginx" bash "$STACK" up >"$STACK_DIR/up-api.log" 2>&1 ||
+# A debug build opens a PostgreSQL connection slowly (its SCRAM hashing is unoptimised: 0.6-1.3 s
+# on a busy host, 0.05 s for a release build), and a failover sends every lookup to PostgreSQL
+# at once: 3 s instead of 1 s for a connection keeps that start-up cost from failing lookups.
+API_PG_TIMEOUT_MS=3000 STACK_SERVICES="redis_cluster api nginx" bash "$STACK" up >"$STACK_DIR/up-api.log" 2>&1 ||
   fatal "stack.sh up (api nginx) failed: $(tail -5 "$STACK_DIR/up-api.log")"
 PUBLIC=http://$HOST:$STACK_NGINX_PORT
 check "the replicas were given REDIS_URL=redis-cluster://" bash -c \
@@ -237,7 +240,7 @@ read -r b_hit b_err b_db b_dberr b_mem < <(counters)
 kill -KILL "$victim_pid"
 t0=$(now_ms)
 say "failover: SIGKILL master $victim at t=0"
-t_reads='' t_promoted='' t_api='' first_err='' prev_hit=$b_hit prev_err=$b_err n_samples=0
+t_reads='' t_promoted='' t_api='' first_err='' stalled='' prev_hit=$b_hit prev_err=$b_err n_samples=0
 while kill -0 "$WRK_PID" 2>/dev/null && (($(now_ms) - t0 < 30000)); do
   t=$(($(now_ms) - t0))
   # A read of the dead master's slot through a survivor, following MOVED (-c).
@@ -249,8 +252,9 @@ while kill -0 "$WRK_PID" 2>/dev/null && (($(now_ms) - t0 < 30000)); do
   [[ -n $t_reads || ! $r =~ ^[1-9][0-9]*$ ]] || t_reads=$t
   [[ -n $t_promoted || $flags != *master* ]] || t_promoted=$t
   [[ -n $first_err || $err -le $prev_err ]] || first_err=$t
-  # The API is back on Redis: its hits grow again, after the first error.
-  if [[ -z $t_api && -n $first_err && $hit -gt $prev_hit ]]; then t_api=$t; fi
+  # The API is off Redis once a sample has Redis errors and no hit; back when hits grow again.
+  if [[ -z $stalled && $err -gt $prev_err && $hit -eq $prev_hit ]]; then stalled=$t; fi
+  if [[ -z $t_api && -n $stalled && $hit -gt $prev_hit ]]; then t_api=$t; fi
   n_samples=$((n_samples + 1))
   prev_hit=$hit prev_err=$err
   sleep 0.2
