@@ -15,6 +15,14 @@
 #   STACK_PG_PORT       [55432]          PostgreSQL TCP port (not 5432, so a
 #                       system PostgreSQL can run beside it).
 #   STACK_REDIS_PORT    [56379]          Redis TCP port (not 6379, likewise).
+#   STACK_REDIS_CLUSTER_PORT [56401]     service redis_cluster (opt-in): six
+#                       nodes (three masters, three replicas) on this port
+#                       and the five after it.
+#   STACK_REDIS_CLUSTER_BUS_PORT [56411] their cluster bus ports (this one and
+#                       the five after it; Redis' default, port+10000, would
+#                       be past 65535 or in the ephemeral range).
+#   STACK_REDIS_CLUSTER_NODE_TIMEOUT [2000] cluster-node-timeout, ms: how long a
+#                       master may be unreachable before its replica takes over.
 #   STACK_PG_USER       [results]        application role (LOGIN CREATEDB).
 #   STACK_PG_PASSWORD   [results-local-only]  its password. This default is
 #                       a LOCAL-ONLY development value, NOT a secret: the
@@ -28,8 +36,10 @@
 #                       binaries of its own major version.
 #   STACK_SERVICES      [pg redis api nginx exporters prometheus]  services
 #                       'up' starts (always in the order pg, redis,
-#                       api1..apiN, nginx, the exporters, prometheus): pg,
-#                       redis, api (all STACK_API_REPLICAS replicas), apiN
+#                       redis_cluster, api1..apiN, nginx, the exporters,
+#                       prometheus): pg, redis, redis_cluster (the replicas
+#                       then use it: REDIS_URL=redis-cluster://...), api (all
+#                       STACK_API_REPLICAS replicas), apiN
 #                       (one replica), nginx, exporters (all four) or one of
 #                       node_exporter, nginx_exporter, redis_exporter,
 #                       pg_exporter, and prometheus.
@@ -80,6 +90,9 @@ DEFAULT_STACK_DIR=$REPO_DIR/.stack
 DEFAULT_STACK_HOST=127.0.0.1
 DEFAULT_STACK_PG_PORT=55432
 DEFAULT_STACK_REDIS_PORT=56379
+DEFAULT_STACK_REDIS_CLUSTER_PORT=56401
+DEFAULT_STACK_REDIS_CLUSTER_BUS_PORT=56411
+DEFAULT_STACK_REDIS_CLUSTER_NODE_TIMEOUT=2000
 DEFAULT_STACK_PG_USER=results
 DEFAULT_STACK_PG_PASSWORD=results-local-only # LOCAL-ONLY default, not a secret
 DEFAULT_STACK_PG_DB=results
@@ -106,7 +119,7 @@ DEFAULT_STACK_PROMETHEUS_INTERVAL=5s
 # Started in this order by `up` (those chosen by STACK_SERVICES), stopped in
 # reverse order by `down`. load_config appends api1..api$STACK_API_REPLICAS,
 # nginx, then MONITORING.
-SERVICES=(pg redis)
+SERVICES=(pg redis redis_cluster)
 # On SIGTERM a replica reports not-ready this long before closing its
 # listener, so a load balancer notices it is draining.
 API_DRAIN_DELAY_MS=1000
@@ -173,6 +186,13 @@ Environment variables (default in brackets):
                      address (127.0.0.0/8 or ::1).
   STACK_PG_PORT      [$DEFAULT_STACK_PG_PORT]  PostgreSQL TCP port.
   STACK_REDIS_PORT   [$DEFAULT_STACK_REDIS_PORT]  Redis TCP port.
+  STACK_REDIS_CLUSTER_PORT [$DEFAULT_STACK_REDIS_CLUSTER_PORT]  Service redis_cluster (opt-in): a Redis
+                     Cluster of six nodes, three masters with a replica each, on
+                     this port and the five after it.
+  STACK_REDIS_CLUSTER_BUS_PORT [$DEFAULT_STACK_REDIS_CLUSTER_BUS_PORT]  Their cluster bus ports (this one
+                     and the five after it).
+  STACK_REDIS_CLUSTER_NODE_TIMEOUT [$DEFAULT_STACK_REDIS_CLUSTER_NODE_TIMEOUT]  cluster-node-timeout in ms: a
+                     master unreachable this long is failed over to its replica.
   STACK_PG_USER      [$DEFAULT_STACK_PG_USER]  Application role (LOGIN CREATEDB;
                      tests create and drop their own databases).
   STACK_PG_PASSWORD  [$DEFAULT_STACK_PG_PASSWORD]  Its password: a LOCAL-ONLY
@@ -185,7 +205,10 @@ Environment variables (default in brackets):
                      binaries (an existing cluster uses its own version's).
   STACK_SERVICES     [$DEFAULT_STACK_SERVICES]  Services 'up' starts, separated by
                      spaces or commas, always started in the order pg, redis,
-                     api1..apiN, nginx: pg, redis, api (all
+                     redis_cluster, api1..apiN, nginx: pg, redis, redis_cluster
+                     (instead of redis: the replicas, 'env' and the redis
+                     exporter then use REDIS_URL=redis-cluster://...; also when
+                     STACK_SERVICES names no Redis and only the cluster runs), api (all
                      STACK_API_REPLICAS replicas), apiN (replica N alone) or
                      nginx. E.g.
                      STACK_SERVICES="pg redis" for the stores only.
@@ -244,7 +267,9 @@ own STACK_DIR and ports, and pass the same variables to its 'down'.
 
 Files: Redis settings in redis/redis.conf, PostgreSQL settings in
 postgres/postgresql.conf (copied into the cluster at each start). Logs:
-\$STACK_DIR/log/postgres.log, \$STACK_DIR/log/redis.log and
+\$STACK_DIR/log/postgres.log, \$STACK_DIR/log/redis.log,
+\$STACK_DIR/log/redis-cluster-PORT.log (each cluster node's data and
+nodes.conf: \$STACK_DIR/redis-cluster/PORT) and
 \$STACK_DIR/log/apiN.log (pid files: \$STACK_DIR/run/apiN.pid) and
 \$STACK_DIR/log/nginx.log (NGINX's error log; its rendered configuration,
 pid file, temp files and micro-cache are in \$STACK_DIR/nginx; the template
@@ -299,6 +324,7 @@ load_config() {
     [[ -n $STACK_PG_USER && -n $STACK_PG_DB ]] || die "STACK_PG_USER and STACK_PG_DB must not be empty."
     load_api_config
     load_nginx_config
+    redis_cluster_load_config
 
     LOG_DIR=$STACK_DIR/log
     RUN_DIR=$STACK_DIR/run
@@ -364,7 +390,7 @@ load_api_config() {
     read -ra names <<<"${STACK_SERVICES//,/ }"
     for name in "${names[@]}"; do
         case $name in
-        pg | redis | nginx | node_exporter | nginx_exporter | redis_exporter | pg_exporter | prometheus) want[$name]=1 ;;
+        pg | redis | redis_cluster | nginx | node_exporter | nginx_exporter | redis_exporter | pg_exporter | prometheus) want[$name]=1 ;;
         exporters) for n in "${MONITORING[@]}"; do [[ $n == prometheus ]] || want[$n]=1; done ;;
         api) for ((n = 1; n <= STACK_API_REPLICAS; n++)); do want[api$n]=1; done ;;
         api[1-9])
@@ -372,14 +398,14 @@ load_api_config() {
                 die "STACK_SERVICES names $name, but STACK_API_REPLICAS=$STACK_API_REPLICAS. Raise STACK_API_REPLICAS or drop $name."
             want[$name]=1
             ;;
-        *) die "STACK_SERVICES='$STACK_SERVICES': unknown service '$name'. Known: pg, redis, api (all STACK_API_REPLICAS replicas), api1..api$STACK_API_REPLICAS, nginx, exporters (${MONITORING[*]:0:4}), prometheus." ;;
+        *) die "STACK_SERVICES='$STACK_SERVICES': unknown service '$name'. Known: pg, redis, redis_cluster, api (all STACK_API_REPLICAS replicas), api1..api$STACK_API_REPLICAS, nginx, exporters (${MONITORING[*]:0:4}), prometheus." ;;
         esac
     done
     SELECTED=()
     for name in "${SERVICES[@]}"; do
         [[ -z ${want[$name]:-} ]] || SELECTED+=("$name")
     done
-    ((${#SELECTED[@]})) || die "STACK_SERVICES='$STACK_SERVICES' names no service. Known: pg, redis, api, api1..api$STACK_API_REPLICAS, nginx."
+    ((${#SELECTED[@]})) || die "STACK_SERVICES='$STACK_SERVICES' names no service. Known: pg, redis, redis_cluster, api, api1..api$STACK_API_REPLICAS, nginx."
 }
 
 load_nginx_config() {
@@ -902,6 +928,266 @@ redis_status() {
     return "$rc"
 }
 
+# --- Redis Cluster (opt-in service redis_cluster) ---------------------------------
+# Six redis-server nodes, three masters and a replica of each, on STACK_REDIS_CLUSTER_PORT..+5
+# with their cluster bus on STACK_REDIS_CLUSTER_BUS_PORT..+5. Each runs redis/redis.conf plus
+# the cluster settings below, with its data and nodes.conf in $REDIS_CLUSTER_DIR/PORT, its pid
+# file $RUN_DIR/redis-cluster-PORT.pid and its log $LOG_DIR/redis-cluster-PORT.log. The first
+# 'up' creates the cluster (redis-cli --cluster create); later ones restart the nodes, which
+# rejoin from their nodes.conf (roles as the last failover left them). The stack's clients (API
+# replicas, 'env', the redis exporter) use it instead of the single Redis when STACK_SERVICES
+# names redis_cluster, or names no Redis while only the cluster runs (see clients_redis_url).
+REDIS_CLUSTER_NODES=6
+
+redis_cluster_load_config() {
+    STACK_REDIS_CLUSTER_PORT=${STACK_REDIS_CLUSTER_PORT:-$DEFAULT_STACK_REDIS_CLUSTER_PORT}
+    STACK_REDIS_CLUSTER_BUS_PORT=${STACK_REDIS_CLUSTER_BUS_PORT:-$DEFAULT_STACK_REDIS_CLUSTER_BUS_PORT}
+    STACK_REDIS_CLUSTER_NODE_TIMEOUT=${STACK_REDIS_CLUSTER_NODE_TIMEOUT:-$DEFAULT_STACK_REDIS_CLUSTER_NODE_TIMEOUT}
+    local var port i
+    for var in STACK_REDIS_CLUSTER_PORT STACK_REDIS_CLUSTER_BUS_PORT; do
+        if ! is_port "${!var}" || ((10#${!var} + REDIS_CLUSTER_NODES - 1 > 65535)); then
+            die "$var='${!var}' must be a TCP port number with the $((REDIS_CLUSTER_NODES - 1)) after it free for the other nodes (at most $((65536 - REDIS_CLUSTER_NODES)))."
+        fi
+    done
+    [[ $STACK_REDIS_CLUSTER_NODE_TIMEOUT =~ ^[1-9][0-9]{2,}$ ]] ||
+        die "STACK_REDIS_CLUSTER_NODE_TIMEOUT='$STACK_REDIS_CLUSTER_NODE_TIMEOUT' must be a number of milliseconds, at least 100."
+    # The nodes' and bus ports must not overlap each other or the single services' ports.
+    local -A owner=([$((10#$STACK_PG_PORT))]=STACK_PG_PORT [$((10#$STACK_REDIS_PORT))]=STACK_REDIS_PORT)
+    for var in STACK_REDIS_CLUSTER_PORT STACK_REDIS_CLUSTER_BUS_PORT; do
+        for ((i = 0; i < REDIS_CLUSTER_NODES; i++)); do
+            port=$((10#${!var} + i))
+            [[ -z ${owner[$port]:-} ]] ||
+                die "port $port is wanted by both ${owner[$port]} and $var (+$i). Choose STACK_REDIS_CLUSTER_PORT and STACK_REDIS_CLUSTER_BUS_PORT so that each has $REDIS_CLUSTER_NODES free ports of its own."
+            owner[$port]=$var
+        done
+    done
+    if [[ " ${SELECTED[*]} " == *" redis "* && " ${SELECTED[*]} " == *" redis_cluster "* ]]; then
+        die "STACK_SERVICES names both redis and redis_cluster, but the API replicas use one Redis. Name one of them."
+    fi
+    REDIS_CLUSTER_DIR=$STACK_DIR/redis-cluster
+}
+
+# The URL the stack's clients use: the cluster's when STACK_SERVICES names redis_cluster, or
+# names no Redis (e.g. STACK_SERVICES=api2) while our cluster runs and our single Redis does
+# not; the single Redis' otherwise.
+clients_redis_url() {
+    if redis_cluster_in_use; then
+        printf 'redis-cluster://%s:%s' "$(url_host "$STACK_HOST")" "$STACK_REDIS_CLUSTER_PORT"
+    else
+        redis_url
+    fi
+}
+
+redis_cluster_in_use() {
+    case " ${SELECTED[*]} " in
+    *" redis_cluster "*) return 0 ;;
+    *" redis "*) return 1 ;;
+    esac
+    ! redis_pid >/dev/null && (($(redis_cluster_running_count) > 0))
+}
+
+# The exporter reads one node: the cluster's first (its own metrics), else the single Redis.
+exporter_redis_url() {
+    if redis_cluster_in_use; then
+        printf 'redis://%s:%s' "$(url_host "$STACK_HOST")" "$STACK_REDIS_CLUSTER_PORT"
+    else
+        redis_url
+    fi
+}
+
+redis_cluster_ports() {
+    local i
+    for ((i = 0; i < REDIS_CLUSTER_NODES; i++)); do echo $((10#$STACK_REDIS_CLUSTER_PORT + i)); done
+}
+redis_cluster_bus_port() { echo $((10#$STACK_REDIS_CLUSTER_BUS_PORT + $1 - 10#$STACK_REDIS_CLUSTER_PORT)); }
+redis_cluster_node_dir() { printf '%s/%s' "$REDIS_CLUSTER_DIR" "$1"; }
+redis_cluster_pidfile() { printf '%s/redis-cluster-%s.pid' "$RUN_DIR" "$1"; }
+redis_cluster_logfile() { printf '%s/redis-cluster-%s.log' "$LOG_DIR" "$1"; }
+redis_cluster_cli() {
+    local port=$1
+    shift
+    redis-cli -h "$STACK_HOST" -p "$port" "$@"
+}
+# Field $2 of node $1's CLUSTER INFO (empty when it does not answer).
+redis_cluster_info_field() { redis_cluster_cli "$1" cluster info 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"; }
+
+# Pid of OUR node on port $1: from its pid file, alive, a redis-server working in the node's
+# folder (it chdirs to --dir). Fails otherwise.
+redis_cluster_pid() {
+    local pidfile pid
+    pidfile=$(redis_cluster_pidfile "$1")
+    [[ -f $pidfile ]] || return 1
+    pid=$(<"$pidfile")
+    pid_alive "$pid" || return 1
+    [[ $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server* ]] || return 1
+    [[ /proc/$pid/cwd -ef $(redis_cluster_node_dir "$1") ]] || return 1
+    echo "$pid"
+}
+
+redis_cluster_running_count() {
+    local port n=0
+    for port in $(redis_cluster_ports); do
+        if redis_cluster_pid "$port" >/dev/null; then n=$((n + 1)); fi
+    done
+    echo "$n"
+}
+
+# Node $1 answers on its port as the process of its pid file.
+redis_cluster_node_ready() {
+    local pid
+    pid=$(redis_cluster_pid "$1") || return 1
+    [[ $(redis_cluster_cli "$1" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p') == "$pid" ]]
+}
+
+# Every node sees every slot served: cluster_state:ok and 16384 slots assigned.
+redis_cluster_healthy() {
+    local port
+    for port in $(redis_cluster_ports); do
+        [[ $(redis_cluster_info_field "$port" cluster_state) == ok &&
+            $(redis_cluster_info_field "$port" cluster_slots_assigned) == 16384 ]] || return 1
+    done
+}
+
+redis_cluster_check_ports() {
+    local port bus
+    for port in $(redis_cluster_ports); do
+        redis_cluster_pid "$port" >/dev/null && continue
+        bus=$(redis_cluster_bus_port "$port")
+        if port_in_use "$STACK_HOST" "$port"; then
+            die "port $port on $STACK_HOST (a Redis Cluster node, STACK_REDIS_CLUSTER_PORT..+$((REDIS_CLUSTER_NODES - 1))) is already in use by another process. Set STACK_REDIS_CLUSTER_PORT to the first of $REDIS_CLUSTER_NODES free ports."
+        fi
+        if port_in_use "$STACK_HOST" "$bus"; then
+            die "port $bus on $STACK_HOST (a Redis Cluster bus port, STACK_REDIS_CLUSTER_BUS_PORT..+$((REDIS_CLUSTER_NODES - 1))) is already in use by another process. Set STACK_REDIS_CLUSTER_BUS_PORT to the first of $REDIS_CLUSTER_NODES free ports."
+        fi
+    done
+}
+
+redis_cluster_preflight() {
+    redis_cluster_check_ports
+    redis_cluster_check_layout
+}
+
+# A cluster once created keeps its nodes' addresses in their nodes.conf: refuse other ports.
+redis_cluster_check_layout() {
+    local want have
+    want="$STACK_HOST $STACK_REDIS_CLUSTER_PORT $STACK_REDIS_CLUSTER_BUS_PORT"
+    [[ -f $REDIS_CLUSTER_DIR/layout ]] || return 0
+    have=$(<"$REDIS_CLUSTER_DIR/layout")
+    [[ $have == "$want" ]] ||
+        die "the Redis Cluster in $REDIS_CLUSTER_DIR was created as '$have' (STACK_HOST, STACK_REDIS_CLUSTER_PORT, STACK_REDIS_CLUSTER_BUS_PORT), not '$want'. Set them back, or '$SELF down --purge' to start afresh."
+}
+
+redis_cluster_start_node() {
+    local port=$1 dir pidfile logfile out
+    dir=$(redis_cluster_node_dir "$port")
+    pidfile=$(redis_cluster_pidfile "$port")
+    logfile=$(redis_cluster_logfile "$port")
+    rm -f -- "$pidfile" # stale, if any
+    install -d -m 0755 "$dir"
+    out=$(redis-server "$REDIS_CONF" --port "$port" --bind "$STACK_HOST" --dir "$dir" \
+        --pidfile "$pidfile" --logfile "$logfile" --daemonize yes \
+        --cluster-enabled yes --cluster-config-file nodes.conf \
+        --cluster-port "$(redis_cluster_bus_port "$port")" \
+        --cluster-node-timeout "$STACK_REDIS_CLUSTER_NODE_TIMEOUT" 2>&1 9>&-) || {
+        printf '%s\n' "$out" >&2
+        show_log_tail "$logfile"
+        die "redis-server (cluster node $port) failed to start (see above). Read $logfile."
+    }
+}
+
+redis_cluster_up() {
+    local port started=() addrs=() assigned known out
+    redis_cluster_check_layout
+    redis_cluster_check_ports
+    for port in $(redis_cluster_ports); do
+        if redis_cluster_pid "$port" >/dev/null; then continue; fi
+        redis_cluster_start_node "$port"
+        started+=("$port")
+    done
+    for port in $(redis_cluster_ports); do
+        if ! wait_for "$STACK_TIMEOUT" redis_cluster_node_ready "$port"; then
+            show_log_tail "$(redis_cluster_logfile "$port")"
+            die "Redis Cluster node $port did not answer on $(url_host "$STACK_HOST"):$port within ${STACK_TIMEOUT}s. Read $(redis_cluster_logfile "$port")."
+        fi
+        addrs+=("$(url_host "$STACK_HOST"):$port")
+    done
+    ((${#started[@]} == 0)) || log "redis_cluster: started node(s) ${started[*]} (node timeout ${STACK_REDIS_CLUSTER_NODE_TIMEOUT} ms; logs: $LOG_DIR/redis-cluster-PORT.log)"
+    assigned=$(redis_cluster_info_field "$STACK_REDIS_CLUSTER_PORT" cluster_slots_assigned)
+    known=$(redis_cluster_info_field "$STACK_REDIS_CLUSTER_PORT" cluster_known_nodes)
+    if [[ ! -f $REDIS_CLUSTER_DIR/layout ]]; then
+        [[ $assigned == 0 && $known == 1 ]] ||
+            die "the Redis Cluster nodes in $REDIS_CLUSTER_DIR hold a cluster this script did not finish creating (slots assigned: ${assigned:-?}, nodes known: ${known:-?}). '$SELF down --purge' and 'up' again."
+        log "redis_cluster: creating the cluster: three masters with a replica each (redis-cli --cluster create)"
+        out=$(redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes 2>&1 9>&-) || {
+            printf '%s\n' "$out" | tail -n 15 >&2
+            die "redis-cli --cluster create failed (see above)."
+        }
+        printf '%s %s %s\n' "$STACK_HOST" "$STACK_REDIS_CLUSTER_PORT" "$STACK_REDIS_CLUSTER_BUS_PORT" >"$REDIS_CLUSTER_DIR/layout"
+    fi
+    if ! wait_for "$STACK_TIMEOUT" redis_cluster_healthy; then
+        redis_cluster_cli "$STACK_REDIS_CLUSTER_PORT" cluster nodes >&2 2>&1 || true
+        die "the Redis Cluster is not cluster_state:ok with all 16384 slots on every node after ${STACK_TIMEOUT}s (CLUSTER NODES above). Read $LOG_DIR/redis-cluster-*.log."
+    fi
+    log "redis_cluster: up ($(redis_cluster_summary)); clients use $(clients_redis_url)"
+}
+
+# "masters=3 replicas=3 state=ok" as node STACK_REDIS_CLUSTER_PORT (or the first that answers) sees it.
+redis_cluster_summary() {
+    local port nodes
+    for port in $(redis_cluster_ports); do
+        nodes=$(redis_cluster_cli "$port" cluster nodes 2>/dev/null) || continue
+        [[ -n $nodes ]] || continue
+        awk -v state="$(redis_cluster_info_field "$port" cluster_state)" '
+            $3 ~ /master/ && $3 !~ /fail/ && $8 == "connected" { m++ }
+            $3 ~ /slave/ && $3 !~ /fail/ && $8 == "connected" { r++ }
+            END { printf "masters=%d replicas=%d state=%s", m, r, state }' <<<"$nodes"
+        return 0
+    done
+    printf 'no node answers'
+}
+
+redis_cluster_down() {
+    local port pid role replicas=() masters=()
+    for port in $(redis_cluster_ports); do
+        pid=$(redis_cluster_pid "$port") || {
+            rm -f -- "$(redis_cluster_pidfile "$port")" 2>/dev/null || true
+            continue
+        }
+        role=$(redis_cluster_cli "$port" role 2>/dev/null | head -n 1)
+        if [[ $role == slave ]]; then replicas+=("$port:$pid"); else masters+=("$port:$pid"); fi
+    done
+    if ((${#replicas[@]} + ${#masters[@]} == 0)); then
+        log "redis_cluster: already stopped"
+        return 0
+    fi
+    # Replicas first: a master stopped while its replica runs would be failed over to it.
+    local entry
+    for entry in "${replicas[@]}" "${masters[@]}"; do
+        port=${entry%%:*} pid=${entry#*:}
+        redis_cluster_cli "$port" shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+        if ! wait_for "$STACK_TIMEOUT" pid_gone "$pid"; then
+            show_log_tail "$(redis_cluster_logfile "$port")"
+            die "Redis Cluster node $port (pid $pid) did not stop within ${STACK_TIMEOUT}s. Read $(redis_cluster_logfile "$port"); stop it without saving: redis-cli -h $STACK_HOST -p $port shutdown nosave"
+        fi
+        rm -f -- "$(redis_cluster_pidfile "$port")"
+    done
+    log "redis_cluster: stopped ${#replicas[@]} replica(s), then ${#masters[@]} master(s)"
+}
+
+redis_cluster_status() {
+    local state=stopped running rc=1 extra=''
+    running=$(redis_cluster_running_count)
+    if ((running == REDIS_CLUSTER_NODES)) && redis_cluster_healthy; then
+        state=running rc=0
+    elif ((running > 0)); then
+        state=degraded
+    fi
+    ((running == 0)) || extra="nodes=$running/$REDIS_CLUSTER_NODES $(redis_cluster_summary)"
+    printf '%-14s %-9s pid=%-8s %s:%-6s %s\n' redis_cluster "$state" - "$(url_host "$STACK_HOST")" \
+        "$STACK_REDIS_CLUSTER_PORT" "$extra"
+    return "$rc"
+}
+
 # --- API replicas ------------------------------------------------------------
 # api1..api$STACK_API_REPLICAS share these functions; $1 is the replica number N.
 # Replica N listens on STACK_API_PORT+N-1 (public) and STACK_API_ADMIN_PORT+N-1
@@ -998,7 +1284,7 @@ api_up() {
     api_check_ports "$n"
     log "$name: starting $STACK_API_BIN on $(api_addr "$n"), admin $(api_admin_addr "$n") (log: $logfile)"
     launch "$name" "$pidfile" "$logfile" API_LISTEN="$(api_addr "$n")" API_ADMIN_LISTEN="$(api_admin_addr "$n")" \
-        DATABASE_URL="$(database_url)" REDIS_URL="$(redis_url)" \
+        DATABASE_URL="$(database_url)" REDIS_URL="$(clients_redis_url)" \
         API_KEY_PREFIX="$STACK_KEY_PREFIX" API_DRAIN_DELAY_MS="$API_DRAIN_DELAY_MS" \
         API_WORKER_THREADS="$API_WORKER_THREADS" STACK_API_PIDFILE="$pidfile" -- "$STACK_API_BIN"
     pid=$LAUNCHED_PID
@@ -1302,7 +1588,7 @@ mon_command() {
             -nginx.retries=100000 -nginx.retry-interval=2s -nginx.timeout=2s)
         ;;
     redis_exporter)
-        MON_CMD=(prometheus-redis-exporter "-redis.addr=$(redis_url)" "-web.listen-address=$addr")
+        MON_CMD=(prometheus-redis-exporter "-redis.addr=$(exporter_redis_url)" "-web.listen-address=$addr")
         ;;
     pg_exporter)
         # The application role: it sees pg_stat_database and pg_up, all the dashboard needs.
@@ -1424,7 +1710,7 @@ cmd_up() {
     done
     echo "  logs: $PG_LOG, $REDIS_LOG, $LOG_DIR/apiN.log, $NGINX_LOG, $LOG_DIR/<exporter>.log, $LOG_DIR/prometheus.log"
     echo "DATABASE_URL=$(database_url)"
-    echo "REDIS_URL=$(redis_url)"
+    echo "REDIS_URL=$(clients_redis_url)"
     echo "API_URLS=$(api_urls)"
     echo "PUBLIC_URL=$(nginx_url)"
     echo "PROMETHEUS_URL=$(prometheus_url)"
@@ -1474,7 +1760,7 @@ cmd_env() {
     (($# == 0)) || die "'env' takes no arguments."
     # URL-encoded values contain no single quotes, so this is safe for eval.
     printf "export DATABASE_URL='%s'\n" "$(database_url)"
-    printf "export REDIS_URL='%s'\n" "$(redis_url)"
+    printf "export REDIS_URL='%s'\n" "$(clients_redis_url)"
     printf "export API_URLS='%s'\n" "$(api_urls)"
     printf "export PUBLIC_URL='%s'\n" "$(nginx_url)"
     printf "export PROMETHEUS_URL='%s'\n" "$(prometheus_url)"

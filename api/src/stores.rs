@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fred::clients::WithOptions;
 use fred::prelude::*;
 use results_core::generate::StreamSizes;
 use results_core::record::{Region, ResultRecord, Stream};
@@ -14,6 +15,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use crate::config::Settings;
 use crate::view::SchoolInfo;
+
+/// The longest pause between two attempts to reconnect to Redis, in milliseconds.
+const RECONNECT_MAX_DELAY_MS: u32 = 500;
 
 /// Why a store did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +41,9 @@ pub enum StoreError {
 pub struct RedisTier {
     pool: Pool,
     layout: KeyLayout,
+    /// Request-path commands fail at once while their client is not connected (see
+    /// [`RedisTier::fast`]).
+    fast: Options,
 }
 
 impl RedisTier {
@@ -45,23 +52,46 @@ impl RedisTier {
     pub fn connect(settings: &Settings) -> anyhow::Result<Self> {
         let mut config = Config::from_url(&settings.redis_url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {}", e.details()))?;
-        // Fail a command at once while disconnected instead of queueing it: the read path has
-        // PostgreSQL to fall back on, and a queue would turn an outage into latency.
+        // The first connection's failure is reported, not retried inside `connect_pool`; the
+        // reconnect policy below takes over.
         config.fail_fast = true;
         let timeout = settings.redis_timeout;
         let pool = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = Duration::from_secs(2);
-                c.max_command_attempts = 1;
+                // Each write is an attempt, and a cluster's MOVED or ASK redirection writes the
+                // command again: with 1 every redirected lookup failed over to PostgreSQL during
+                // a reshard. Outages do not retry: fail_fast (below) ends those commands at once.
+                c.max_command_attempts = 3;
             })
             .with_performance_config(|p| p.default_command_timeout = timeout)
-            // fred's default is to never reconnect: retry forever, 50 ms to 2 s apart.
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+            // fred's default is to never reconnect: retry forever, 50 ms to 500 ms apart. A cluster
+            // client reconnects only once every master in the slot map answers, so after a
+            // failover the next attempt is the one that succeeds: a short cap keeps that wait
+            // short (a refused loopback connect twice a second costs nothing).
+            .set_policy(ReconnectPolicy::new_exponential(0, 50, RECONNECT_MAX_DELAY_MS, 2))
             .build_pool(settings.redis_pool_size.max(1))
             .map_err(|e| anyhow::anyhow!("cannot configure the Redis client: {}", e.details()))?;
         drop(pool.connect_pool());
-        Ok(Self { pool, layout: settings.layout.clone() })
+        // `Config::fail_fast` only concerns the first connection. Per command, fred queues what
+        // is sent while it reconnects until the command timeout; with this option it fails at
+        // once, so the read path goes to PostgreSQL without waiting. A cluster client
+        // reconnects all its nodes when one fails, so without it every lookup waited for the
+        // timeout until a failed master's replica took over.
+        let fast = Options { fail_fast: true, ..Options::default() };
+        Ok(Self { pool, layout: settings.layout.clone(), fast })
+    }
+
+    /// A connection for the request path: its commands fail at once while it reconnects.
+    fn fast(&self) -> WithOptions<Client> {
+        self.pool.next().with_options(&self.fast)
+    }
+
+    /// A connection for the background refresh: its commands wait for a reconnection, up to the
+    /// Redis timeout, so the refresh at start-up finds the pool connected rather than racing it.
+    fn patient(&self) -> &Client {
+        self.pool.next()
     }
 
     /// Whether at least one connection is up.
@@ -72,24 +102,24 @@ impl RedisTier {
     /// The stored value for `id`, if any.
     pub async fn get(&self, id: StudentId) -> Result<Option<Bytes>, StoreError> {
         let (key, field) = self.layout.result_location(id);
-        Ok(self.pool.next().hget(key, field).await?)
+        Ok(self.fast().hget(key, field).await?)
     }
 
     /// Whether the completeness marker exists right now.
     pub async fn marker_exists(&self) -> Result<bool, StoreError> {
-        let n: u64 = self.pool.next().exists(self.layout.marker_key()).await?;
+        let n: u64 = self.fast().exists(self.layout.marker_key()).await?;
         Ok(n == 1)
     }
 
     /// The completeness marker (`None` when absent or malformed).
     pub async fn marker(&self) -> Result<Option<Marker>, StoreError> {
-        let fields: HashMap<String, String> = self.pool.next().hgetall(self.layout.marker_key()).await?;
+        let fields: HashMap<String, String> = self.patient().hgetall(self.layout.marker_key()).await?;
         Ok(if fields.is_empty() { None } else { Marker::from_fields(&fields) })
     }
 
     /// Every school stored by the seeder.
     pub async fn schools(&self) -> Result<HashMap<u32, SchoolInfo>, StoreError> {
-        let fields: HashMap<String, Bytes> = self.pool.next().hgetall(self.layout.schools_key()).await?;
+        let fields: HashMap<String, Bytes> = self.patient().hgetall(self.layout.schools_key()).await?;
         let mut schools = HashMap::with_capacity(fields.len());
         for (field, value) in fields {
             let Ok(id) = field.parse::<u32>() else { continue };

@@ -130,6 +130,30 @@ async fn a_slow_redis_is_treated_as_down_for_that_request() {
 }
 
 #[tokio::test]
+async fn while_redis_reconnects_a_lookup_does_not_wait_for_the_redis_timeout() {
+    // A long Redis timeout: a command queued behind the client's reconnection would wait all of
+    // it (as it did, for every node of a cluster, while one master failed over).
+    let seeded = Seeded::shared().await;
+    let app = TestApp::spawn(&seeded, |s| {
+        s.redis_timeout = Duration::from_secs(3);
+        s.cache_ttl = Duration::from_millis(1);
+    })
+    .await;
+    app.wait_ready(Duration::from_secs(5), |r| r["redis"] == "up").await;
+    app.redis_proxy.cut();
+    let down = app.wait_ready(Duration::from_secs(10), |r| r["redis"] == "down").await;
+    assert_eq!(down["redis"], "down", "{down}");
+    for id in [1_009_000, 1_009_001, 1_009_002] {
+        let started = Instant::now();
+        let response = app.get(&format!("/v1/results/{id}")).await;
+        let elapsed = started.elapsed();
+        assert_eq!(response.status(), 200, "student {id} served from PostgreSQL");
+        // Stated bound: one PostgreSQL lookup on loopback, far below the 3 s Redis timeout.
+        assert!(elapsed < Duration::from_millis(1_000), "student {id} took {elapsed:?}");
+    }
+}
+
+#[tokio::test]
 async fn the_api_starts_without_either_store_and_becomes_ready_when_they_come() {
     let seeded = Seeded::shared().await;
     let app = TestApp::spawn_with_stores(&seeded, false, |s| s.pg_timeout = Duration::from_millis(300)).await;

@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# scripts/tests/redis_cluster_test.sh - the seeder and the API against a real Redis Cluster
+# (service redis_cluster of scripts/stack.sh: three masters, a replica each) on a throw-away
+# stack (own folder, own free ports from BASE 27800), so the developer's stack is never touched.
+#
+# It checks: stack.sh starts the cluster, says so (status, env's REDIS_URL=redis-cluster://...)
+# and refuses redis and redis_cluster together; the seeder loads 20,000 students into it,
+# pipelining on every master (fewer read events than commands), and `seeder verify` agrees,
+# its SCAN having run on every master; the keys spread over the three masters within +-15% of the
+# mean; three API replicas behind NGINX serve from the cluster (Redis hits rise on their admin
+# /metrics); a reshard (slots moving between masters: MOVED/ASK) during a bounded wrk load loses
+# no request and sends no lookup to PostgreSQL; then the master holding the completeness marker is SIGKILLed during a 15 s wrk load:
+# its replica is promoted, the cluster is whole again, and no client request fails (the API reads
+# PostgreSQL while Redis errors). It measures and prints the raw failover: from the kill until
+# the cluster answers reads for the dead master's slots, until the API's Redis hits are back,
+# and how many lookups went to PostgreSQL meanwhile. Last, the killed node comes back as a
+# replica, and down stops all six nodes.
+#
+# Needs: target/debug/api (or REDIS_CLUSTER_API_BIN), target/release/seeder or
+# target/debug/seeder, redis-server/redis-cli, nginx, wrk, curl (stack.sh installs its Debian
+# packages; wrk: apt-get install wrk). Prints "redis_cluster_test: N passed, M failed" last; exit
+# status 1 if anything failed. REDIS_CLUSTER_KEEP_LOGS=DIR keeps the stack's logs and the samples.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd -- "$SCRIPT_DIR/../.." && pwd)
+STUDENTS=20000
+FIRST_ID=1000000
+LAST_ID=$((FIRST_ID + STUDENTS - 1))
+passed=0
+failed=0
+
+say() { printf 'redis_cluster_test: %s\n' "$*" >&2; }
+TEST_NAME=redis_cluster_test
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
+
+fatal() {
+  say "cannot continue: $*"
+  failed=$((failed + 1))
+  printf 'redis_cluster_test: %d passed, %d failed\n' "$passed" "$failed"
+  exit 1
+}
+
+test_binaries "${REDIS_CLUSTER_API_BIN:-}"
+command -v wrk >/dev/null || fatal "wrk is missing (apt-get install wrk)"
+command -v curl >/dev/null || fatal "curl is missing (apt-get install curl)"
+
+STACK_API_BIN=$API_BIN
+throwaway_stack redis-cluster-test 27800
+# Six node ports and six bus ports above the throw-away stack's own (BASE+40.., BASE+50..).
+STACK_REDIS_CLUSTER_PORT=$(free_port 27840 6)
+STACK_REDIS_CLUSTER_BUS_PORT=$(free_port $((STACK_REDIS_CLUSTER_PORT + 10)) 6)
+STACK_NGINX_MICROCACHE=off # every request reaches a replica
+STACK_SERVICES="pg redis_cluster"
+export STACK_REDIS_CLUSTER_PORT STACK_REDIS_CLUSTER_BUS_PORT STACK_NGINX_MICROCACHE STACK_SERVICES
+WRK_PID=''
+keep_logs() {
+  if [[ -n ${REDIS_CLUSTER_KEEP_LOGS:-} && -d $STACK_DIR/log ]]; then
+    mkdir -p "$REDIS_CLUSTER_KEEP_LOGS" &&
+      { cp -f "$STACK_DIR"/log/* "$STACK_DIR"/*.txt "$STACK_DIR"/*.log "$REDIS_CLUSTER_KEEP_LOGS"/ 2>/dev/null || true; }
+  fi
+}
+cleanup() {
+  [[ -z $WRK_PID ]] || kill "$WRK_PID" 2>/dev/null || true
+  keep_logs
+  bash "$STACK" down --purge >/dev/null 2>&1 || true
+  rm -rf "$STACK_DIR"
+}
+trap cleanup EXIT
+
+HOST=127.0.0.1
+PORTS=()
+for ((i = 0; i < 6; i++)); do PORTS+=($((STACK_REDIS_CLUSTER_PORT + i))); done
+say "stack in $STACK_DIR: pg $STACK_PG_PORT, cluster ${PORTS[0]}-${PORTS[5]} (bus $STACK_REDIS_CLUSTER_BUS_PORT..), api $STACK_API_PORT.., nginx $STACK_NGINX_PORT"
+
+# --- stack.sh: the cluster service ------------------------------------------------------------
+bash "$STACK" up >"$STACK_DIR/up.log" 2>&1 || fatal "stack.sh up (pg redis_cluster) failed: $(tail -5 "$STACK_DIR/up.log")"
+cli() { redis-cli -h "$HOST" -p "$@"; }
+info_field() { cli "$1" "${@:3}" 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"; } # PORT FIELD CMD...
+masters() { # the ports of the live masters, as node $1 sees them
+  cli "$1" cluster nodes 2>/dev/null | awk '$3 ~ /master/ && $3 !~ /fail/ { split($2, a, "[:@]"); print a[2] }' | sort -n
+}
+mapfile -t MASTERS < <(masters "${PORTS[0]}")
+check "up starts six nodes: three masters" test "${#MASTERS[@]}" = 3
+check "every node says cluster_state:ok" bash -c \
+  "for p in ${PORTS[*]}; do redis-cli -h $HOST -p \$p cluster info | grep -q '^cluster_state:ok' || exit 1; done"
+check "each master has one replica" bash -c \
+  "[[ \$(redis-cli -h $HOST -p ${PORTS[0]} cluster nodes | grep -c ' slave ') == 3 ]]"
+check "the nodes run the project's settings plus the cluster's" bash -c \
+  "redis-cli -h $HOST -p ${PORTS[3]} config get hash-max-listpack-value | grep -qx 128 &&
+   redis-cli -h $HOST -p ${PORTS[3]} config get cluster-node-timeout | grep -qx 2000"
+check "status shows the cluster running, 3 masters and 3 replicas" bash -c \
+  "bash '$STACK' status | grep -q '^redis_cluster  *running .*nodes=6/6 masters=3 replicas=3 state=ok'"
+check "up again leaves the cluster as it is" bash -c "bash '$STACK' up 2>&1 | grep -q 'redis_cluster: up (masters=3'"
+check "env prints REDIS_URL=redis-cluster://" bash -c \
+  "bash '$STACK' env | grep -qxF \"export REDIS_URL='redis-cluster://$HOST:${PORTS[0]}'\""
+check "env with STACK_SERVICES naming redis prints the single Redis' URL" bash -c \
+  "STACK_SERVICES='pg redis' bash '$STACK' env | grep -qxF \"export REDIS_URL='redis://$HOST:$STACK_REDIS_PORT'\""
+check "redis and redis_cluster together are refused, naming both" bash -c \
+  "out=\$(STACK_SERVICES='redis redis_cluster' bash '$STACK' env 2>&1) && exit 1; grep -q 'names both redis and redis_cluster' <<<\"\$out\""
+check "overlapping cluster ports are refused" bash -c \
+  "! STACK_REDIS_CLUSTER_BUS_PORT=$((STACK_REDIS_CLUSTER_PORT + 3)) bash '$STACK' env >/dev/null 2>&1"
+
+# --- the seeder --------------------------------------------------------------------------------
+eval "$(bash "$STACK" env)"
+for p in "${MASTERS[@]}"; do cli "$p" config resetstat >/dev/null; done
+SEEDER_PROGRESS=quiet "$SEEDER_BIN" --students "$STUDENTS" >"$STACK_DIR/seed.log" 2>&1 ||
+  fatal "seeding $STUDENTS students into the cluster failed: $(tail -5 "$STACK_DIR/seed.log")"
+pipelined=''
+for p in "${MASTERS[@]}"; do
+  cmds=$(info_field "$p" total_commands_processed info stats)
+  reads=$(info_field "$p" total_reads_processed info stats)
+  pipelined+=" $p:${cmds}cmds/${reads}reads"
+  check "the seeder pipelines on master $p (fewer read events than commands: $reads < $cmds)" test "$reads" -lt "$cmds"
+done
+say "seeder on the masters (commands / read events):$pipelined"
+"$SEEDER_BIN" verify >"$STACK_DIR/verify.log" 2>&1 && verified=0 || verified=$?
+check "seeder verify: PostgreSQL and the cluster agree (exit 0)" test "$verified" = 0
+check "seeder verify says OK" grep -q '^OK: PostgreSQL and Redis hold the same data set' "$STACK_DIR/verify.log"
+for p in "${MASTERS[@]}"; do
+  check "the seeder's SCAN ran on master $p" bash -c \
+    "redis-cli -h $HOST -p $p info commandstats | grep -q '^cmdstat_scan:calls=[1-9]'"
+done
+
+# Keys per master: 200 buckets + the schools + the marker, spread by hash slot.
+total=0 spread=''
+declare -A keys_of
+for p in "${MASTERS[@]}"; do
+  keys_of[$p]=$(cli "$p" dbsize)
+  total=$((total + keys_of[$p]))
+  spread+=" $p:${keys_of[$p]}"
+done
+say "keys per master:$spread (total $total)"
+check "every key is on a master: $total = $((STUDENTS / 100)) buckets + schools + marker" test "$total" = $((STUDENTS / 100 + 2))
+for p in "${MASTERS[@]}"; do
+  # Stated tolerance: +-15% of the mean (a small key count; the full data set is within 1%,
+  # results-core's keys tests).
+  check "master $p holds ${keys_of[$p]} keys, within 15% of the mean $((total / 3))" \
+    test $((100 * keys_of[$p] * 3)) -ge $((85 * total)) -a $((100 * keys_of[$p] * 3)) -le $((115 * total))
+done
+
+# --- the API replicas and NGINX ------------------------------------------------------------------
+# A debug build opens a PostgreSQL connection slowly (its SCRAM hashing is unoptimised: 0.6-1.3 s
+# on a busy host, 0.05 s for a release build), and a failover sends every lookup to PostgreSQL
+# at once: 3 s instead of 1 s for a connection keeps that start-up cost from failing lookups.
+API_PG_TIMEOUT_MS=3000 STACK_SERVICES="redis_cluster api nginx" bash "$STACK" up >"$STACK_DIR/up-api.log" 2>&1 ||
+  fatal "stack.sh up (api nginx) failed: $(tail -5 "$STACK_DIR/up-api.log")"
+PUBLIC=http://$HOST:$STACK_NGINX_PORT
+check "the replicas were given REDIS_URL=redis-cluster://" bash -c \
+  "tr '\\0' '\\n' </proc/\$(cat '$STACK_DIR/run/api1.pid')/environ | grep -qxF 'REDIS_URL=redis-cluster://$HOST:${PORTS[0]}'"
+check "/readyz: Redis up, the complete data set" bash -c \
+  "curl -fs '$PUBLIC/readyz' | grep -q '\"redis\":\"up\".*\"complete_data_set\":true'"
+counters() { # sums over the replicas' /metrics: Redis hits, Redis errors, PostgreSQL hits and
+  # errors, in-process cache hits (result_lookups_total{tier,outcome}), on one line
+  local n
+  for n in 1 2 3; do curl -fs --max-time 2 "http://$HOST:$((STACK_API_ADMIN_PORT + n - 1))/metrics" 2>/dev/null || true; done |
+    awk '$1 ~ /^result_lookups_total\{/ { c[$1] += $2 }
+      END { split("redis:hit redis:error db:hit db:error memory:hit", want, " ")
+        for (i = 1; i <= 5; i++) { split(want[i], tv, ":"); k = "result_lookups_total{tier=\"" tv[1] "\",outcome=\"" tv[2] "\"}"
+          printf "%d%s", c[k], (i < 5 ? " " : "\n") } }'
+}
+lookups() { # one of the counters: redis hit|redis error|db hit|db error|memory hit
+  local c
+  read -ra c < <(counters)
+  case $1:$2 in
+  redis:hit) echo "${c[0]}" ;; redis:error) echo "${c[1]}" ;; db:hit) echo "${c[2]}" ;;
+  db:error) echo "${c[3]}" ;; memory:hit) echo "${c[4]}" ;;
+  esac
+}
+hits_before=$(lookups redis hit)
+codes=''
+for ((i = 0; i < 30; i++)); do codes+=" $(curl -s -o /dev/null -w '%{http_code}' "$PUBLIC/v1/results/$((FIRST_ID + i * 613))")"; done
+check "30 results through NGINX from the cluster: all 200" test "$(tr ' ' '\n' <<<"$codes" | sort -u | tr -d '\n')" = 200
+hits_after=$(lookups redis hit)
+check "the replicas' Redis hits rose by 30 ($hits_before -> $hits_after)" test $((hits_after - hits_before)) -ge 30
+check "an unknown ID is a 404 from the cluster's marker" test \
+  "$(curl -s -o /dev/null -w '%{http_code}' "$PUBLIC/v1/results/$((LAST_ID + 1))")" = 404
+
+# --- loads --------------------------------------------------------------------------------------
+LUA=$STACK_DIR/results.lua
+sed -e "s/^local first_id, last_id = .*/local first_id, last_id = $FIRST_ID, $LAST_ID/" \
+  "$REPO_DIR/scripts/bench/results.lua" >"$LUA"
+grep -q "first_id, last_id = $FIRST_ID, $LAST_ID" "$LUA" || fatal "could not set the ID range in $LUA"
+bench_field() { sed -n "s/.*[ ]$1=\([0-9]*\).*/\1/p" "$2"; }
+wrk_clean() { # the BENCH line of wrk output $1: requests > 0, no non-2xx, no socket errors
+  local f=$1 v
+  [[ $(bench_field requests "$f") -gt 0 ]] || return 1
+  for v in non2xx connect read write timeout; do
+    [[ $(bench_field "$v" "$f") == 0 ]] || return 1
+  done
+}
+node_id() { cli "${PORTS[0]}" cluster nodes | awk -v a="$HOST:$1@" 'index($2, a) == 1 { print $1 }'; }
+now_ms() { echo $(($(date +%s%N) / 1000000)); }
+
+# 1. A reshard during a load: slots and their keys move between masters (MOVED, ASK).
+from=${MASTERS[0]} to=${MASTERS[1]}
+errors_before=$(lookups redis error)
+hits_before=$(lookups redis hit)
+out=$STACK_DIR/wrk-reshard.txt
+wrk -t1 -c4 -d8s --timeout 3s -s "$LUA" "$PUBLIC" >"$out" 2>&1 &
+WRK_PID=$!
+sleep 1
+say "reshard: 1000 slots from master $from to master $to during an 8 s load"
+redis-cli --cluster reshard "$HOST:$from" --cluster-from "$(node_id "$from")" --cluster-to "$(node_id "$to")" \
+  --cluster-slots 1000 --cluster-yes >"$STACK_DIR/reshard.log" 2>&1 && resharded=0 || resharded=$?
+wait "$WRK_PID" || true
+WRK_PID=''
+say "$(grep '^BENCH' "$out" || tail -3 "$out")"
+moved=$(grep -c '^Moving slot' "$STACK_DIR/reshard.log" || true)
+check "the reshard moved 1000 slots ($moved)" test "$resharded:$moved" = "0:1000"
+check "reshard under load: zero non-2xx, zero socket errors" wrk_clean "$out"
+reshard_errors=$(($(lookups redis error) - errors_before))
+say "reshard: Redis errors counted by the API: $reshard_errors, hits: +$(($(lookups redis hit) - hits_before))"
+# Each redirection writes a lookup again; with one write attempt allowed, 15 failed in a trial.
+check "the API followed every redirection: no Redis error during the reshard ($reshard_errors)" test "$reshard_errors" = 0
+check "Redis hits went on during the reshard" test "$(lookups redis hit)" -gt "$((hits_before + 100))"
+check "seeder verify still agrees after the reshard" "$SEEDER_BIN" verify
+
+# 2. SIGKILL the master that holds the completeness marker, during a 15 s load.
+marker_key=results:v1:meta
+slot=$(cli "${PORTS[0]}" cluster keyslot "$marker_key")
+victim=$(cli "${PORTS[0]}" cluster nodes | awk -v s="$slot" '$3 ~ /master/ {
+  for (i = 9; i <= NF; i++) { n = split($i, r, "-"); lo = r[1]; hi = (n == 2 ? r[2] : r[1]);
+    if (s + 0 >= lo + 0 && s + 0 <= hi + 0) { split($2, a, "[:@]"); print a[2] } } }')
+[[ -n $victim ]] || fatal "no master found for slot $slot"
+victim_id=$(node_id "$victim")
+replica=$(cli "${PORTS[0]}" cluster nodes | awk -v m="$victim_id" '$4 == m { split($2, a, "[:@]"); print a[2] }')
+survivor=''
+for p in "${MASTERS[@]}"; do [[ $p == "$victim" ]] || { survivor=$p && break; }; done
+victim_pid=$(cat "$STACK_DIR/run/redis-cluster-$victim.pid")
+say "failover: master $victim (pid $victim_pid; slot $slot holds the marker) has replica $replica"
+
+out=$STACK_DIR/wrk-failover.txt
+samples=$STACK_DIR/failover-samples.log
+wrk -t1 -c4 -d15s --timeout 3s -s "$LUA" "$PUBLIC" >"$out" 2>&1 &
+WRK_PID=$!
+sleep 3
+read -r b_hit b_err b_db b_dberr b_mem < <(counters)
+kill -KILL "$victim_pid"
+t0=$(now_ms)
+say "failover: SIGKILL master $victim at t=0"
+t_reads='' t_promoted='' t_api='' first_err='' stalled='' prev_hit=$b_hit prev_err=$b_err n_samples=0
+while kill -0 "$WRK_PID" 2>/dev/null && (($(now_ms) - t0 < 30000)); do
+  t=$(($(now_ms) - t0))
+  # A read of the dead master's slot through a survivor, following MOVED (-c).
+  r=$(timeout 2 redis-cli -c -h "$HOST" -p "$survivor" hlen "$marker_key" 2>&1 | tr -d '\r' || true)
+  flags=$(cli "$survivor" cluster nodes 2>/dev/null | awk -v a="$HOST:$replica@" 'index($2, a) == 1 { print $3 }')
+  read -r hit err db _ _ < <(counters)
+  printf 't=%5d ms read=%-28s replica_flags=%-14s redis_hit=%s redis_error=%s db_hit=%s\n' \
+    "$t" "${r:0:28}" "$flags" "$hit" "$err" "$db" >>"$samples"
+  [[ -n $t_reads || ! $r =~ ^[1-9][0-9]*$ ]] || t_reads=$t
+  [[ -n $t_promoted || $flags != *master* ]] || t_promoted=$t
+  [[ -n $first_err || $err -le $prev_err ]] || first_err=$t
+  # The API is off Redis once a sample has Redis errors and no hit; back when hits grow again.
+  if [[ -z $stalled && $err -gt $prev_err && $hit -eq $prev_hit ]]; then stalled=$t; fi
+  if [[ -z $t_api && -n $stalled && $hit -gt $prev_hit ]]; then t_api=$t; fi
+  n_samples=$((n_samples + 1))
+  prev_hit=$hit prev_err=$err
+  sleep 0.2
+done
+wait "$WRK_PID" || true
+WRK_PID=''
+say "$(grep '^BENCH' "$out" || tail -3 "$out")"
+read -r _ a_err a_db a_dberr a_mem < <(counters)
+fallbacks=$((a_db - b_db + a_mem - b_mem))
+redis_errors=$((a_err - b_err))
+db_errors=$((a_dberr - b_dberr))
+say "failover (measured on a shared machine, node timeout 2000 ms, sampled every ~$((t / (n_samples > 0 ? n_samples : 1))) ms):" \
+  "replica promoted after ${t_promoted:-never} ms;" \
+  "reads of the dead master's slots answered after ${t_reads:-never} ms; API Redis hits back after ${t_api:-never} ms" \
+  "(first Redis error seen at ${first_err:-never} ms); $redis_errors lookups met a Redis error, $fallbacks answered by" \
+  "PostgreSQL (or its in-process cache), $db_errors PostgreSQL errors; samples: $samples"
+check "SIGKILL of a master under load: zero failed client requests (non-2xx, socket errors)" wrk_clean "$out"
+check "the API saw the failover (Redis errors: $redis_errors) and PostgreSQL answered ($fallbacks)" \
+  test "$redis_errors" -gt 0 -a "$fallbacks" -gt 0
+check "the replica $replica was promoted to master within 10 s (${t_promoted:-never} ms)" \
+  test "${t_promoted:-99999}" -le 10000
+check "the dead master's slots answer reads again within 10 s (${t_reads:-never} ms)" test "${t_reads:-99999}" -le 10000
+check "the API reads Redis again within 3 s of that (${t_api:-never} ms)" \
+  test "${t_api:-99999}" -le $((${t_reads:-99999} + 3000))
+check "the survivors say cluster_state:ok" bash -c \
+  "for p in ${PORTS[*]}; do [[ \$p == $victim ]] && continue; redis-cli -h $HOST -p \$p cluster info | grep -q '^cluster_state:ok' || exit 1; done"
+check "CLUSTER NODES marks the killed master failed" bash -c \
+  "redis-cli -h $HOST -p $survivor cluster nodes | grep -q ' $HOST:$victim@[0-9]* [a-z,]*fail'"
+check "status shows the cluster degraded (5 of 6 nodes)" bash -c \
+  "bash '$STACK' status | grep -q '^redis_cluster  *degraded .*nodes=5/6'"
+check "/readyz shows the complete data set again" bash -c \
+  "curl -fs '$PUBLIC/readyz' | grep -q '\"redis\":\"up\".*\"complete_data_set\":true'"
+
+# 3. The killed node comes back: as a replica of its promoted replica.
+check "up restarts the killed node" env STACK_SERVICES=redis_cluster bash "$STACK" up
+check "the killed node rejoined as a replica" bash -c "redis-cli -h $HOST -p $victim role | head -1 | grep -qx slave"
+check "status shows the cluster whole: 3 masters and 3 replicas" bash -c \
+  "bash '$STACK' status | grep -q '^redis_cluster  *running .*nodes=6/6 masters=3 replicas=3 state=ok'"
+
+# --- down -------------------------------------------------------------------------------------
+mapfile -t node_pids < <(cat "$STACK_DIR"/run/redis-cluster-*.pid)
+check "down stops the stack" bash "$STACK" down
+check "every cluster node is gone" bash -c "for p in ${node_pids[*]}; do kill -0 \$p 2>/dev/null && exit 1; done; exit 0"
+check "status says the cluster is stopped" bash -c "bash '$STACK' status | grep -q '^redis_cluster  *stopped'"
+keep_logs
+
+printf 'redis_cluster_test: %d passed, %d failed\n' "$passed" "$failed"
+[[ $failed -eq 0 ]]
