@@ -28,7 +28,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hdrhistogram::Histogram;
@@ -457,11 +457,14 @@ const SERIES: usize = Request::ALL.len() * 2 * 2;
 struct Shard {
     histograms: [Option<Histogram<u64>>; SERIES],
     kinds: [[u64; 3]; Request::ALL.len()],
+    /// When the shard's latest request completed: the window ends at the last of them, not after
+    /// goose has stopped its users and written its reports.
+    last: Option<Instant>,
 }
 
 impl Shard {
     fn new() -> Self {
-        Self { histograms: std::array::from_fn(|_| None), kinds: [[0; 3]; Request::ALL.len()] }
+        Self { histograms: std::array::from_fn(|_| None), kinds: [[0; 3]; Request::ALL.len()], last: None }
     }
 }
 
@@ -517,9 +520,22 @@ impl Recorder {
         }
     }
 
-    /// Records one completed request: its latency, the user's expected cadence (goose's
+    /// Records one request completed now: its latency, the user's expected cadence (goose's
     /// `user_cadence`, ms; 0 for none) and why it failed, if it did.
     pub fn record(&self, request: Request, elapsed: Duration, cadence_ms: u64, error: Option<ErrorKind>) {
+        self.record_at(Instant::now(), request, elapsed, cadence_ms, error);
+    }
+
+    /// [`Recorder::record`] of a request completed at `finished` (the caller's clock reading, so
+    /// recording reads no clock).
+    pub fn record_at(
+        &self,
+        finished: Instant,
+        request: Request,
+        elapsed: Duration,
+        cadence_ms: u64,
+        error: Option<ErrorKind>,
+    ) {
         let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         let outcome = if error.is_some() { Outcome::Error } else { Outcome::Ok };
         let mut shard = locked(&self.shards[thread_shard() % self.shards.len()]);
@@ -535,6 +551,7 @@ impl Recorder {
         if let Some(kind) = error {
             shard.kinds[request as usize][kind as usize] += 1;
         }
+        shard.last = shard.last.max(Some(finished));
     }
 
     /// A user arrived; the last of the ramp-up starts the window over.
@@ -547,15 +564,21 @@ impl Recorder {
                     histogram.reset();
                 }
                 shard.kinds = [[0; 3]; Request::ALL.len()];
+                shard.last = None;
             }
             *locked(&self.window) = (SystemTime::now(), true);
         }
     }
 
-    /// The log of everything recorded so far; the window ends now.
+    /// The log of everything recorded so far; the window ends when the last request completed
+    /// (now, when none did).
     pub fn finish(&self, context: &RunContext) -> LatencyLog {
-        let end = SystemTime::now();
         let (start, ramp_up_excluded) = *locked(&self.window);
+        let last = self.shards.iter().filter_map(|shard| locked(shard).last).max();
+        let end = match last {
+            Some(last) => SystemTime::now().checked_sub(last.elapsed()).unwrap_or(start).max(start),
+            None => SystemTime::now(),
+        };
         let mut log = LatencyLog::new(Meta {
             format: FORMAT.to_owned(),
             runs: Vec::new(),
@@ -681,6 +704,24 @@ mod tests {
         let log = recorder.finish(&context());
         assert_eq!((log.meta.requests, log.meta.failures), (1, 1), "{:?}", log.meta);
         assert!(log.meta.runs[0].ramp_up_excluded);
+    }
+
+    #[test]
+    fn the_window_ends_at_the_last_completed_request() {
+        let recorder = Recorder::new(None);
+        recorder.record(Request::Result, Duration::from_millis(1), 0, None);
+        std::thread::sleep(Duration::from_millis(300));
+        let log = recorder.finish(&context());
+        let run = &log.meta.runs[0];
+        let now = unix_us(SystemTime::now());
+        assert!(now - run.end_unix_us >= 250_000, "the end is the request's, not the finish's: {run:?}");
+        assert!(run.end_unix_us >= run.start_unix_us, "never before the start: {run:?}");
+        // A request completed before the window (before a reset) does not end it before its start.
+        let recorder = Recorder::new(None);
+        let long_ago = Instant::now().checked_sub(Duration::from_secs(5)).expect("an instant 5 s ago");
+        recorder.record_at(long_ago, Request::Result, Duration::from_millis(1), 0, None);
+        let run = &recorder.finish(&context()).meta.runs[0];
+        assert_eq!(run.end_unix_us, run.start_unix_us, "{run:?}");
     }
 
     #[test]

@@ -131,9 +131,10 @@ impl PathBuf {
 
 /// Records a completed request in the live metrics and the run's histograms.
 fn done(plan: &Plan, request: Request, started: Instant, cadence_ms: u64, error: Option<ErrorKind>) {
-    let elapsed = started.elapsed();
+    let now = Instant::now();
+    let elapsed = now.saturating_duration_since(started);
     plan.live.record(request, elapsed, error);
-    plan.latency.record(request, elapsed, cadence_ms, error);
+    plan.latency.record_at(now, request, elapsed, cadence_ms, error);
 }
 
 /// Makes `request` for `target`, checks the answer and records it: a wrong status, a transport
