@@ -73,9 +73,11 @@ pub enum Command {
     /// folder as latency.hlog with latency.json. merge adds them into exact percentiles, prints the
     /// one-screen summary of the whole, and writes it with merge.json, merge.md, percentiles.png
     /// and the merged histograms (so merges merge again) into --out. Throughput is all requests over
-    /// the union of the runs' measured windows. Runs against another data set, with another
-    /// --co-mitigation or other histogram settings are refused. Exit status: 0 every SLO gate met,
-    /// 1 a gate missed, 2 an input refused.
+    /// the union of the runs' measured windows. Latency is given raw (every measured request once)
+    /// and corrected (plus HdrHistogram's coordinated-omission backfill at goose's per-user
+    /// cadence); the gates judge the corrected one, as a run's do. Runs against another data set,
+    /// with another --co-mitigation or other histogram settings are refused. Exit status: 0 every
+    /// SLO gate met, 1 a gate missed, 2 an input refused.
     Merge(crate::merge::MergeArgs),
 }
 
