@@ -16,6 +16,7 @@ use crate::LoadgenError;
 use crate::config::{
     DEFAULT_HOST, DEFAULT_INCREASE_RATE, DEFAULT_RUN_TIME_S, DEFAULT_TIMEOUT_S, DEFAULT_USERS, RunArgs,
 };
+use crate::histogram_log::{DataSet, Recorder, RunContext};
 use crate::ids::IdSpace;
 use crate::live::Live;
 use crate::scenarios::{self, Plan};
@@ -62,7 +63,6 @@ pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Resu
     let options = &args.options;
     let spec = options.spec()?;
     let ids = IdSpace::new(spec, options.hot_schools, options.hot_percent);
-    let plan = Arc::new(Plan { ids, live: Arc::clone(live), refresh_percent: options.refresh_percent });
 
     let mut configuration: GooseConfiguration = args.goose.clone();
     let dir = match (dir, configuration.output_dir.as_deref()) {
@@ -91,6 +91,16 @@ pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Resu
     let shape_given = test_plan;
     let rate_given = test_plan || configuration.increase_time.is_some();
     let run_time_given = test_plan || configuration.iterations.is_some();
+    // goose resets its metrics once every user of a plain --users ramp is launched: the
+    // histograms start over at the same moment.
+    let resets = !test_plan && configuration.iterations.is_none() && !configuration.no_reset_metrics;
+    let reset_after = resets.then(|| configuration.users.unwrap_or(DEFAULT_USERS));
+    let plan = Arc::new(Plan {
+        ids,
+        live: Arc::clone(live),
+        refresh_percent: options.refresh_percent,
+        latency: Recorder::new(reset_after),
+    });
 
     let mut attack = GooseAttack::initialize_with_config(configuration).map_err(goose)?;
     attack = *attack.set_default(GooseDefault::Host, DEFAULT_HOST).map_err(goose)?;
@@ -135,6 +145,17 @@ pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Resu
         }
         Err(e) => return Err(goose(e)),
     };
+    let context = RunContext {
+        generator: options.generator_label.clone(),
+        target: host.clone(),
+        users: metrics.maximum_users,
+        data_set: DataSet { students: options.students, seed: options.seed },
+        co_mitigation: co_mitigation.clone(),
+    };
+    plan.latency
+        .finish(&context)
+        .write(&dir)
+        .map_err(|e| LoadgenError::Io(format!("writing the latency histograms: {e}")))?;
     let stats = Stats::from_metrics(&metrics);
     let slo = options.slo();
     let verdict = Verdict::judge(&stats, &slo, failed);

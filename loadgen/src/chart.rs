@@ -14,9 +14,9 @@ use crate::config::Slo;
 
 /// The bundled font (its licence is `assets/DejaVu-LICENSE.txt`).
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
-const FAMILY: &str = "sans-serif";
+pub(crate) const FAMILY: &str = "sans-serif";
 
-fn register_font() -> Result<(), LoadgenError> {
+pub(crate) fn register_font() -> Result<(), LoadgenError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         [FontStyle::Normal, FontStyle::Bold]
@@ -26,7 +26,7 @@ fn register_font() -> Result<(), LoadgenError> {
     if ok { Ok(()) } else { Err(LoadgenError::Chart("the bundled font is not readable".into())) }
 }
 
-fn chart_error(e: impl std::fmt::Display) -> LoadgenError {
+pub(crate) fn chart_error(e: impl std::fmt::Display) -> LoadgenError {
     LoadgenError::Chart(e.to_string())
 }
 
@@ -165,7 +165,7 @@ pub fn draw(path: &Path, steps: &[Step], slo: &Slo, knee: Option<usize>) -> Resu
 type Series = (&'static str, RGBColor, fn(&Step) -> f64);
 
 /// A horizontal dashed line at `y` from `x0` to `x1`, as segments.
-fn dashed(x0: f64, x1: f64, y: f64) -> Vec<Vec<(f64, f64)>> {
+pub(crate) fn dashed(x0: f64, x1: f64, y: f64) -> Vec<Vec<(f64, f64)>> {
     let step = (x1 - x0) / 60.0;
     (0..60).step_by(2).map(|i| vec![(x0 + step * f64::from(i), y), (x0 + step * f64::from(i + 1), y)]).collect()
 }

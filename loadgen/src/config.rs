@@ -56,6 +56,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[expect(clippy::large_enum_variant, reason = "parsed once per process: boxing buys nothing")]
 pub enum Command {
     /// Capacity curve: steps of growing user counts, each bounded in time; CSV and PNG.
     ///
@@ -66,6 +67,18 @@ pub enum Command {
     /// --increase-rate are set per step. Exits 0 even when steps miss the SLO (finding the knee
     /// is the point), non-zero only when a step could not run.
     Capacity(CapacityArgs),
+    /// Merge runs of several load generators (one machine or many) into one exact report.
+    ///
+    /// Every run writes its latency histograms (HdrHistogram, µs, 3 significant digits) into its
+    /// folder as latency.hlog with latency.json. merge adds them into exact percentiles, prints the
+    /// one-screen summary of the whole, and writes it with merge.json, merge.md, percentiles.png
+    /// and the merged histograms (so merges merge again) into --out. Throughput is all requests over
+    /// the union of the runs' measured windows. Latency is given raw (every measured request once)
+    /// and corrected (plus HdrHistogram's coordinated-omission backfill at goose's per-user
+    /// cadence); the gates judge the corrected one, as a run's do. Runs against another data set,
+    /// with another --co-mitigation or other histogram settings are refused. Exit status: 0 every
+    /// SLO gate met, 1 a gate missed, 2 an input refused.
+    Merge(crate::merge::MergeArgs),
 }
 
 /// Options of `loadgen capacity`.
@@ -165,6 +178,9 @@ pub struct Options {
     /// Seconds between live progress lines (users, req/s, p99, errors); 0 turns them off
     #[arg(long, env = "LOADGEN_PROGRESS_SECS", default_value_t = 2, help_heading = "Output")]
     pub progress_secs: u64,
+    /// Label of this generator in its latency histograms (latency.json), as merged reports show it
+    #[arg(long, env = "LOADGEN_GENERATOR_LABEL", default_value_t = crate::histogram_log::host_name(), help_heading = "Output")]
+    pub generator_label: String,
     /// Also print goose's own metric tables at the end
     #[arg(long, env = "LOADGEN_GOOSE_TABLES", help_heading = "Output")]
     pub goose_tables: bool,

@@ -9,6 +9,8 @@
 //! - [`attack`]: one load test: goose's defaults, one shared HTTP client, execute, summarise.
 //! - [`summary`]: figures (coordinated-omission corrected), SLO gates, the one-screen summary.
 //! - [`live`]: the client-side Prometheus `/metrics` endpoint and the progress line.
+//! - [`histogram_log`]: every request's latency in HdrHistogram form, written into the run folder.
+//! - [`merge`]: `loadgen merge`: several generators' runs as one exact report.
 //! - [`capacity`]: steps of growing user counts, recorded to CSV.
 //! - [`chart`]: the capacity curve PNG (plotters, bundled font) with the SLO knee marked.
 //! - [`limits`]: the open-file limit thousands of users need.
@@ -17,9 +19,11 @@ pub mod attack;
 pub mod capacity;
 pub mod chart;
 pub mod config;
+pub mod histogram_log;
 pub mod ids;
 pub mod limits;
 pub mod live;
+pub mod merge;
 pub mod scenarios;
 pub mod summary;
 pub mod validate;
@@ -55,6 +59,9 @@ pub enum LoadgenError {
     /// The capacity chart could not be drawn.
     #[error("chart: {0}")]
     Chart(String),
+    /// Run folders that cannot be read or do not merge exactly.
+    #[error("merge: {0}")]
+    Merge(String),
 }
 
 /// Starts the live `/metrics` endpoint when `options` ask for one; returns its address.
@@ -105,6 +112,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode, LoadgenError> {
             let curve = capacity::run(&args, &live).await?;
             print!("{}", curve.render());
             ExitCode::SUCCESS
+        }
+        Some(Command::Merge(args)) => {
+            let report = merge::run(&args)?;
+            print!("{}", report.render());
+            if report.summary.verdict.passed() || args.no_slo_exit {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_SLO_MISSED)
+            }
         }
     };
     stop.cancel();

@@ -49,9 +49,11 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 3] = [ErrorKind::Transport, ErrorKind::Status, ErrorKind::Body];
+    /// Every kind, in discriminant order.
+    pub const ALL: [ErrorKind; 3] = [ErrorKind::Transport, ErrorKind::Status, ErrorKind::Body];
 
-    fn as_str(self) -> &'static str {
+    /// The `kind` label.
+    pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Transport => "transport",
             ErrorKind::Status => "status",

@@ -23,6 +23,7 @@ use goose::goose::{
 
 use crate::LoadgenError;
 use crate::config::Options;
+use crate::histogram_log::Recorder;
 use crate::ids::IdSpace;
 use crate::live::{ErrorKind, Live};
 use crate::validate::{Mismatch, check_error, check_result};
@@ -100,6 +101,8 @@ pub struct Plan {
     pub live: Arc<Live>,
     /// Percent of a student's lookups that refresh the same result.
     pub refresh_percent: u8,
+    /// The run's mergeable latency histograms.
+    pub latency: Recorder,
 }
 
 /// A path such as `/v1/results/1234567`, written on the stack.
@@ -126,6 +129,14 @@ impl PathBuf {
     }
 }
 
+/// Records a completed request in the live metrics and the run's histograms.
+fn done(plan: &Plan, request: Request, started: Instant, cadence_ms: u64, error: Option<ErrorKind>) {
+    let now = Instant::now();
+    let elapsed = now.saturating_duration_since(started);
+    plan.live.record(request, elapsed, error);
+    plan.latency.record_at(now, request, elapsed, cadence_ms, error);
+}
+
 /// Makes `request` for `target`, checks the answer and records it: a wrong status, a transport
 /// error or a wrong body is a failure (the last with its request in the error log).
 pub async fn fetch(user: &mut GooseUser, plan: &Plan, request: Request, target: Target) -> TransactionResult {
@@ -135,32 +146,34 @@ pub async fn fetch(user: &mut GooseUser, plan: &Plan, request: Request, target: 
         GooseRequest::builder().path(path.as_str()).name(request.name()).expect_status_code(expected).build();
     let started = Instant::now();
     let GooseResponse { request: mut metric, response } = user.request(goose_request).await?;
+    // goose's expected cadence of this user (ms) under --co-mitigation: the histograms' correction.
+    let cadence = metric.user_cadence;
     let response = match response {
         Ok(response) => response,
         Err(_) => {
             // goose has counted the failure and logged the error.
-            plan.live.record(request, started.elapsed(), Some(ErrorKind::Transport));
+            done(plan, request, started, cadence, Some(ErrorKind::Transport));
             return Ok(());
         }
     };
     if response.status().as_u16() != expected {
-        plan.live.record(request, started.elapsed(), Some(ErrorKind::Status));
+        done(plan, request, started, cadence, Some(ErrorKind::Status));
         return Ok(());
     }
     let body = match response.bytes().await {
         Ok(body) => body,
         Err(_) => {
-            plan.live.record(request, started.elapsed(), Some(ErrorKind::Body));
+            done(plan, request, started, cadence, Some(ErrorKind::Body));
             return user.set_failure(&Mismatch::Unreadable.to_string(), &mut metric, None, None);
         }
     };
     match target.check(&body) {
         Ok(()) => {
-            plan.live.record(request, started.elapsed(), None);
+            done(plan, request, started, cadence, None);
             Ok(())
         }
         Err(mismatch) => {
-            plan.live.record(request, started.elapsed(), Some(ErrorKind::Body));
+            done(plan, request, started, cadence, Some(ErrorKind::Body));
             let body = String::from_utf8_lossy(&body);
             user.set_failure(&mismatch.to_string(), &mut metric, None, Some(&body))
         }
@@ -187,6 +200,7 @@ fn with_arrival(plan: &Arc<Plan>, scenario: Scenario, arrive: Arrive) -> Scenari
     let on_start: TransactionFunction = Arc::new(move |user| {
         arrive(user, &start);
         start.live.user(1);
+        start.latency.arrived();
         Box::pin(async { Ok(()) })
     });
     let stop = Arc::clone(plan);

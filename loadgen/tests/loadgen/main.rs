@@ -3,4 +3,5 @@
 //! server that answers wrong bodies. One test binary for the crate.
 
 mod helpers;
+mod merge;
 mod runs;
