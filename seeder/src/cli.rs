@@ -19,8 +19,12 @@ pub const EXIT_INVALID_FILE: u8 = 4;
 /// `seeder publish`).
 pub const EXIT_UNPUBLISHED: u8 = 5;
 
-/// The staleness bound of a corrected result, as `seeder correct --help` and the README state it.
-const STALENESS_BOUND: &str = "Staleness bound: when `seeder correct` exits 0 the corrected results are in Redis, \
+/// The end of `seeder correct --help`: exit statuses and the staleness bound of a corrected result
+/// (the README states the same bound).
+const STALENESS_BOUND: &str = "Exit status: 0 applied and published (or nothing to change), 1 error \
+(one line on stderr; nothing applied), 2 usage error, 4 the file has bad lines (each reported; nothing \
+applied), 5 PostgreSQL holds the correction but Redis did not get all of it (stderr says how much did; \
+retry with `seeder publish`).\n\nStaleness bound: when `seeder correct` exits 0 the corrected results are in Redis, \
 which every API replica reads first on every request, so every replica serves them at once. Through NGINX \
 with its micro-cache on, within 1 s more (an entry lives 1 s; off by default: at once). A browser or other \
 HTTP cache may keep a previous answer for Cache-Control max-age (API_HTTP_MAX_AGE_S, 5 s) and gets the new \
