@@ -217,6 +217,14 @@ async fn applying_the_same_file_twice_changes_nothing_the_second_time_and_says_s
     let pg = t.pg().await;
     let (social, economics) = pick(&pg, Stream::SocialScience, "economics", 70, 260).await;
     let file = csv(&[(social, "economics", i32::from(economics) + 30)]);
+    let before = dataset_state(&pg).await;
+    let dry = t.seeder(&["correct", "--file", path(&file), "--dry-run"]).await;
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert!(stdout(&dry).contains("dry run, rolled back: would change 1 of 1 score(s)"), "{}", stdout(&dry));
+    assert_eq!(score(&pg, Stream::SocialScience, social, "economics").await, economics, "a dry run applies nothing");
+    assert_eq!(dataset_state(&pg).await, before);
+    assert_eq!(count(&pg, "SELECT count(*) FROM corrections").await, 0);
+
     let first = t.seeder(&["correct", "--file", path(&file)]).await;
     assert!(first.status.success(), "{}", stderr(&first));
     let after_first = dataset_state(&pg).await;
