@@ -29,7 +29,7 @@ fn main() -> ExitCode {
         tokio::select! {
             outcome = run(cli) => outcome,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!(
-                "interrupted; nothing half-done is trusted: run the seeder again to finish the load"
+                "interrupted; nothing half-done is trusted: run the same command again to finish (a load, or a correction: it publishes what PostgreSQL committed)"
             )),
         }
     });
