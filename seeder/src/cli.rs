@@ -7,11 +7,30 @@ use results_core::keys::DEFAULT_PREFIX;
 use results_core::{DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec, KeyLayout, StudentId};
 
 use crate::Stores;
+use crate::correct::CorrectSettings;
 use crate::load::LoadSettings;
 use crate::progress::ProgressMode;
 
 /// Exit status when `verify` finds a difference (errors exit with 1, usage errors with 2).
 pub const EXIT_DIFFERENT: u8 = 3;
+/// Exit status when a correction file has bad lines (each is reported; nothing was applied).
+pub const EXIT_INVALID_FILE: u8 = 4;
+/// Exit status when PostgreSQL holds a correction that Redis did not fully get (retry with
+/// `seeder publish`).
+pub const EXIT_UNPUBLISHED: u8 = 5;
+
+/// The end of `seeder correct --help`: exit statuses and the staleness bound of a corrected result
+/// (the README states the same bound).
+const STALENESS_BOUND: &str = "Exit status: 0 applied and published (or nothing to change), 1 error \
+(one line on stderr; nothing applied), 2 usage error, 4 the file has bad lines (each reported; nothing \
+applied), 5 PostgreSQL holds the correction but Redis did not get all of it (stderr says how much did; \
+retry with `seeder publish`).\n\nStaleness bound: when `seeder correct` exits 0 the corrected results are in Redis, \
+which every API replica reads first on every request, so every replica serves them at once. Through NGINX \
+with its micro-cache on, within 1 s more (an entry lives 1 s; off by default: at once). A browser or other \
+HTTP cache may keep a previous answer for Cache-Control max-age (API_HTTP_MAX_AGE_S, 5 s) and gets the new \
+one on revalidation (the ETag changes with the content): at most 6 s end to end. When Redis is down (exit \
+5), replicas serve the new value from PostgreSQL within API_CACHE_TTL_MS (2 s) of the commit, but once Redis \
+is back it serves the previous value until `seeder publish` succeeds.";
 
 /// Loads the national exam results into PostgreSQL (the source of truth) and Redis (what the API
 /// serves from), and checks that the two agree.
@@ -26,7 +45,8 @@ pub const EXIT_DIFFERENT: u8 = 3;
     version,
     args_conflicts_with_subcommands = true,
     after_help = "Exit status: 0 success, 1 error (one line on stderr says what), 2 usage error, \
-                  3 `verify` found a difference.\n\nWith the native stack: eval \"$(scripts/stack.sh env)\" \
+                  3 `verify` found a difference, 4 a correction file has bad lines (nothing applied), \
+                  5 a correction is in PostgreSQL but not (all) in Redis (retry: `seeder publish`).\n\nWith the native stack: eval \"$(scripts/stack.sh env)\" \
                   sets DATABASE_URL and REDIS_URL."
 )]
 pub struct Cli {
@@ -45,6 +65,37 @@ pub enum Command {
     Load(LoadArgs),
     /// Compare PostgreSQL and Redis (counts and content checksum); exit 3 on any difference.
     Verify(StoreArgs),
+    /// Apply corrected subject scores from a CSV file (after appeals), recompute the ranks they
+    /// move, and publish the changed results to Redis.
+    #[command(
+        long_about = "Apply corrected subject scores from a CSV file (after appeals), recompute the ranks they move, \
+                      and publish every changed result to Redis.\n\n\
+                      The file: the header `student_id,subject,score`, then one row per changed subject score, e.g. \
+                      `1000042,mathematics,71`. `subject` is the subject's name as the API's JSON shows it in \
+                      subjects[].subject (english, mathematics, physics, chemistry, biology for natural science; \
+                      english, mathematics, geography, history, economics for social science; aptitude for both); \
+                      `score` a whole number 0-100. Blank lines, spaces around fields, CRLF and a UTF-8 BOM are \
+                      accepted.\n\n\
+                      The whole file is checked first (format, range, duplicates, then against PostgreSQL: the \
+                      student exists, the subject is in the student's stream); every bad line is reported and \
+                      nothing is applied (exit 4). Then ONE PostgreSQL transaction updates the scores, rewrites \
+                      every stored rank the new totals change (RANK() by total within the stream, ties share a \
+                      rank), records the changed students as pending publication and journals the correction \
+                      (tables corrections, correction_changes). Then Redis gets every pending result and the \
+                      completeness marker its new fingerprint.\n\n\
+                      Scores that already have their value change nothing: applying a file twice changes nothing \
+                      the second time and says so. If Redis is down or fails midway, PostgreSQL keeps the \
+                      correction and the command says how many results reached Redis (exit 5); `seeder publish`, \
+                      or the same command again, publishes whatever is pending. `seeder verify` reports pending \
+                      results as a difference. A plain `seeder load` keeps corrections; `seeder load --force` \
+                      regenerates the data set and refuses while corrections exist unless \
+                      --discard-corrections is given.",
+        after_long_help = STALENESS_BOUND
+    )]
+    Correct(CorrectArgs),
+    /// Publish to Redis the corrected results PostgreSQL holds but Redis does not yet (after a
+    /// `correct` that exited 5); exit 5 if some still could not be published.
+    Publish(StoreArgs),
     /// Apply the database migrations only.
     Migrate {
         /// PostgreSQL URL.
@@ -61,6 +112,21 @@ pub enum Command {
         #[command(flatten)]
         data: DataArgs,
     },
+}
+
+/// Options of `correct`.
+#[derive(Debug, Clone, Args)]
+pub struct CorrectArgs {
+    /// Where the stores are.
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    /// The correction file (CSV: `student_id,subject,score`).
+    #[arg(long, env = "SEEDER_CORRECTION_FILE")]
+    pub file: PathBuf,
+    /// Check the file and show what would change (scores, students affected), then roll back:
+    /// nothing is applied or published.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Where the stores are.
@@ -100,8 +166,13 @@ pub struct LoadArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Reload both stores even if they already hold this data set, and replace another data set.
+    /// Refused while corrections exist (they would be lost) unless --discard-corrections.
     #[arg(long, env = "SEEDER_FORCE")]
     pub force: bool,
+    /// With --force: regenerate the data set even though corrections were applied to it since it
+    /// was loaded; they are dropped (the journal keeps them, marked discarded).
+    #[arg(long, env = "SEEDER_DISCARD_CORRECTIONS", requires = "force")]
+    pub discard_corrections: bool,
     /// PostgreSQL connections used in parallel for COPY and index builds.
     #[arg(long, env = "SEEDER_PG_CONNECTIONS", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -122,6 +193,13 @@ impl StoreArgs {
             self.redis_url.clone().ok_or_else(|| anyhow::anyhow!("no Redis URL: set REDIS_URL or pass --redis-url"))?;
         let layout = KeyLayout::new(&self.key_prefix).map_err(|e| anyhow::anyhow!("SEEDER_KEY_PREFIX: {e}"))?;
         Ok(Stores { database_url, redis_url, layout })
+    }
+}
+
+impl CorrectArgs {
+    /// The correction settings.
+    pub fn settings(&self) -> anyhow::Result<CorrectSettings> {
+        Ok(CorrectSettings { stores: self.stores.stores()?, file: self.file.clone(), dry_run: self.dry_run })
     }
 }
 
@@ -164,5 +242,15 @@ mod tests {
         assert!(cli.load.force);
         assert!(Cli::try_parse_from(["seeder", "--students", "0"]).is_err());
         assert!(Cli::try_parse_from(["seeder", "--students", "9000001"]).is_err());
+        assert!(Cli::try_parse_from(["seeder", "--discard-corrections"]).is_err(), "only with --force");
+    }
+
+    #[test]
+    fn correct_takes_a_file() {
+        let cli = Cli::try_parse_from(["seeder", "correct", "--file", "fix.csv", "--dry-run"]).expect("parses");
+        let Some(Command::Correct(args)) = cli.command else { panic!("expected correct") };
+        assert_eq!(args.file, PathBuf::from("fix.csv"));
+        assert!(args.dry_run);
+        assert!(Cli::try_parse_from(["seeder", "correct"]).is_err(), "--file is required");
     }
 }

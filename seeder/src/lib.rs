@@ -6,15 +6,19 @@
 //! - [`load`]: the load plan: what is already there, what to (re)do, in which order.
 //! - [`pg`]: PostgreSQL: connection pool, migrations, bulk COPY, constraints, reading back.
 //! - [`redis_store`]: Redis: connection, write check, bucketed writes, completeness marker.
-//! - [`verify`]: compares PostgreSQL and Redis (counts and content checksum).
+//! - [`correct`]: `seeder correct`: checks a CSV of corrected scores, applies it in one transaction.
+//! - [`publish`]: writes the corrected results PostgreSQL lists as pending to Redis.
+//! - [`verify`]: compares PostgreSQL and Redis (counts, content checksum, pending corrections).
 //! - [`export`]: writes the rows as CSV for the `psql \copy` benchmark baseline.
 //! - [`progress`]: progress bars on a terminal, plain log lines otherwise; per-phase rates.
 
 pub mod cli;
+pub mod correct;
 pub mod export;
 pub mod load;
 pub mod pg;
 pub mod progress;
+pub mod publish;
 pub mod redis_store;
 pub mod verify;
 

@@ -9,6 +9,12 @@
 //!
 //! `--force` always generates and loads both stores. Redis is only written after PostgreSQL has
 //! committed, and its marker is written last.
+//!
+//! Corrections (`seeder correct`) change PostgreSQL's content and its recorded fingerprint, and,
+//! once published, the Redis marker's: a plain run keeps them (it finds the two fingerprints
+//! equal, or reloads Redis from PostgreSQL, corrections included, and clears what was pending).
+//! `--force` regenerates the data set, which would silently undo them: it is refused while
+//! corrections exist unless `--discard-corrections` is given too.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -66,8 +72,13 @@ fn fingerprint(schools: &[School], records: &[ResultRecord]) -> String {
     sum.finish()
 }
 
-/// Runs the load plan.
+/// Runs the load plan (refusing `--force` while corrections exist).
 pub async fn run(settings: &LoadSettings) -> anyhow::Result<LoadOutcome> {
+    run_with(settings, false).await
+}
+
+/// Runs the load plan; with `discard_corrections`, `--force` may drop corrections.
+pub async fn run_with(settings: &LoadSettings, discard_corrections: bool) -> anyhow::Result<LoadOutcome> {
     let started = Instant::now();
     let spec = settings.spec;
     let pg = Pg::connect(&settings.stores.database_url, settings.pg_connections).await?;
@@ -93,6 +104,19 @@ pub async fn run(settings: &LoadSettings) -> anyhow::Result<LoadOutcome> {
             spec.seed(),
             spec.students()
         );
+    }
+    let (corrections, last_correction) = pg.live_corrections().await?;
+    if settings.force && corrections > 0 && !discard_corrections {
+        bail!(
+            "PostgreSQL at {} holds {corrections} correction(s) applied since the data set was loaded (the last at {}); \
+             --force would regenerate the data set and drop them. Run without --force to keep them (it reloads \
+             whatever Redis lacks from PostgreSQL), or add --discard-corrections to drop them",
+            pg.target(),
+            last_correction.as_deref().unwrap_or("an unknown time")
+        );
+    }
+    if corrections > 0 && !settings.force {
+        tracing::info!(corrections, "the data set carries corrections; they are kept");
     }
     let pg_fingerprint = row.as_ref().filter(|r| r.complete && r.describes(spec)).and_then(|r| r.fingerprint.clone());
     let marker = redis.marker().await?;
@@ -154,6 +178,8 @@ pub async fn run(settings: &LoadSettings) -> anyhow::Result<LoadOutcome> {
     redis.write_schools(&schools).await?;
     let written = redis.write_results(&records, &phase).await?;
     let marker = redis.write_marker(&fingerprint, written, spec.seed(), StreamSizes::count(&records)).await?;
+    // Redis now holds every result as PostgreSQL has it: no correction is left to publish.
+    pg.clear_all_pending().await?;
     phases.push(phase.finish(written));
     redis.quit().await;
     Ok(LoadOutcome::Loaded { postgres: load_postgres, marker, phases, total: started.elapsed() })

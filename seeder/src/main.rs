@@ -5,7 +5,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use seeder::cli::{Cli, Command, EXIT_DIFFERENT};
+use seeder::cli::{Cli, Command, EXIT_DIFFERENT, EXIT_INVALID_FILE, EXIT_UNPUBLISHED};
+use seeder::correct::CorrectError;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -28,7 +29,7 @@ fn main() -> ExitCode {
         tokio::select! {
             outcome = run(cli) => outcome,
             _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!(
-                "interrupted; nothing half-done is trusted: run the seeder again to finish the load"
+                "interrupted; nothing half-done is trusted: run the same command again to finish (a load, or a correction: it publishes what PostgreSQL committed)"
             )),
         }
     });
@@ -50,6 +51,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", report.render());
             Ok(if report.agrees() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_DIFFERENT) })
         }
+        Some(Command::Correct(args)) => match seeder::correct::run(&args.settings()?).await {
+            Ok(corrected) => {
+                print!("{}", corrected.render());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(invalid @ CorrectError::Invalid { .. }) => {
+                eprintln!("error: {invalid}");
+                Ok(ExitCode::from(EXIT_INVALID_FILE))
+            }
+            Err(CorrectError::Unpublished { applied, unpublished }) => {
+                print!("{applied}");
+                eprintln!("error: {unpublished}");
+                Ok(ExitCode::from(EXIT_UNPUBLISHED))
+            }
+            Err(CorrectError::Other(e)) => Err(e),
+        },
+        Some(Command::Publish(args)) => match seeder::publish::run_command(&args.stores()?).await? {
+            Ok(published) => {
+                print!("{published}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(unpublished) => {
+                eprintln!("error: {unpublished}");
+                Ok(ExitCode::from(EXIT_UNPUBLISHED))
+            }
+        },
         Some(Command::Migrate { database_url }) => {
             let pg = seeder::pg::Pg::connect(&database_url, 1).await?;
             pg.migrate(&database_url).await?;
@@ -65,7 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn load(args: &seeder::cli::LoadArgs) -> anyhow::Result<ExitCode> {
-    let outcome = seeder::load::run(&args.settings()?).await?;
+    let outcome = seeder::load::run_with(&args.settings()?, args.discard_corrections).await?;
     print!("{}", outcome.render());
     Ok(ExitCode::SUCCESS)
 }

@@ -20,10 +20,10 @@ use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use futures_util::{StreamExt, TryStreamExt, pin_mut, stream};
 use results_core::record::{Region, ResultRecord, School, Stream};
-use results_core::{DatasetSpec, GENERATOR_VERSION, StudentId};
+use results_core::{ContentChecksum, DatasetSpec, GENERATOR_VERSION, StudentId};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, Kind, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, GenericClient, NoTls};
 
 use crate::progress::Phase;
 
@@ -112,7 +112,8 @@ fn pool_error(error: deadpool_postgres::PoolError) -> anyhow::Error {
 }
 
 /// Adds context and flattens a driver error into one readable line.
-trait PgContext<T> {
+pub(crate) trait PgContext<T> {
+    /// The error as one line after `what`.
     fn pg(self, what: &str) -> anyhow::Result<T>;
 }
 
@@ -175,7 +176,8 @@ impl Pg {
         &self.target
     }
 
-    async fn client(&self) -> anyhow::Result<Object> {
+    /// One pooled connection.
+    pub(crate) async fn client(&self) -> anyhow::Result<Object> {
         self.pool
             .get()
             .await
@@ -218,7 +220,10 @@ impl Pg {
         let row =
             client.query_one("SELECT pg_try_advisory_lock($1)", &[&LOAD_LOCK]).await.pg("cannot take the load lock")?;
         if !row.get::<_, bool>(0) {
-            bail!("another seeder is loading the database at {} right now; wait for it to finish", self.target);
+            bail!(
+                "another seeder is loading or correcting the database at {} right now; wait for it to finish",
+                self.target
+            );
         }
         Ok(LoadLock { _client: client, task })
     }
@@ -254,6 +259,14 @@ impl Pg {
         .await
         .pg("cannot mark the data set as loading")?;
         tx.batch_execute(&format!("TRUNCATE {LOADED_TABLES}")).await.pg("cannot empty the tables")?;
+        // The regenerated data set has none of the corrections applied to the old one: the
+        // journal keeps them, marked discarded, and nothing of them is left to publish
+        // (`load::run` refuses to get here without being told to drop them).
+        tx.batch_execute(
+            "UPDATE corrections SET discarded_at = now() WHERE discarded_at IS NULL; TRUNCATE pending_publication",
+        )
+        .await
+        .pg("cannot discard the corrections of the previous data set")?;
         // Foreign keys first: they depend on the unique indexes set aside after them.
         let constraints = tx
             .query(
@@ -464,62 +477,189 @@ impl Pg {
     /// Every school, ordered by ID.
     pub async fn read_schools(&self) -> anyhow::Result<Vec<School>> {
         let client = self.client().await?;
-        let rows =
-            client.query("SELECT id, name, region_id FROM schools ORDER BY id", &[]).await.pg("cannot read schools")?;
-        rows.iter()
-            .map(|row| {
-                let id = row.get::<_, i32>(0);
-                let region_id = row.get::<_, i16>(2);
-                let region = u8::try_from(region_id)
-                    .ok()
-                    .and_then(Region::by_id)
-                    .with_context(|| format!("school {id} has unknown region {region_id}"))?;
-                Ok(School { id: id as u32, name: row.get(1), region })
-            })
-            .collect()
+        schools_of(&**client).await
     }
 
     /// Every result (students joined with their stream's results), ordered by ID. Students
     /// without a result row are left out; compare with [`Pg::counts`] to find them.
     pub async fn read_results(&self, phase: Option<&Phase>) -> anyhow::Result<Vec<ResultRecord>> {
         let client = self.client().await?;
-        let select = |stream: Stream| {
-            let subjects: Vec<String> = stream.subjects().iter().map(|s| format!("r.{}", s.as_str())).collect();
-            format!(
-                "SELECT s.id, s.full_name, s.school_id, s.stream::text, {}, r.rank_in_stream \
-                 FROM students s JOIN {} r ON r.student_id = s.id",
-                subjects.join(", "),
-                results_table(stream)
-            )
-        };
-        let sql = format!("{} UNION ALL {} ORDER BY 1", select(Stream::NaturalScience), select(Stream::SocialScience));
-        let rows = client.query_raw(&sql, std::iter::empty::<i32>()).await.pg("cannot read results")?;
-        pin_mut!(rows);
         let mut records = Vec::new();
-        while let Some(row) = rows.try_next().await.pg("cannot read results")? {
-            let id = row.get::<_, i32>(0);
-            let bad = |what: &str| anyhow::anyhow!("student {id} in PostgreSQL has {what}");
-            let stream = Stream::from_name(row.get(3)).ok_or_else(|| bad("an unknown stream"))?;
-            let mut scores = [0u8; 6];
-            for (i, score) in scores.iter_mut().enumerate() {
-                *score = u8::try_from(row.get::<_, i16>(4 + i)).map_err(|_| bad("a score out of range"))?;
-            }
-            records.push(ResultRecord {
-                id: StudentId::new(id as u32).map_err(|_| bad("an ID out of range"))?,
-                name: row.get(1),
-                school_id: row.get::<_, i32>(2) as u32,
-                stream,
-                scores,
-                rank: row.get::<_, i32>(10) as u32,
-            });
+        for_each_result(&**client, None, |record| {
+            records.push(record);
             if let Some(phase) = phase
                 && records.len().is_multiple_of(4_096)
             {
                 phase.inc(4_096);
             }
-        }
+        })
+        .await?;
         Ok(records)
     }
+
+    /// The results of `ids` that exist, ordered by ID.
+    pub async fn read_results_of(&self, ids: &[StudentId]) -> anyhow::Result<Vec<ResultRecord>> {
+        let client = self.client().await?;
+        let mut records = Vec::with_capacity(ids.len());
+        for_each_result(&**client, Some(ids), |record| records.push(record)).await?;
+        Ok(records)
+    }
+
+    /// Corrections applied since the data set was loaded: how many, and when the last was.
+    pub async fn live_corrections(&self) -> anyhow::Result<(u64, Option<String>)> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*), to_char(max(applied_at), 'YYYY-MM-DD HH24:MI:SS TZ') \
+                 FROM corrections WHERE discarded_at IS NULL",
+                &[],
+            )
+            .await
+            .pg("cannot read the corrections journal")?;
+        Ok((row.get::<_, i64>(0) as u64, row.get(1)))
+    }
+
+    /// Students whose corrected result is committed but not yet published to Redis, by ID.
+    pub async fn pending_publication(&self) -> anyhow::Result<Vec<StudentId>> {
+        let client = self.client().await?;
+        let rows = client
+            .query("SELECT student_id FROM pending_publication ORDER BY student_id", &[])
+            .await
+            .pg("cannot read the results pending publication")?;
+        rows.iter()
+            .map(|row| {
+                let id = row.get::<_, i32>(0);
+                StudentId::new(id as u32).map_err(|_| anyhow::anyhow!("pending_publication holds an invalid ID {id}"))
+            })
+            .collect()
+    }
+
+    /// Corrections and pending publications for `verify`: `(live corrections, pending results,
+    /// oldest pending since, a few pending IDs)`; all zero on a schema without corrections.
+    pub async fn corrections_summary(&self) -> anyhow::Result<(u64, u64, Option<String>, Vec<i32>)> {
+        let client = self.client().await?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('pending_publication') IS NOT NULL", &[])
+            .await
+            .pg("cannot look for the corrections tables")?
+            .get(0);
+        if !exists {
+            return Ok((0, 0, None, Vec::new()));
+        }
+        let row = client
+            .query_one(
+                "SELECT (SELECT count(*) FROM corrections WHERE discarded_at IS NULL), count(*), \
+                 to_char(min(since), 'YYYY-MM-DD HH24:MI:SS TZ'), \
+                 (array_agg(student_id ORDER BY student_id))[1:5] FROM pending_publication",
+                &[],
+            )
+            .await
+            .pg("cannot read the corrections journal")?;
+        let sample: Option<Vec<i32>> = row.get(3);
+        Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64, row.get(2), sample.unwrap_or_default()))
+    }
+
+    /// Marks `ids` as published (Redis holds their current result).
+    pub async fn clear_pending(&self, ids: &[StudentId]) -> anyhow::Result<u64> {
+        let client = self.client().await?;
+        let ids: Vec<i32> = ids.iter().map(|id| id.get() as i32).collect();
+        client
+            .execute("DELETE FROM pending_publication WHERE student_id = ANY($1)", &[&ids])
+            .await
+            .pg("cannot clear the published results from pending_publication")
+    }
+
+    /// Marks everything published (a load just wrote every result from PostgreSQL to Redis).
+    pub async fn clear_all_pending(&self) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        client
+            .batch_execute("TRUNCATE pending_publication")
+            .await
+            .pg("cannot clear pending_publication after loading Redis")
+    }
+}
+
+/// The SQL of every result (one stream's table per branch), optionally only of the IDs in `$1`.
+fn results_sql(only_ids: bool) -> String {
+    let select = |stream: Stream| {
+        let subjects: Vec<String> = stream.subjects().iter().map(|s| format!("r.{}", s.as_str())).collect();
+        let filter = if only_ids { " WHERE s.id = ANY($1)" } else { "" };
+        format!(
+            "SELECT s.id, s.full_name, s.school_id, s.stream::text, {}, r.rank_in_stream \
+             FROM students s JOIN {} r ON r.student_id = s.id{filter}",
+            subjects.join(", "),
+            results_table(stream)
+        )
+    };
+    format!("{} UNION ALL {} ORDER BY 1", select(Stream::NaturalScience), select(Stream::SocialScience))
+}
+
+/// Streams every result (or those of `ids`) in ID order into `each`, on any connection or inside
+/// a transaction (a correction checksums what it is about to commit). Returns how many.
+pub(crate) async fn for_each_result<C: GenericClient>(
+    client: &C,
+    ids: Option<&[StudentId]>,
+    mut each: impl FnMut(ResultRecord),
+) -> anyhow::Result<u64> {
+    let sql = results_sql(ids.is_some());
+    let rows = if let Some(ids) = ids {
+        let ids: Vec<i32> = ids.iter().map(|id| id.get() as i32).collect();
+        client.query_raw(sql.as_str(), [&ids as &(dyn ToSql + Sync)]).await
+    } else {
+        client.query_raw(sql.as_str(), std::iter::empty::<&(dyn ToSql + Sync)>()).await
+    }
+    .pg("cannot read results")?;
+    pin_mut!(rows);
+    let mut count = 0u64;
+    while let Some(row) = rows.try_next().await.pg("cannot read results")? {
+        each(record_from_row(&row)?);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// The content checksum of everything `client` sees (schools, then results, by ID).
+pub(crate) async fn content_checksum<C: GenericClient>(client: &C) -> anyhow::Result<ContentChecksum> {
+    let mut sum = ContentChecksum::new();
+    for school in schools_of(client).await? {
+        sum.add_school(&school);
+    }
+    for_each_result(client, None, |record| sum.add_result(&record)).await?;
+    Ok(sum)
+}
+
+async fn schools_of<C: GenericClient>(client: &C) -> anyhow::Result<Vec<School>> {
+    let rows =
+        client.query("SELECT id, name, region_id FROM schools ORDER BY id", &[]).await.pg("cannot read schools")?;
+    rows.iter()
+        .map(|row| {
+            let id = row.get::<_, i32>(0);
+            let region_id = row.get::<_, i16>(2);
+            let region = u8::try_from(region_id)
+                .ok()
+                .and_then(Region::by_id)
+                .with_context(|| format!("school {id} has unknown region {region_id}"))?;
+            Ok(School { id: id as u32, name: row.get(1), region })
+        })
+        .collect()
+}
+
+fn record_from_row(row: &tokio_postgres::Row) -> anyhow::Result<ResultRecord> {
+    let id = row.get::<_, i32>(0);
+    let bad = |what: &str| anyhow::anyhow!("student {id} in PostgreSQL has {what}");
+    let stream = Stream::from_name(row.get(3)).ok_or_else(|| bad("an unknown stream"))?;
+    let mut scores = [0u8; 6];
+    for (i, score) in scores.iter_mut().enumerate() {
+        *score = u8::try_from(row.get::<_, i16>(4 + i)).map_err(|_| bad("a score out of range"))?;
+    }
+    Ok(ResultRecord {
+        id: StudentId::new(id as u32).map_err(|_| bad("an ID out of range"))?,
+        name: row.get(1),
+        school_id: row.get::<_, i32>(2) as u32,
+        stream,
+        scores,
+        rank: row.get::<_, i32>(10) as u32,
+    })
 }
 
 /// The load lock; released when dropped (or when the process dies).

@@ -17,7 +17,7 @@ use results_core::codec;
 use results_core::generate::StreamSizes;
 use results_core::keys::{self, KeyLayout};
 use results_core::record::{ResultRecord, School};
-use results_core::{CODEC_VERSION, GENERATOR_VERSION};
+use results_core::{CODEC_VERSION, GENERATOR_VERSION, StudentId};
 
 use crate::progress::Phase;
 
@@ -219,6 +219,47 @@ impl RedisStore {
             anyhow::anyhow!("Redis at {} refused the completeness marker: {}", self.target, error_line(&e))
         })?;
         Ok(marker)
+    }
+
+    /// Writes the results of `records` (ordered by ID), a bucket per `HSET`, [`IN_FLIGHT`] at once,
+    /// and goes on past failures: returns the IDs written and the first error, if any, so a
+    /// caller can say how far it got.
+    pub async fn write_some_results(&self, records: &[ResultRecord]) -> (Vec<StudentId>, Option<String>) {
+        let buckets = records.chunk_by(|a, b| KeyLayout::bucket_of(a.id) == KeyLayout::bucket_of(b.id));
+        let writes = buckets.map(|bucket| {
+            let key = self.layout.bucket_key(KeyLayout::bucket_of(bucket[0].id));
+            let entries: Vec<(u32, Bytes)> =
+                bucket.iter().map(|r| (r.id.get() % keys::BUCKET_SIZE, Bytes::from(codec::encode_result(r)))).collect();
+            let ids: Vec<StudentId> = bucket.iter().map(|r| r.id).collect();
+            async move { self.client.hset::<u64, _, _>(key, entries).await.map(|_| ids) }
+        });
+        let outcomes: Vec<Result<Vec<StudentId>, Error>> =
+            stream::iter(writes).buffer_unordered(IN_FLIGHT).collect().await;
+        let mut written = Vec::new();
+        let mut first_error = None;
+        for outcome in outcomes {
+            match outcome {
+                Ok(ids) => written.extend(ids),
+                Err(e) => {
+                    first_error
+                        .get_or_insert_with(|| format!("Redis at {} refused a write: {}", self.target, error_line(&e)));
+                }
+            }
+        }
+        written.sort_unstable();
+        (written, first_error)
+    }
+
+    /// Sets the completeness marker's fingerprint (after a correction is published; the other
+    /// fields describe the data set, which a correction does not change).
+    pub async fn set_marker_fingerprint(&self, fingerprint: &str) -> anyhow::Result<()> {
+        self.client
+            .hset::<u64, _, _>(self.layout.marker_key(), (keys::MARKER_FINGERPRINT, fingerprint))
+            .await
+            .map(drop)
+            .map_err(|e| {
+                anyhow::anyhow!("Redis at {} refused the marker's new fingerprint: {}", self.target, error_line(&e))
+            })
     }
 
     /// Every school as stored: `(id, encoded value)`, unordered. Fields that are not numbers

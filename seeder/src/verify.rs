@@ -2,7 +2,9 @@
 //!
 //! Each side computes the content checksum of [`results_core::checksum`] independently:
 //! PostgreSQL from its rows (re-encoded with the shared codec), Redis from the stored bytes.
-//! Any difference in counts, checksums, markers or undecodable values is reported.
+//! Any difference in counts, checksums, markers or undecodable values is reported, and so are
+//! corrected results PostgreSQL holds but has not yet published to Redis (`pending_publication`)
+//! and the first few IDs whose values differ.
 
 use std::fmt::Write as _;
 
@@ -32,9 +34,16 @@ pub struct VerifyReport {
     pub postgres: StoreSummary,
     /// Redis' side.
     pub redis: StoreSummary,
+    /// Corrections applied since the data set was loaded.
+    pub corrections: u64,
+    /// Corrected results committed in PostgreSQL and not yet published to Redis.
+    pub pending: u64,
     /// Every difference found; empty when the stores agree.
     pub differences: Vec<String>,
 }
+
+/// IDs named in the report when results differ.
+const SHOW_IDS: usize = 10;
 
 impl VerifyReport {
     /// Whether the stores agree.
@@ -48,6 +57,13 @@ impl VerifyReport {
         let _ = writeln!(out, "{:<10} {:>10} {:>8}  checksum", "store", "results", "schools");
         for (name, s) in [("postgres", &self.postgres), ("redis", &self.redis)] {
             let _ = writeln!(out, "{name:<10} {:>10} {:>8}  {}", s.results, s.schools, s.checksum);
+        }
+        if self.corrections > 0 || self.pending > 0 {
+            let _ = writeln!(
+                out,
+                "corrections: {} applied since the load; {} result(s) pending publication to Redis",
+                self.corrections, self.pending
+            );
         }
         if self.agrees() {
             let _ = writeln!(out, "OK: PostgreSQL and Redis hold the same data set");
@@ -77,13 +93,26 @@ pub async fn run(stores: &Stores) -> anyhow::Result<VerifyReport> {
         }
         Some(_) => {}
     }
+    let (corrections, pending, pending_since, pending_ids) = pg.corrections_summary().await?;
+    report.corrections = corrections;
+    report.pending = pending;
+    if pending > 0 {
+        let ids: Vec<String> = pending_ids.iter().map(i32::to_string).collect();
+        differences.push(format!(
+            "{pending} corrected result(s) are committed in PostgreSQL but not yet published to Redis (pending since \
+             {}; e.g. {}): Redis serves their previous values; run `seeder publish`",
+            pending_since.as_deref().unwrap_or("?"),
+            ids.join(", ")
+        ));
+    }
     let counts = pg.counts().await?;
     let mut pg_sum = ContentChecksum::new();
     for school in pg.read_schools().await? {
         pg_sum.add_school(&school);
     }
-    for record in pg.read_results(None).await? {
-        pg_sum.add_result(&record);
+    let pg_records = pg.read_results(None).await?;
+    for record in &pg_records {
+        pg_sum.add_result(record);
     }
     if counts.students != pg_sum.results() {
         differences.push(format!(
@@ -101,7 +130,8 @@ pub async fn run(stores: &Stores) -> anyhow::Result<VerifyReport> {
         && recorded != report.postgres.checksum
     {
         differences.push(format!(
-            "PostgreSQL content checksum {} differs from the fingerprint recorded at load time {recorded}",
+            "PostgreSQL content checksum {} differs from the fingerprint recorded at its last load or correction \
+             {recorded} (changed outside the seeder?)",
             report.postgres.checksum
         ));
     }
@@ -124,6 +154,8 @@ pub async fn run(stores: &Stores) -> anyhow::Result<VerifyReport> {
     }
     let buckets = redis.bucket_numbers().await?;
     let mut undecodable = 0u64;
+    let mut differing: Vec<u32> = Vec::new();
+    let mut scratch = Vec::new();
     let mut reads = std::pin::pin!(redis.read_buckets(&buckets));
     while let Some((bucket, fields)) = reads.try_next().await? {
         let mut entries = Vec::with_capacity(fields.len());
@@ -138,8 +170,26 @@ pub async fn run(stores: &Stores) -> anyhow::Result<VerifyReport> {
             if codec::decode_result(id, &value).is_err() {
                 undecodable += 1;
             }
+            // Name the results that differ, not only the checksum: PostgreSQL's are in ID order.
+            if let Ok(at) = pg_records.binary_search_by_key(&id, |r| r.id) {
+                scratch.clear();
+                codec::encode_result_into(&pg_records[at], &mut scratch);
+                if scratch != value {
+                    differing.push(id.get());
+                }
+            }
             redis_sum.add_encoded_result(StudentId::get(id), &value);
         }
+    }
+    if !differing.is_empty() {
+        differing.sort_unstable();
+        let ids: Vec<String> = differing.iter().take(SHOW_IDS).map(u32::to_string).collect();
+        differences.push(format!(
+            "{} result(s) differ between PostgreSQL and Redis: {}{}",
+            differing.len(),
+            ids.join(", "),
+            if differing.len() > SHOW_IDS { ", …" } else { "" }
+        ));
     }
     if undecodable > 0 {
         differences.push(format!(

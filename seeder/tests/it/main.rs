@@ -3,7 +3,9 @@
 //! each test gets a fresh database and a random Redis key prefix, so tests run in parallel and
 //! leave the developer's own data alone.
 
+mod corrections;
 mod failures;
 mod helpers;
 mod interrupted;
+mod proxy;
 mod round_trip;
