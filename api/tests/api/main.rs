@@ -6,4 +6,5 @@ mod chaos;
 mod helpers;
 mod operations;
 mod outages;
+mod replicas;
 mod routes;
