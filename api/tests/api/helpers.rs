@@ -165,6 +165,9 @@ impl TestApp {
         let url = with_addr(&seeded.stores.database_url, replica.addr());
         let mut app = Self::spawn(seeded, |s| {
             s.database_replica_urls.push(url);
+            // A read slower than the replica timeout goes to the primary by design; a debug
+            // build on a busy test host stalls past the default 250 ms now and then.
+            s.pg_replica_timeout = Duration::from_millis(1_000);
             tweak(s);
         })
         .await;
