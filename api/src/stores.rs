@@ -224,11 +224,6 @@ impl PgTier {
         Ok(StreamSizes { natural_science: count(0)?, social_science: count(1)? })
     }
 
-    /// Whether PostgreSQL answers a trivial query.
-    pub async fn ping(&self) -> bool {
-        self.bounded(sqlx::query("SELECT 1").execute(&self.pool)).await.is_ok()
-    }
-
     /// The position in the WAL that this server's data reflects, in bytes: what a standby has
     /// replayed, or what a primary has written. Also a ping.
     pub async fn wal_position(&self) -> Result<i64, StoreError> {
