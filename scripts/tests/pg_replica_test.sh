@@ -9,6 +9,7 @@
 #   - lookups go to the replica: its index scans of `students` rise, the primary's do not, and
 #     the API counts them with server="replica";
 #   - a correction committed on the primary is served through the replica (time reported);
+#   - a replica whose replay is paused is marked lagging and skipped (the primary serves);
 #   - replica stopped under a bounded sequential curl run: zero failed requests, the primary
 #     serves (its index scans rise), slow requests and the max latency reported;
 #   - replica started again: reads return to it;
@@ -173,6 +174,20 @@ sql "$PRIMARY" "UPDATE natural_science_results SET english = $new WHERE student_
   UPDATE social_science_results SET english = $new WHERE student_id = $corrected_id" >/dev/null
 check "a correction on the primary is served through the replica within 3 s" wait_for 3 english_is "$new"
 say "figure: correction visible through the API (replica) after $((($(date +%s%N) - started_ns) / 1000000)) ms (replication lag + one request; includes 20-200 ms polling)"
+
+# --- a replica that stops replaying is skipped (the lag bound) ------------------------------
+# Replay paused on the standby: it answers but falls behind the next write on the primary.
+sql "$REPLICA" 'SELECT pg_wal_replay_pause()' >/dev/null
+primary_served_before=$(served primary)
+started_ns=$(date +%s%N)
+sql "$PRIMARY" "UPDATE natural_science_results SET english = $old WHERE student_id = $corrected_id;
+  UPDATE social_science_results SET english = $old WHERE student_id = $corrected_id" >/dev/null
+check "a replica that stopped replaying is marked lagging" wait_for 5 readyz '.ready and .postgres_replicas == ["lagging"]'
+check "the next correction is served (by the primary) within 3 s all the same" wait_for 3 english_is "$old"
+say "figure: correction with the replica's replay paused visible after $((($(date +%s%N) - started_ns) / 1000000)) ms (lag detected within ~2 x API_REFRESH_MS = 1 s, plus the checks, one request and polling)"
+check "the primary served while the replica lagged" test $(($(served primary) - primary_served_before)) -gt 0
+sql "$REPLICA" 'SELECT pg_wal_replay_resume()' >/dev/null
+check "replay resumed: the replica is up again" wait_for 5 readyz '.postgres_replicas == ["up"]'
 
 # --- the replica stops under load, then comes back -------------------------------------------
 # About 8 s of requests at phase 1's pace (a debug build on a busy host is slow), 200 to 3000.
