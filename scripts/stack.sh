@@ -15,6 +15,8 @@
 #   STACK_PG_PORT       [55432]          PostgreSQL TCP port (not 5432, so a
 #                       system PostgreSQL can run beside it).
 #   STACK_REDIS_PORT    [56379]          Redis TCP port (not 6379, likewise).
+#   STACK_PG_REPLICA_PORT [55433]        port of the opt-in PostgreSQL read
+#                       replica (pg_replica in STACK_SERVICES).
 #   STACK_REDIS_CLUSTER_PORT [56401]     service redis_cluster (opt-in): six
 #                       nodes (three masters, three replicas) on this port
 #                       and the five after it.
@@ -35,11 +37,12 @@
 #                       binaries; an existing cluster always uses the
 #                       binaries of its own major version.
 #   STACK_SERVICES      [pg redis api nginx exporters prometheus]  services
-#                       'up' starts (always in the order pg, redis,
-#                       redis_cluster, api1..apiN, nginx, the exporters,
-#                       prometheus): pg, redis, redis_cluster (the replicas
-#                       then use it: REDIS_URL=redis-cluster://...), api (all
-#                       STACK_API_REPLICAS replicas), apiN
+#                       'up' starts (always in the order pg, pg_replica,
+#                       redis, redis_cluster, api1..apiN, nginx, the
+#                       exporters, prometheus): pg, pg_replica (opt-in: a
+#                       streaming read replica of pg), redis, redis_cluster
+#                       (the replicas then use it: REDIS_URL=redis-cluster://...),
+#                       api (all STACK_API_REPLICAS replicas), apiN
 #                       (one replica), nginx, exporters (all four) or one of
 #                       node_exporter, nginx_exporter, redis_exporter,
 #                       pg_exporter, and prometheus.
@@ -90,6 +93,7 @@ DEFAULT_STACK_DIR=$REPO_DIR/.stack
 DEFAULT_STACK_HOST=127.0.0.1
 DEFAULT_STACK_PG_PORT=55432
 DEFAULT_STACK_REDIS_PORT=56379
+DEFAULT_STACK_PG_REPLICA_PORT=55433
 DEFAULT_STACK_REDIS_CLUSTER_PORT=56401
 DEFAULT_STACK_REDIS_CLUSTER_BUS_PORT=56411
 DEFAULT_STACK_REDIS_CLUSTER_NODE_TIMEOUT=2000
@@ -119,7 +123,7 @@ DEFAULT_STACK_PROMETHEUS_INTERVAL=5s
 # Started in this order by `up` (those chosen by STACK_SERVICES), stopped in
 # reverse order by `down`. load_config appends api1..api$STACK_API_REPLICAS,
 # nginx, then MONITORING.
-SERVICES=(pg redis redis_cluster)
+SERVICES=(pg pg_replica redis redis_cluster)
 # On SIGTERM a replica reports not-ready this long before closing its
 # listener, so a load balancer notices it is draining.
 API_DRAIN_DELAY_MS=1000
@@ -172,7 +176,8 @@ Commands:
                 STACK_SERVICES run, 3 otherwise.
   env           Print export lines for DATABASE_URL, REDIS_URL, API_URLS
                 (the replicas' base URLs, comma-separated) and PUBLIC_URL
-                (NGINX, the edge); works whether or
+                (NGINX, the edge), and DATABASE_REPLICA_URLS while the
+                PostgreSQL read replica runs; works whether or
                 not the stack is up, for
                   eval "\$($SELF env)"
   help          This text (also -h, --help).
@@ -186,6 +191,13 @@ Environment variables (default in brackets):
                      address (127.0.0.0/8 or ::1).
   STACK_PG_PORT      [$DEFAULT_STACK_PG_PORT]  PostgreSQL TCP port.
   STACK_REDIS_PORT   [$DEFAULT_STACK_REDIS_PORT]  Redis TCP port.
+  STACK_PG_REPLICA_PORT [$DEFAULT_STACK_PG_REPLICA_PORT]  Port of the PostgreSQL read replica
+                     (pg_replica): a streaming standby cloned from the primary
+                     with pg_basebackup -R into \$STACK_DIR/postgres/replica,
+                     replicating as role $PG_REPLICATION_USER (LOCAL-ONLY
+                     password $PG_REPLICATION_PASSWORD). 'up' waits until it is in
+                     recovery and streaming; the API replicas started with it
+                     read it first (DATABASE_REPLICA_URLS).
   STACK_REDIS_CLUSTER_PORT [$DEFAULT_STACK_REDIS_CLUSTER_PORT]  Service redis_cluster (opt-in): a Redis
                      Cluster of six nodes, three masters with a replica each, on
                      this port and the five after it.
@@ -204,11 +216,13 @@ Environment variables (default in brackets):
   STACK_PG_BIN       [highest /usr/lib/postgresql/*/bin]  PostgreSQL server
                      binaries (an existing cluster uses its own version's).
   STACK_SERVICES     [$DEFAULT_STACK_SERVICES]  Services 'up' starts, separated by
-                     spaces or commas, always started in the order pg, redis,
-                     redis_cluster, api1..apiN, nginx: pg, redis, redis_cluster
-                     (instead of redis: the replicas, 'env' and the redis
-                     exporter then use REDIS_URL=redis-cluster://...; also when
-                     STACK_SERVICES names no Redis and only the cluster runs), api (all
+                     spaces or commas, always started in the order pg,
+                     pg_replica, redis, redis_cluster, api1..apiN, nginx: pg,
+                     pg_replica (opt-in, never in the default), redis,
+                     redis_cluster (instead of redis: the replicas, 'env' and
+                     the redis exporter then use REDIS_URL=redis-cluster://...;
+                     also when STACK_SERVICES names no Redis and only the
+                     cluster runs), api (all
                      STACK_API_REPLICAS replicas), apiN (replica N alone) or
                      nginx. E.g.
                      STACK_SERVICES="pg redis" for the stores only.
@@ -254,7 +268,8 @@ Environment variables (default in brackets):
   it (no dropped connections) when the NGINX settings changed, e.g.
     STACK_SERVICES=nginx STACK_NGINX_RATE_LIMIT=on $SELF up
 
-Each API replica gets DATABASE_URL and REDIS_URL as printed by 'env',
+Each API replica gets DATABASE_URL and REDIS_URL as printed by 'env' (and
+DATABASE_REPLICA_URLS when the PostgreSQL read replica runs),
 API_LISTEN and API_ADMIN_LISTEN on STACK_HOST, API_KEY_PREFIX,
 API_DRAIN_DELAY_MS=$API_DRAIN_DELAY_MS and API_WORKER_THREADS (1 unless set:
 the replicas share the host's cores); other API_* variables of the
@@ -267,7 +282,8 @@ own STACK_DIR and ports, and pass the same variables to its 'down'.
 
 Files: Redis settings in redis/redis.conf, PostgreSQL settings in
 postgres/postgresql.conf (copied into the cluster at each start). Logs:
-\$STACK_DIR/log/postgres.log, \$STACK_DIR/log/redis.log,
+\$STACK_DIR/log/postgres.log (the replica's: postgres-replica.log),
+\$STACK_DIR/log/redis.log,
 \$STACK_DIR/log/redis-cluster-PORT.log (each cluster node's data and
 nodes.conf: \$STACK_DIR/redis-cluster/PORT) and
 \$STACK_DIR/log/apiN.log (pid files: \$STACK_DIR/run/apiN.pid) and
@@ -283,6 +299,7 @@ load_config() {
     STACK_HOST=${STACK_HOST:-$DEFAULT_STACK_HOST}
     STACK_PG_PORT=${STACK_PG_PORT:-$DEFAULT_STACK_PG_PORT}
     STACK_REDIS_PORT=${STACK_REDIS_PORT:-$DEFAULT_STACK_REDIS_PORT}
+    load_pg_replica_config
     STACK_PG_USER=${STACK_PG_USER:-$DEFAULT_STACK_PG_USER}
     STACK_PG_PASSWORD=${STACK_PG_PASSWORD:-$DEFAULT_STACK_PG_PASSWORD}
     STACK_PG_DB=${STACK_PG_DB:-$DEFAULT_STACK_PG_DB}
@@ -353,6 +370,9 @@ load_api_config() {
         die "STACK_API_REPLICAS='$STACK_API_REPLICAS' must be a number of replicas from 1 to 9."
     local var n port
     local -A owner=([$((10#$STACK_PG_PORT))]=STACK_PG_PORT [$((10#$STACK_REDIS_PORT))]=STACK_REDIS_PORT)
+    [[ -z ${owner[$((10#$STACK_PG_REPLICA_PORT))]:-} ]] ||
+        die "port $STACK_PG_REPLICA_PORT is wanted by both ${owner[$((10#$STACK_PG_REPLICA_PORT))]} and STACK_PG_REPLICA_PORT. Give every service its own port."
+    owner[$((10#$STACK_PG_REPLICA_PORT))]=STACK_PG_REPLICA_PORT
     # NGINX's ports take part in the overlap check.
     is_port "$STACK_NGINX_PORT" || die "STACK_NGINX_PORT='$STACK_NGINX_PORT' is not a TCP port number (1-65535)."
     is_port "$STACK_NGINX_STATUS_PORT" || die "STACK_NGINX_STATUS_PORT='$STACK_NGINX_STATUS_PORT' is not a TCP port number (1-65535)."
@@ -390,7 +410,7 @@ load_api_config() {
     read -ra names <<<"${STACK_SERVICES//,/ }"
     for name in "${names[@]}"; do
         case $name in
-        pg | redis | redis_cluster | nginx | node_exporter | nginx_exporter | redis_exporter | pg_exporter | prometheus) want[$name]=1 ;;
+        pg | pg_replica | redis | redis_cluster | nginx | node_exporter | nginx_exporter | redis_exporter | pg_exporter | prometheus) want[$name]=1 ;;
         exporters) for n in "${MONITORING[@]}"; do [[ $n == prometheus ]] || want[$n]=1; done ;;
         api) for ((n = 1; n <= STACK_API_REPLICAS; n++)); do want[api$n]=1; done ;;
         api[1-9])
@@ -398,7 +418,7 @@ load_api_config() {
                 die "STACK_SERVICES names $name, but STACK_API_REPLICAS=$STACK_API_REPLICAS. Raise STACK_API_REPLICAS or drop $name."
             want[$name]=1
             ;;
-        *) die "STACK_SERVICES='$STACK_SERVICES': unknown service '$name'. Known: pg, redis, redis_cluster, api (all STACK_API_REPLICAS replicas), api1..api$STACK_API_REPLICAS, nginx, exporters (${MONITORING[*]:0:4}), prometheus." ;;
+        *) die "STACK_SERVICES='$STACK_SERVICES': unknown service '$name'. Known: pg, pg_replica, redis, redis_cluster, api (all STACK_API_REPLICAS replicas), api1..api$STACK_API_REPLICAS, nginx, exporters (${MONITORING[*]:0:4}), prometheus." ;;
         esac
     done
     SELECTED=()
@@ -706,6 +726,8 @@ pg_write_config() {
         if [[ $STACK_HOST != 127.0.0.1 && $STACK_HOST != ::1 ]]; then
             echo "host    all          all   $STACK_HOST/32   scram-sha-256"
         fi
+        echo "# TCP replication (the read replica, pg_replica): its own role, SCRAM password."
+        pg_replica_hba
     } >"$hba"
     chmod 0600 "$conf" "$hba"
     if is_root; then chown "$PG_SUPERUSER:" "$conf" "$hba"; fi
@@ -828,6 +850,216 @@ pg_status() {
     fi
     printf '%-14s %-9s pid=%-8s %s:%-6s %s\n' postgres "$state" "$pid" "$(url_host "$STACK_HOST")" "$port" "$extra"
     return "$rc"
+}
+
+# --- PostgreSQL read replica (opt-in: pg_replica in STACK_SERVICES) -------------
+# A real streaming standby of our PostgreSQL ("the primary"): cloned with
+# pg_basebackup -R into $PG_REPLICA_DATA over a TCP replication connection
+# (role $PG_REPLICATION_USER, SCRAM, its password in a 0600 passfile), then
+# started on STACK_PG_REPLICA_PORT with the primary's binaries, the project
+# settings and the same socket directory. Read-only: roles, databases and data
+# all come from the primary. The API replicas read it first when it runs
+# (DATABASE_REPLICA_URLS). No replication slot: a replica stopped for long can
+# fall behind the WAL the primary keeps; then delete $PG_REPLICA_DATA (or
+# 'down --purge') and 'up' clones it afresh.
+PG_REPLICATION_USER=results_replicator
+PG_REPLICATION_PASSWORD=replication-local-only # LOCAL-ONLY default, not a secret
+
+# Port and paths; called by load_config before the port overlap checks.
+load_pg_replica_config() {
+    STACK_PG_REPLICA_PORT=${STACK_PG_REPLICA_PORT:-$DEFAULT_STACK_PG_REPLICA_PORT}
+    is_port "$STACK_PG_REPLICA_PORT" ||
+        die "STACK_PG_REPLICA_PORT='$STACK_PG_REPLICA_PORT' is not a TCP port number (1-65535)."
+    PG_REPLICA_DATA=$STACK_DIR/postgres/replica
+    PG_REPLICA_LOG=$STACK_DIR/log/postgres-replica.log
+    PG_REPLICA_PASSFILE=$STACK_DIR/postgres/replication.pgpass
+}
+
+# The primary's pg_hba.conf lines that let the replica stream (pg_write_config).
+pg_replica_hba() {
+    local addr
+    for addr in 127.0.0.1/32 ::1/128; do
+        printf 'host    replication  %s  %s  scram-sha-256\n' "$PG_REPLICATION_USER" "$addr"
+    done
+    if [[ $STACK_HOST != 127.0.0.1 && $STACK_HOST != ::1 ]]; then
+        printf 'host    replication  %s  %s/32  scram-sha-256\n' "$PG_REPLICATION_USER" "$STACK_HOST"
+    fi
+}
+
+pg_replica_url() {
+    printf 'postgres://%s:%s@%s:%s/%s' "$(url_encode "$STACK_PG_USER")" \
+        "$(url_encode "$STACK_PG_PASSWORD")" "$(url_host "$STACK_HOST")" \
+        "$STACK_PG_REPLICA_PORT" "$(url_encode "$STACK_PG_DB")"
+}
+
+pg_replica_initialised() { [[ -f $PG_REPLICA_DATA/PG_VERSION ]]; }
+pg_replica_pid() { sed -n 1p "$PG_REPLICA_DATA/postmaster.pid" 2>/dev/null || true; }
+pg_replica_running_port() { sed -n 4p "$PG_REPLICA_DATA/postmaster.pid" 2>/dev/null || true; }
+
+pg_replica_running() {
+    pg_replica_initialised && pg_run "$PG_BIN/pg_ctl" -D "$PG_REPLICA_DATA" status >/dev/null 2>&1 &&
+        pid_alive "$(pg_replica_pid)"
+}
+
+pg_replica_psql() {
+    "$PG_BIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$RUN_DIR" -p "$STACK_PG_REPLICA_PORT" \
+        -U "$PG_SUPERUSER" -d postgres "$@"
+}
+
+# In recovery (a standby) and its WAL receiver streams from the primary.
+pg_replica_streaming() {
+    [[ $(pg_replica_psql -c "SELECT pg_is_in_recovery() AND EXISTS
+        (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')" 2>/dev/null) == t ]]
+}
+
+# The running primary, ready to serve a replica: wal_level, the replication
+# role (password re-applied) and its pg_hba.conf lines (added and reloaded if
+# the primary was started before they existed).
+pg_replica_prepare_primary() {
+    if ! { pg_running && [[ $(pg_running_port) == "$STACK_PG_PORT" ]] && pg_ready; }; then
+        die "pg_replica streams from this stack's PostgreSQL, which does not run on port $STACK_PG_PORT: start it too (STACK_SERVICES=\"pg pg_replica ...\")."
+    fi
+    local level
+    level=$(pg_psql -c 'SHOW wal_level')
+    [[ $level == replica || $level == logical ]] ||
+        die "the primary runs with wal_level=$level, too little for a streaming replica: set wal_level = replica in postgres/postgresql.conf, then '$SELF down' and '$SELF up'."
+    pg_psql 9>&- <<SQL || die "could not create the replication role '$PG_REPLICATION_USER'; read $PG_LOG."
+\\set u $(psql_meta_quote "$PG_REPLICATION_USER")
+\\set pw $(psql_meta_quote "$PG_REPLICATION_PASSWORD")
+SET password_encryption = 'scram-sha-256';
+SELECT format('CREATE ROLE %I', :'u')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'u') \\gexec
+SELECT format('ALTER ROLE %I WITH LOGIN REPLICATION PASSWORD %L', :'u', :'pw') \\gexec
+SQL
+    if ! grep -q "replication  $PG_REPLICATION_USER " "$PG_DATA/pg_hba.conf"; then
+        log "pg_replica: allowing replication connections on the primary (pg_hba.conf, reload)"
+        pg_replica_hba >>"$PG_DATA/pg_hba.conf"
+        pg_psql -c 'SELECT pg_reload_conf()' >/dev/null
+    fi
+}
+
+# Clones the primary into $PG_REPLICA_DATA (pg_basebackup -R: standby.signal
+# and primary_conninfo), then gives it its own per-instance settings.
+pg_replica_clone() {
+    local clonelog=$LOG_DIR/pg_basebackup.log
+    (umask 077 && printf '*:*:*:%s:%s\n' "$PG_REPLICATION_USER" "$PG_REPLICATION_PASSWORD" >"$PG_REPLICA_PASSFILE")
+    if is_root; then chown "$PG_SUPERUSER:" "$PG_REPLICA_PASSFILE"; fi
+    log "pg_replica: cloning the primary into $PG_REPLICA_DATA (pg_basebackup -R; output: $clonelog)"
+    if ! pg_run "$PG_BIN/pg_basebackup" -D "$PG_REPLICA_DATA" -R -X stream -c fast \
+        -d "host=$STACK_HOST port=$STACK_PG_PORT user=$PG_REPLICATION_USER passfile=$PG_REPLICA_PASSFILE application_name=stack_pg_replica" \
+        >>"$clonelog" 2>&1 9>&-; then
+        show_log_tail "$clonelog"
+        rm -rf -- "$PG_REPLICA_DATA"
+        die "pg_basebackup failed; read $clonelog and $PG_LOG."
+    fi
+    pg_replica_write_config
+}
+
+# The replica's stack.conf and pg_hba.conf: pg_write_config's, with the
+# replica's data directory and port (the clone carries the primary's).
+pg_replica_write_config() {
+    local PG_DATA=$PG_REPLICA_DATA STACK_PG_PORT=$STACK_PG_REPLICA_PORT
+    pg_write_config
+}
+
+# A replica cloned from another cluster (the primary was purged and created
+# anew) can never stream from this one: its data directory is ours to redo.
+pg_replica_matches_primary() {
+    local ours theirs
+    ours=$(pg_run "$PG_BIN/pg_controldata" -D "$PG_REPLICA_DATA" 2>/dev/null |
+        sed -n 's/^Database system identifier: *//p')
+    theirs=$(pg_psql -c 'SELECT system_identifier FROM pg_control_system()')
+    [[ -n $ours && $ours == "$theirs" ]]
+}
+
+pg_replica_check_port() {
+    pg_replica_running && return 0
+    if port_in_use "$STACK_HOST" "$STACK_PG_REPLICA_PORT"; then
+        die "port $STACK_PG_REPLICA_PORT on $STACK_HOST is already in use by another process (not this stack's replica in $PG_REPLICA_DATA). Set STACK_PG_REPLICA_PORT to a free port."
+    fi
+}
+
+pg_replica_preflight() {
+    pg_resolve_bin || die "cannot find the PostgreSQL binaries (see above)."
+    [[ -x $PG_BIN/pg_basebackup ]] || die "$PG_BIN/pg_basebackup is missing (it comes with the postgresql package)."
+    if [[ " ${SELECTED[*]} " != *" pg "* ]] && ! pg_running; then
+        die "pg_replica streams from this stack's PostgreSQL, which does not run: add pg to STACK_SERVICES (STACK_SERVICES=\"pg pg_replica ...\")."
+    fi
+    pg_replica_check_port
+}
+
+pg_replica_up() {
+    pg_resolve_bin || die "cannot find the PostgreSQL binaries (see above)."
+    if pg_replica_running; then
+        local port
+        port=$(pg_replica_running_port)
+        [[ $port == "$STACK_PG_REPLICA_PORT" ]] ||
+            die "our PostgreSQL replica ($PG_REPLICA_DATA) already runs on port $port, not STACK_PG_REPLICA_PORT=$STACK_PG_REPLICA_PORT. Run '$SELF down' first, or set STACK_PG_REPLICA_PORT=$port."
+        log "pg_replica: already running (pid $(pg_replica_pid), $(url_host "$STACK_HOST"):$port)"
+    else
+        pg_replica_check_port
+        pg_replica_prepare_primary
+        touch "$PG_REPLICA_LOG"
+        if is_root; then chown "$PG_SUPERUSER:" "$PG_REPLICA_LOG"; fi
+        if pg_replica_initialised && ! pg_replica_matches_primary; then
+            log "pg_replica: $PG_REPLICA_DATA was cloned from another cluster; cloning afresh"
+            rm -rf -- "$PG_REPLICA_DATA"
+        fi
+        if pg_replica_initialised; then
+            pg_replica_write_config
+        else
+            pg_replica_clone
+        fi
+        log "pg_replica: starting a streaming replica on $(url_host "$STACK_HOST"):$STACK_PG_REPLICA_PORT (log: $PG_REPLICA_LOG)"
+        if ! pg_run "$PG_BIN/pg_ctl" -D "$PG_REPLICA_DATA" -l "$PG_REPLICA_LOG" -w -t "$STACK_TIMEOUT" start >/dev/null 9>&-; then
+            show_log_tail "$PG_REPLICA_LOG"
+            die "the PostgreSQL replica did not start within ${STACK_TIMEOUT}s. Read $PG_REPLICA_LOG."
+        fi
+    fi
+    if ! wait_for "$STACK_TIMEOUT" pg_replica_streaming; then
+        show_log_tail "$PG_REPLICA_LOG"
+        die "the PostgreSQL replica is not streaming from the primary after ${STACK_TIMEOUT}s. Read $PG_REPLICA_LOG; if it fell behind the primary's WAL, '$SELF down', delete $PG_REPLICA_DATA and '$SELF up' again."
+    fi
+    log "pg_replica: in recovery and streaming from $(url_host "$STACK_HOST"):$STACK_PG_PORT"
+}
+
+pg_replica_down() {
+    if ! pg_replica_initialised; then
+        return 0 # opt-in: nothing to say when there never was one
+    fi
+    pg_resolve_bin || die "cannot find the PostgreSQL binaries to stop $PG_REPLICA_DATA (see above)."
+    if ! pg_replica_running; then
+        log "pg_replica: already stopped"
+        return 0
+    fi
+    log "pg_replica: stopping (pid $(pg_replica_pid))"
+    pg_run "$PG_BIN/pg_ctl" -D "$PG_REPLICA_DATA" -m fast -w -t "$STACK_TIMEOUT" stop >/dev/null ||
+        die "the PostgreSQL replica did not stop within ${STACK_TIMEOUT}s. Read $PG_REPLICA_LOG; retry '$SELF down'."
+    log "pg_replica: stopped"
+}
+
+pg_replica_status() {
+    local state=stopped pid=- port=$STACK_PG_REPLICA_PORT extra='' rc=1
+    if pg_replica_initialised && pg_resolve_bin 2>/dev/null && pg_replica_running; then
+        pid=$(pg_replica_pid)
+        port=$(pg_replica_running_port)
+        if [[ $port != "$STACK_PG_REPLICA_PORT" ]]; then
+            state=not-ready extra="(running on port $port, not STACK_PG_REPLICA_PORT=$STACK_PG_REPLICA_PORT)"
+        elif pg_replica_streaming; then
+            state=running rc=0 extra="streaming from :$STACK_PG_PORT"
+        else
+            state=not-ready extra="(not streaming from the primary; read $PG_REPLICA_LOG)"
+        fi
+    elif ! pg_replica_initialised; then
+        extra='(opt-in: STACK_SERVICES="pg pg_replica ...")'
+    fi
+    printf '%-14s %-9s pid=%-8s %s:%-6s %s\n' pg_replica "$state" "$pid" "$(url_host "$STACK_HOST")" "$port" "$extra"
+    return "$rc"
+}
+
+# DATABASE_REPLICA_URLS for the API when our replica runs (else nothing).
+pg_replica_urls() {
+    if pg_replica_initialised && pg_resolve_bin 2>/dev/null && pg_replica_running; then pg_replica_url; fi
 }
 
 # --- Redis -------------------------------------------------------------------
@@ -1285,7 +1517,7 @@ api_up() {
     log "$name: starting $STACK_API_BIN on $(api_addr "$n"), admin $(api_admin_addr "$n") (log: $logfile)"
     launch "$name" "$pidfile" "$logfile" API_LISTEN="$(api_addr "$n")" API_ADMIN_LISTEN="$(api_admin_addr "$n")" \
         DATABASE_URL="$(database_url)" REDIS_URL="$(clients_redis_url)" \
-        API_KEY_PREFIX="$STACK_KEY_PREFIX" API_DRAIN_DELAY_MS="$API_DRAIN_DELAY_MS" \
+        DATABASE_REPLICA_URLS="$(pg_replica_urls)" API_KEY_PREFIX="$STACK_KEY_PREFIX" API_DRAIN_DELAY_MS="$API_DRAIN_DELAY_MS" \
         API_WORKER_THREADS="$API_WORKER_THREADS" STACK_API_PIDFILE="$pidfile" -- "$STACK_API_BIN"
     pid=$LAUNCHED_PID
     await_healthy "$name" "$pid" "$logfile" "$(api_url "$n")/healthz" api_healthy "$n"
@@ -1691,7 +1923,7 @@ mon_status() {
 cmd_up() {
     (($# == 0)) || die "'up' takes no arguments (got: $*). Configure it with the STACK_* variables; see '$SELF help'."
     ensure_packages
-    local svc
+    local svc replicas
     # Check every chosen service first (ports, binaries), so a conflict starts
     # (or creates) nothing.
     for svc in "${SELECTED[@]}"; do
@@ -1711,6 +1943,8 @@ cmd_up() {
     echo "  logs: $PG_LOG, $REDIS_LOG, $LOG_DIR/apiN.log, $NGINX_LOG, $LOG_DIR/<exporter>.log, $LOG_DIR/prometheus.log"
     echo "DATABASE_URL=$(database_url)"
     echo "REDIS_URL=$(clients_redis_url)"
+    replicas=$(pg_replica_urls)
+    [[ -z $replicas ]] || echo "DATABASE_REPLICA_URLS=$replicas"
     echo "API_URLS=$(api_urls)"
     echo "PUBLIC_URL=$(nginx_url)"
     echo "PROMETHEUS_URL=$(prometheus_url)"
@@ -1761,6 +1995,9 @@ cmd_env() {
     # URL-encoded values contain no single quotes, so this is safe for eval.
     printf "export DATABASE_URL='%s'\n" "$(database_url)"
     printf "export REDIS_URL='%s'\n" "$(clients_redis_url)"
+    local replicas
+    replicas=$(pg_replica_urls)
+    [[ -z $replicas ]] || printf "export DATABASE_REPLICA_URLS='%s'\n" "$replicas"
     printf "export API_URLS='%s'\n" "$(api_urls)"
     printf "export PUBLIC_URL='%s'\n" "$(nginx_url)"
     printf "export PROMETHEUS_URL='%s'\n" "$(prometheus_url)"

@@ -12,8 +12,9 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::error::ApiError;
+use crate::pg_servers::ReplicaState;
 use crate::startup::AppState;
-use crate::telemetry::{DB_POOL, REDIS_CONNECTED};
+use crate::telemetry::{DB_POOL, DB_REPLICAS, REDIS_CONNECTED};
 
 /// The longest profile one request may ask for, in seconds.
 pub const MAX_PROFILE_SECONDS: u64 = 60;
@@ -31,9 +32,17 @@ pub fn admin_router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let (open, idle) = state.pg.pool_usage();
-    metrics::gauge!(DB_POOL, "state" => "open").set(f64::from(open));
-    metrics::gauge!(DB_POOL, "state" => "idle").set(idle as f64);
+    for (server, open, idle) in state.pg.pool_usage() {
+        metrics::gauge!(DB_POOL, "state" => "open", "server" => server.label()).set(f64::from(open));
+        metrics::gauge!(DB_POOL, "state" => "idle", "server" => server.label()).set(idle as f64);
+    }
+    let replicas = state.pg.replica_states();
+    if !replicas.is_empty() {
+        for mark in [ReplicaState::Up, ReplicaState::Down, ReplicaState::Lagging] {
+            let n = replicas.iter().filter(|&&s| s == mark).count();
+            metrics::gauge!(DB_REPLICAS, "state" => mark.label()).set(n as f64);
+        }
+    }
     metrics::gauge!(REDIS_CONNECTED).set(if state.redis.is_connected() { 1.0 } else { 0.0 });
     let body = state.metrics.render();
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], body).into_response()

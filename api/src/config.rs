@@ -13,8 +13,9 @@ use results_core::keys::DEFAULT_PREFIX;
 /// exposed publicly.
 ///
 /// Reads Redis first (loaded by the seeder), then PostgreSQL when Redis is down or does not hold
-/// the complete data set, with a short-lived in-process cache in front of both. Starts without
-/// either store being up and becomes ready (`/readyz`) when one is.
+/// the complete data set (a read replica when one answers, else the primary), with a short-lived
+/// in-process cache in front of PostgreSQL. Starts without either store being up and becomes
+/// ready (`/readyz`) when one is.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "api", version)]
 pub struct Args {
@@ -24,9 +25,21 @@ pub struct Args {
     /// Admin address (/metrics, pprof): keep it private.
     #[arg(long, env = "API_ADMIN_LISTEN", default_value = "127.0.0.1:9081")]
     pub admin_listen: SocketAddr,
-    /// PostgreSQL URL (the source of truth, read when Redis cannot answer).
+    /// PostgreSQL URL (the source of truth, read when Redis cannot answer and no read replica
+    /// can).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// PostgreSQL read replica URL (streaming standbys of DATABASE_URL): repeat the flag, or
+    /// separate URLs with commas in the variable. PostgreSQL reads go to a replica that answers
+    /// (round robin), to the primary only when none does.
+    #[arg(
+        long = "database-replica-url",
+        env = "DATABASE_REPLICA_URLS",
+        value_name = "URL",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub database_replica_urls: Vec<String>,
     /// Redis URL (redis://host:port, or redis-cluster://host:port for a cluster).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -55,6 +68,11 @@ pub struct Args {
     /// PostgreSQL timeout (connection acquisition and query) in milliseconds.
     #[arg(long, env = "API_PG_TIMEOUT_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub pg_timeout_ms: u64,
+    /// PostgreSQL read replica timeout (connection acquisition and query) in milliseconds: a
+    /// replica slower than this is marked down until it answers a ping, and the next server is
+    /// asked, so a dead replica costs a request at most this once.
+    #[arg(long, env = "API_PG_REPLICA_TIMEOUT_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub pg_replica_timeout_ms: u64,
     /// Whole-request timeout in milliseconds.
     #[arg(long, env = "API_REQUEST_TIMEOUT_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub request_timeout_ms: u64,
@@ -77,8 +95,10 @@ pub struct Args {
 /// Validated settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// PostgreSQL URL.
+    /// PostgreSQL URL (the primary).
     pub database_url: String,
+    /// PostgreSQL read replica URLs, asked before the primary (may be empty).
+    pub database_replica_urls: Vec<String>,
     /// Redis URL.
     pub redis_url: String,
     /// Redis key layout.
@@ -95,8 +115,10 @@ pub struct Settings {
     pub http_max_age_s: u32,
     /// Redis command timeout.
     pub redis_timeout: Duration,
-    /// PostgreSQL timeout.
+    /// PostgreSQL timeout (the primary).
     pub pg_timeout: Duration,
+    /// PostgreSQL read replica timeout.
+    pub pg_replica_timeout: Duration,
     /// Whole-request timeout.
     pub request_timeout: Duration,
     /// Marker and directory refresh interval.
@@ -112,6 +134,7 @@ impl Settings {
     pub fn new(database_url: impl Into<String>, redis_url: impl Into<String>, layout: KeyLayout) -> Self {
         Self {
             database_url: database_url.into(),
+            database_replica_urls: Vec::new(),
             redis_url: redis_url.into(),
             layout,
             pg_pool_size: 8,
@@ -121,6 +144,7 @@ impl Settings {
             http_max_age_s: 5,
             redis_timeout: Duration::from_millis(250),
             pg_timeout: Duration::from_millis(1_000),
+            pg_replica_timeout: Duration::from_millis(250),
             request_timeout: Duration::from_millis(5_000),
             refresh: Duration::from_millis(1_000),
             drain_delay: Duration::ZERO,
@@ -136,14 +160,16 @@ impl Args {
             .database_url
             .clone()
             .ok_or_else(|| anyhow::anyhow!("no PostgreSQL URL: set DATABASE_URL or pass --database-url"))?;
-        if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
+        if !is_postgres_url(&database_url) {
             anyhow::bail!("DATABASE_URL must start with postgres:// or postgresql://");
         }
+        let database_replica_urls = replica_urls(&self.database_replica_urls)?;
         let redis_url =
             self.redis_url.clone().ok_or_else(|| anyhow::anyhow!("no Redis URL: set REDIS_URL or pass --redis-url"))?;
         let layout = KeyLayout::new(&self.key_prefix).map_err(|e| anyhow::anyhow!("API_KEY_PREFIX: {e}"))?;
         Ok(Settings {
             database_url,
+            database_replica_urls,
             redis_url,
             layout,
             pg_pool_size: self.pg_pool_size,
@@ -153,10 +179,43 @@ impl Args {
             http_max_age_s: self.http_max_age_s,
             redis_timeout: Duration::from_millis(self.redis_timeout_ms),
             pg_timeout: Duration::from_millis(self.pg_timeout_ms),
+            pg_replica_timeout: Duration::from_millis(self.pg_replica_timeout_ms),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             refresh: Duration::from_millis(self.refresh_ms),
             drain_delay: Duration::from_millis(self.drain_delay_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
         })
     }
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The replica URLs, checked one by one; an empty `DATABASE_REPLICA_URLS` means none. Errors
+/// name the entry by position, never by value: a URL carries a password.
+pub fn replica_urls(given: &[String]) -> anyhow::Result<Vec<String>> {
+    if let [only] = given
+        && only.trim().is_empty()
+    {
+        return Ok(Vec::new());
+    }
+    let mut urls: Vec<String> = Vec::with_capacity(given.len());
+    for (i, url) in given.iter().enumerate() {
+        let n = i + 1;
+        let url = url.trim();
+        if url.is_empty() {
+            anyhow::bail!(
+                "DATABASE_REPLICA_URLS: entry {n} is empty (separate URLs with single commas, no trailing comma)"
+            );
+        }
+        if !is_postgres_url(url) {
+            anyhow::bail!("DATABASE_REPLICA_URLS: entry {n} must start with postgres:// or postgresql://");
+        }
+        if let Some(first) = urls.iter().position(|u| u == url) {
+            anyhow::bail!("DATABASE_REPLICA_URLS: entry {n} repeats entry {}", first + 1);
+        }
+        urls.push(url.to_owned());
+    }
+    Ok(urls)
 }

@@ -1,6 +1,12 @@
 //! What every request needs besides the result itself, kept in memory and refreshed in the
 //! background: whether Redis holds the complete data set (the completeness marker), the schools,
 //! the stream sizes, and which stores are reachable.
+//!
+//! Each refresh pings the PostgreSQL primary and every read replica (that is what marks a replica
+//! up, down or lagging again, see `pg_servers`). The stream sizes come from the primary, a
+//! replica only while the primary is down: they are read once and kept, so they must not come
+//! from a replica still replaying a load; and one query per interval per API replica is no load
+//! worth moving off the primary.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +17,8 @@ use results_core::generate::StreamSizes;
 use results_core::{CODEC_VERSION, Marker};
 use tokio_util::sync::CancellationToken;
 
-use crate::stores::{PgTier, RedisTier};
+use crate::pg_servers::{PgServers, ReplicaState};
+use crate::stores::RedisTier;
 use crate::view::SchoolInfo;
 
 /// The in-memory snapshot.
@@ -30,7 +37,8 @@ pub struct Snapshot {
 pub struct Health {
     /// Redis answered the last refresh.
     pub redis_up: AtomicBool,
-    /// PostgreSQL answered the last refresh.
+    /// The PostgreSQL primary answered the last refresh (the read replicas' marks are in
+    /// [`PgServers::replica_states`]).
     pub postgres_up: AtomicBool,
     /// Shutting down: not ready for new traffic.
     pub draining: AtomicBool,
@@ -63,11 +71,11 @@ impl Directory {
     }
 
     /// Re-reads the marker, schools and stream sizes, and checks both stores.
-    pub async fn refresh(&self, redis: &RedisTier, pg: &PgTier) {
+    pub async fn refresh(&self, redis: &RedisTier, pg: &PgServers) {
         let current = self.snapshot();
         let marker = redis.marker().await;
         self.health.redis_up.store(marker.is_ok(), Ordering::Relaxed);
-        let postgres_up = pg.ping().await;
+        let postgres_up = pg.check().await;
         self.health.postgres_up.store(postgres_up, Ordering::Relaxed);
 
         // A marker written by another codec version describes values this build cannot read.
@@ -87,7 +95,10 @@ impl Directory {
         let streams = match (&marker, current.streams) {
             (Some(m), _) => Some(m.streams),
             (None, Some(known)) => Some(known),
-            (None, None) if postgres_up => pg.stream_sizes().await.ok(),
+            (None, None) if postgres_up => pg.primary().stream_sizes().await.ok(),
+            (None, None) if pg.replica_states().contains(&ReplicaState::Up) => {
+                pg.read(|pg| async move { pg.stream_sizes().await }).await.ok().map(|(sizes, _)| sizes)
+            }
             (None, None) => None,
         };
         if marker.is_some() != current.marker.is_some() {
@@ -100,7 +111,7 @@ impl Directory {
     pub async fn keep_fresh(
         self: Arc<Self>,
         redis: RedisTier,
-        pg: PgTier,
+        pg: PgServers,
         interval: Duration,
         stop: CancellationToken,
     ) {

@@ -11,6 +11,7 @@
 //! - [`admin`]: the private admin port: `/metrics` and `/debug/pprof/profile`.
 //! - [`lookup`]: the read path: in-process cache, Redis, PostgreSQL, and when each is used.
 //! - [`stores`]: the Redis and PostgreSQL clients, every call bounded in time.
+//! - [`pg_servers`]: the PostgreSQL primary and its read replicas: replicas first, health marks.
 //! - [`directory`]: the completeness marker, schools, stream sizes and store health, refreshed.
 //! - [`view`]: the JSON body of a result and its ETag.
 //! - [`error`]: the one error type and its JSON envelope.
@@ -22,6 +23,7 @@ pub mod directory;
 pub mod error;
 pub mod lookup;
 pub mod openapi;
+pub mod pg_servers;
 pub mod routes;
 pub mod server;
 pub mod startup;

@@ -17,6 +17,10 @@
 //! - Redis error, timeout or disconnection: counted, warned about once per interval, and the
 //!   in-process cache or PostgreSQL answers. PostgreSQL down while Redis answers: nothing
 //!   changes for hits.
+//! - PostgreSQL is a read replica when one answers, else the primary (`pg_servers`); the
+//!   lookup is counted with the `server` that answered (`replica` or `primary`; an error is the
+//!   primary's, asked last). A replica's miss is final: asking the primary too would send an
+//!   ID-enumeration flood to it.
 //! - Neither can answer: 503.
 
 use std::sync::Arc;
@@ -27,7 +31,8 @@ use results_core::{StudentId, codec};
 
 use crate::config::Settings;
 use crate::directory::Directory;
-use crate::stores::{PgTier, RedisTier, StoreError};
+use crate::pg_servers::{PgServers, Server};
+use crate::stores::{RedisTier, StoreError};
 use crate::telemetry::{LOOKUPS, RateLimitedWarning};
 use crate::view::{RenderedResult, render};
 
@@ -46,11 +51,15 @@ fn count(tier: &'static str, outcome: &'static str) {
     metrics::counter!(LOOKUPS, "tier" => tier, "outcome" => outcome).increment(1);
 }
 
+fn count_db(server: Server, outcome: &'static str) {
+    metrics::counter!(LOOKUPS, "tier" => "db", "outcome" => outcome, "server" => server.label()).increment(1);
+}
+
 /// The tiered reader.
 pub struct Lookup {
     cache: Cache<StudentId, Arc<RenderedResult>>,
     redis: RedisTier,
-    pg: PgTier,
+    pg: PgServers,
     directory: Arc<Directory>,
     redis_warning: RateLimitedWarning,
     pg_warning: RateLimitedWarning,
@@ -58,7 +67,7 @@ pub struct Lookup {
 
 impl Lookup {
     /// A reader over the given stores.
-    pub fn new(settings: &Settings, redis: RedisTier, pg: PgTier, directory: Arc<Directory>) -> Self {
+    pub fn new(settings: &Settings, redis: RedisTier, pg: PgServers, directory: Arc<Directory>) -> Self {
         let cache = Cache::builder().max_capacity(settings.cache_capacity).time_to_live(settings.cache_ttl).build();
         Self {
             cache,
@@ -122,28 +131,28 @@ impl Lookup {
         id: StudentId,
         streams: Option<results_core::generate::StreamSizes>,
     ) -> Result<Arc<RenderedResult>, LookupError> {
-        match self.pg.get(id).await {
-            Ok(Some(found)) => {
+        match self.pg.read(|pg| async move { pg.get(id).await }).await {
+            Ok((Some(found), server)) => {
                 let size = match streams {
                     Some(s) => s.of(found.record.stream),
-                    None => match self.pg.stream_sizes().await {
-                        Ok(s) => s.of(found.record.stream),
+                    None => match self.pg.read(|pg| async move { pg.stream_sizes().await }).await {
+                        Ok((s, _)) => s.of(found.record.stream),
                         Err(e) => {
-                            count("db", "error");
+                            count_db(Server::Primary, "error");
                             self.pg_warning.warn("PostgreSQL cannot count the streams", &e);
                             return Err(LookupError::Unavailable);
                         }
                     },
                 };
-                count("db", "hit");
+                count_db(server, "hit");
                 Ok(Arc::new(render(&found.record, &found.school, size)))
             }
-            Ok(None) => {
-                count("db", "miss");
+            Ok((None, server)) => {
+                count_db(server, "miss");
                 Err(LookupError::NotFound)
             }
             Err(e) => {
-                count("db", "error");
+                count_db(Server::Primary, "error");
                 self.pg_warning.warn("PostgreSQL cannot answer", &e);
                 Err(LookupError::Unavailable)
             }

@@ -19,6 +19,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::error::ApiError;
 use crate::lookup::LookupError;
 use crate::openapi;
+use crate::pg_servers::ReplicaState;
 use crate::startup::AppState;
 use crate::telemetry::{HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS};
 use crate::view::RenderedResult;
@@ -126,14 +127,17 @@ async fn healthz() -> impl IntoResponse {
 /// The readiness report.
 #[derive(Debug, Serialize)]
 pub struct Readiness {
-    /// Ready to take traffic: not draining, and at least one store reachable.
+    /// Ready to take traffic: not draining, and at least one store (or read replica) reachable.
     pub ready: bool,
     /// Shutting down.
     pub draining: bool,
     /// `up` or `down`.
     pub redis: &'static str,
-    /// `up` or `down`.
+    /// `up` or `down` (the primary).
     pub postgres: &'static str,
+    /// Each read replica, in the order of `DATABASE_REPLICA_URLS`: `up`, `down` or `lagging`
+    /// (empty without replicas; never their URLs, which carry passwords).
+    pub postgres_replicas: Vec<&'static str>,
     /// Redis holds the complete data set (its misses are authoritative).
     pub complete_data_set: bool,
 }
@@ -143,11 +147,14 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let redis = health.redis_up.load(Ordering::Relaxed);
     let postgres = health.postgres_up.load(Ordering::Relaxed);
     let draining = health.draining.load(Ordering::Relaxed);
+    let replicas = state.pg.replica_states();
+    let replica_up = replicas.contains(&ReplicaState::Up);
     let report = Readiness {
-        ready: !draining && (redis || postgres),
+        ready: !draining && (redis || postgres || replica_up),
         draining,
         redis: if redis { "up" } else { "down" },
         postgres: if postgres { "up" } else { "down" },
+        postgres_replicas: replicas.iter().map(|s| s.label()).collect(),
         complete_data_set: state.directory.snapshot().marker.is_some(),
     };
     let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

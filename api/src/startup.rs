@@ -12,9 +12,10 @@ use crate::admin::admin_router;
 use crate::config::Settings;
 use crate::directory::Directory;
 use crate::lookup::Lookup;
+use crate::pg_servers::PgServers;
 use crate::routes::public_router;
 use crate::server::serve;
-use crate::stores::{PgTier, RedisTier};
+use crate::stores::RedisTier;
 use crate::telemetry;
 
 /// What every handler shares.
@@ -31,8 +32,8 @@ pub struct Inner {
     pub directory: Arc<Directory>,
     /// Redis.
     pub redis: RedisTier,
-    /// PostgreSQL.
-    pub pg: PgTier,
+    /// PostgreSQL: the primary and its read replicas.
+    pub pg: PgServers,
     /// The metrics registry.
     pub metrics: PrometheusHandle,
     /// `Cache-Control` of result responses.
@@ -51,7 +52,7 @@ impl AppState {
     /// Connects the stores (lazily: neither needs to be up) and builds the read path.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
         let redis = RedisTier::connect(&settings)?;
-        let pg = PgTier::connect(&settings)?;
+        let pg = PgServers::connect(&settings)?;
         let directory = Arc::new(Directory::default());
         let lookup = Lookup::new(&settings, redis.clone(), pg.clone(), Arc::clone(&directory));
         let cache_control = HeaderValue::from_str(&format!("public, max-age={}", settings.http_max_age_s))?;

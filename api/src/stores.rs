@@ -152,21 +152,34 @@ pub struct PgResult {
 #[derive(Clone)]
 pub struct PgTier {
     pool: PgPool,
+    /// Bound of a read.
     timeout: Duration,
+    /// Bound of a health check (the pool's acquire timeout: it may have to connect).
+    check_timeout: Duration,
     /// Built once from the shared subject lists; only constants go into it.
     by_id: std::sync::Arc<str>,
 }
 
 impl PgTier {
-    /// Builds the pool without connecting (the API starts whether or not PostgreSQL is up).
+    /// The primary's pool (`DATABASE_URL`), built without connecting: the API starts whether or
+    /// not PostgreSQL is up.
     pub fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        Self::open(&settings.database_url, settings.pg_pool_size, settings.pg_timeout, settings.pg_timeout)
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))
+    }
+
+    /// A pool of `size` connections to `url`, built without connecting: reads bounded by
+    /// `timeout`, health checks (and connecting) by `check_timeout`. A new connection (TCP and
+    /// SCRAM) costs more than a query on a warm one; a short read timeout on a replica must not
+    /// keep its checks from ever connecting.
+    pub fn open(url: &str, size: u32, timeout: Duration, check_timeout: Duration) -> Result<Self, sqlx::Error> {
+        let check_timeout = check_timeout.max(timeout);
         let pool = PgPoolOptions::new()
-            .max_connections(settings.pg_pool_size)
+            .max_connections(size)
             .min_connections(0)
-            .acquire_timeout(settings.pg_timeout)
+            .acquire_timeout(check_timeout)
             .idle_timeout(Duration::from_secs(60))
-            .connect_lazy(&settings.database_url)
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+            .connect_lazy(url)?;
         let select = |stream: Stream| {
             let subjects: Vec<String> = stream.subjects().iter().map(|s| format!("r.{}", s.as_str())).collect();
             format!(
@@ -181,11 +194,15 @@ impl PgTier {
             )
         };
         let by_id = format!("{} UNION ALL {}", select(Stream::NaturalScience), select(Stream::SocialScience)).into();
-        Ok(Self { pool, timeout: settings.pg_timeout, by_id })
+        Ok(Self { pool, timeout, check_timeout, by_id })
     }
 
     async fn bounded<T>(&self, work: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, work).await {
+        Self::within(self.timeout, work).await
+    }
+
+    async fn within<T>(limit: Duration, work: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, StoreError> {
+        match tokio::time::timeout(limit, work).await {
             Ok(outcome) => Ok(outcome?),
             Err(_) => Err(StoreError::PostgresTimeout),
         }
@@ -237,9 +254,16 @@ impl PgTier {
         Ok(StreamSizes { natural_science: count(0)?, social_science: count(1)? })
     }
 
-    /// Whether PostgreSQL answers a trivial query.
-    pub async fn ping(&self) -> bool {
-        self.bounded(sqlx::query("SELECT 1").execute(&self.pool)).await.is_ok()
+    /// The position in the WAL that this server's data reflects, in bytes: what a standby has
+    /// replayed, or what a primary has written. Also a ping.
+    pub async fn wal_position(&self) -> Result<i64, StoreError> {
+        let query = sqlx::query(
+            "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+             ELSE pg_current_wal_lsn() END - '0/0'::pg_lsn)::int8",
+        );
+        let row = Self::within(self.check_timeout, query.fetch_one(&self.pool)).await?;
+        // NULL: a standby that has replayed nothing yet.
+        Ok(row.try_get::<Option<i64>, _>(0)?.unwrap_or(0))
     }
 
     /// Connections open and idle, for the pool gauges.

@@ -16,9 +16,15 @@ pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 /// Requests being served.
 pub const HTTP_IN_FLIGHT: &str = "http_requests_in_flight";
-/// Lookups by `tier` (memory, redis, db) and `outcome` (hit, miss, error, decode_error).
+/// Lookups by `tier` (memory, redis, db) and `outcome` (hit, miss, error, decode_error); the db
+/// tier also by `server` (replica, primary: which answered).
 pub const LOOKUPS: &str = "result_lookups_total";
-/// PostgreSQL pool connections by `state` (open, idle).
+/// PostgreSQL read replica reads that failed (then the next server answered or failed).
+pub const DB_REPLICA_ERRORS: &str = "db_replica_errors_total";
+/// PostgreSQL read replicas by `state` (up, down, lagging), from the last refresh.
+pub const DB_REPLICAS: &str = "db_replicas";
+/// PostgreSQL pool connections by `server` (primary, replica: all replicas) and `state` (open,
+/// idle).
 pub const DB_POOL: &str = "db_pool_connections";
 /// Redis connections up.
 pub const REDIS_CONNECTED: &str = "redis_connections_up";

@@ -179,7 +179,6 @@ wrk_clean() { # the BENCH line of wrk output $1: requests > 0, no non-2xx, no so
   done
 }
 api_pid() { cat "$STACK_DIR/run/api$1.pid" 2>/dev/null; }
-gone() { ! kill -0 "$1" 2>/dev/null || [[ $(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) == Z ]]; }
 
 # 1. SIGKILL one replica mid-load.
 out=$STACK_DIR/wrk-kill.txt

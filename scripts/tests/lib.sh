@@ -13,6 +13,10 @@ check() { # check "description" command...: counts a pass, or a failure with its
   fi
 }
 
+gone() { # gone PID: the process has exited (or is a zombie nobody reaps: a daemon's parent left)
+  ! kill -0 "$1" 2>/dev/null || [[ $(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) == Z ]]
+}
+
 free_port() { # the first port from $1 upwards that nothing listens on (and the $2-1 after it)
   local port=$1 count=${2:-1} i
   for ((i = 0; i < count; i++)); do
@@ -72,11 +76,12 @@ throwaway_stack() {
   STACK_REDIS_EXPORTER_PORT=$(free_port $((STACK_NGINX_EXPORTER_PORT + 1)))
   STACK_PG_EXPORTER_PORT=$(free_port $((STACK_REDIS_EXPORTER_PORT + 1)))
   STACK_LOADGEN_METRICS_PORT=$(free_port $((STACK_PG_EXPORTER_PORT + 1)))
+  STACK_PG_REPLICA_PORT=$(free_port $((STACK_LOADGEN_METRICS_PORT + 1)))
   STACK_API_BIN=${STACK_API_BIN:-$(dirname -- "$STACK")/../target/debug/api}
   STACK_API_REPLICAS=3 STACK_KEY_PREFIX=results STACK_SERVICES="pg redis"
   STACK_NGINX_MICROCACHE=on STACK_NGINX_RATE_LIMIT=off
   export STACK_DIR STACK_PG_PORT STACK_REDIS_PORT STACK_API_PORT STACK_API_ADMIN_PORT STACK_NGINX_PORT \
     STACK_NGINX_STATUS_PORT STACK_PROMETHEUS_PORT STACK_NODE_EXPORTER_PORT STACK_NGINX_EXPORTER_PORT \
-    STACK_REDIS_EXPORTER_PORT STACK_PG_EXPORTER_PORT STACK_LOADGEN_METRICS_PORT STACK_API_BIN \
+    STACK_REDIS_EXPORTER_PORT STACK_PG_EXPORTER_PORT STACK_LOADGEN_METRICS_PORT STACK_PG_REPLICA_PORT STACK_API_BIN \
     STACK_API_REPLICAS STACK_KEY_PREFIX STACK_SERVICES STACK_NGINX_MICROCACHE STACK_NGINX_RATE_LIMIT
 }

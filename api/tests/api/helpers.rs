@@ -107,6 +107,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub redis_proxy: ChaosProxy,
     pub pg_proxy: ChaosProxy,
+    /// The read replica's proxy, when spawned with one ([`TestApp::spawn_with_replica`]).
+    pub replica_proxy: Option<ChaosProxy>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -143,7 +145,45 @@ impl TestApp {
             let _ = signal.await;
         }));
         let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
-        Self { base, admin: admin_base, client, redis_proxy, pg_proxy, shutdown: Some(shutdown), task: Some(task) }
+        Self {
+            base,
+            admin: admin_base,
+            client,
+            redis_proxy,
+            pg_proxy,
+            replica_proxy: None,
+            shutdown: Some(shutdown),
+            task: Some(task),
+        }
+    }
+
+    /// Like [`TestApp::spawn`], with one read replica in `DATABASE_REPLICA_URLS`: a second proxy
+    /// in front of the same PostgreSQL. The proxies tell which URL the API read; that a real
+    /// streaming standby serves these queries is scripts/tests/pg_replica_test.sh's part.
+    pub async fn spawn_with_replica(seeded: &Seeded, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let replica = ChaosProxy::start(server_addr(&seeded.stores.database_url)).await;
+        let url = with_addr(&seeded.stores.database_url, replica.addr());
+        let mut app = Self::spawn(seeded, |s| {
+            s.database_replica_urls.push(url);
+            // A read slower than the replica timeout goes to the primary by design; a debug
+            // build on a busy test host stalls past the default 250 ms now and then.
+            s.pg_replica_timeout = Duration::from_millis(1_000);
+            tweak(s);
+        })
+        .await;
+        app.replica_proxy = Some(replica);
+        app
+    }
+
+    /// The read replica's proxy.
+    pub fn replica(&self) -> &ChaosProxy {
+        self.replica_proxy.as_ref().expect("spawned with a replica")
+    }
+
+    /// The admin port's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(format!("{}/metrics", self.admin)).send().await.expect("metrics");
+        response.text().await.expect("metrics text")
     }
 
     /// GET a public path.

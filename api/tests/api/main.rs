@@ -7,5 +7,6 @@ mod helpers;
 mod openapi;
 mod operations;
 mod outages;
+mod replicas;
 mod routes;
 mod schema;

@@ -62,7 +62,7 @@ async fn metrics_are_prometheus_text_with_the_latency_buckets() {
         "http_requests_total{route=\"/v1/results/{id}\",method=\"GET\",status=\"200\"}",
         "result_lookups_total{tier=\"redis\",outcome=\"hit\"}",
         "http_requests_in_flight",
-        "db_pool_connections{state=\"open\"}",
+        "db_pool_connections{state=\"open\",server=\"primary\"}",
         "api_build_info{version=",
     ] {
         assert!(text.contains(needle), "missing {needle}");
