@@ -96,17 +96,58 @@ async fn without_the_completeness_marker_a_miss_asks_postgres() {
 }
 
 #[tokio::test]
-async fn a_corrupt_redis_value_falls_back_to_postgres() {
+async fn undecodable_redis_values_are_answered_from_postgres_and_counted() {
     use fred::prelude::*;
+    use results_core::codec::encode_result;
+    use results_core::{CODEC_VERSION, Dataset};
     let seeded = Seeded::new(300).await;
     let app = TestApp::spawn(&seeded, |_| {}).await;
+    let records = Dataset::new(seeded.spec).generate();
+    let good = |index: usize| encode_result(&records[index]);
+    let mut old_version = good(20);
+    old_version[0] = CODEC_VERSION - 1;
+    let mut newer_version = good(21);
+    newer_version[0] = CODEC_VERSION + 7;
+    let truncated = good(22)[..10].to_vec();
+    let mut out_of_range = records[23].clone();
+    out_of_range.scores[0] = 101;
+    let cases = [
+        ("an older codec version", 20, old_version),
+        ("a newer codec version", 21, newer_version),
+        ("a truncated value", 22, truncated),
+        ("a score above 100", 23, encode_result(&out_of_range)),
+        ("an empty value", 24, Vec::new()),
+        ("bytes that are not MessagePack", 25, vec![CODEC_VERSION, 0xc1, 0xff, 0x00]),
+    ];
     let redis = seeded.redis().await;
-    let (key, field) = seeded.stores.layout.result_location(results_core::StudentId::new(1_000_020).expect("id"));
-    let _: i64 = redis.hset(&key, (field, vec![results_core::CODEC_VERSION + 7, 1, 2, 3])).await.expect("corrupt");
-    let response = app.get("/v1/results/1000020").await;
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.expect("JSON");
-    assert_eq!(body["student_id"], 1_000_020);
+    for (what, index, value) in cases {
+        let record = &records[index];
+        let (key, field) = seeded.stores.layout.result_location(record.id);
+        let _: i64 = redis.hset(&key, (field, value)).await.expect("store the bad value");
+        let decode_errors = lookups(&app, "redis", "decode_error").await;
+        let db_hits = lookups(&app, "db", "hit").await;
+        let pg_before = app.pg_proxy.bytes_to_server();
+        let response = app.get(&format!("/v1/results/{}", record.id)).await;
+        assert_eq!(response.status(), 200, "{what}");
+        let body: serde_json::Value = response.json().await.expect("JSON");
+        assert_eq!(
+            (body["student_id"].as_u64(), body["name"].as_str()),
+            (Some(u64::from(record.id.get())), Some(record.name.as_str())),
+            "{what}: the stored result"
+        );
+        assert!(app.pg_proxy.bytes_to_server() > pg_before, "{what}: PostgreSQL answered");
+        // The recorder is process-wide and tests run in parallel: other tests may only add.
+        assert!(lookups(&app, "redis", "decode_error").await > decode_errors, "{what}: counted as decode_error");
+        assert!(lookups(&app, "db", "hit").await > db_hits, "{what}: counted as a PostgreSQL hit");
+    }
+}
+
+/// The value of `result_lookups_total{tier, outcome}` on the admin port's /metrics (0 if absent).
+async fn lookups(app: &TestApp, tier: &str, outcome: &str) -> u64 {
+    let text =
+        app.client.get(format!("{}/metrics", app.admin)).send().await.expect("metrics").text().await.expect("text");
+    let series = format!("result_lookups_total{{tier=\"{tier}\",outcome=\"{outcome}\"}} ");
+    text.lines().find_map(|line| line.strip_prefix(&series)).map_or(0, |v| v.parse().expect("a count"))
 }
 
 #[tokio::test]

@@ -1,0 +1,31 @@
+//! Result values read from Redis are untrusted: any bytes (corrupt, truncated, written by another
+//! codec version) decode to a record or a `CodecError`, never a panic. The API counts the error as
+//! `decode_error` and answers from PostgreSQL.
+//!
+//! Beyond "no panic": whatever decodes is a valid record (the decoder's domain checks hold), the
+//! error kind matches the version byte, and re-encoding what decoded gives the same record.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use results_core::codec::{decode_result, encode_result};
+use results_core::{CODEC_VERSION, CodecError, StudentId, Subject};
+
+fuzz_target!(|data: &[u8]| {
+    let id = StudentId::new(1_234_567).expect("in range");
+    match decode_result(id, data) {
+        Ok(record) => {
+            assert_eq!(data[0], CODEC_VERSION);
+            assert_eq!(record.id, id, "the ID comes from the hash field, never from the value");
+            assert!(record.scores.iter().all(|&s| s <= Subject::MAX_SCORE), "{record:?}");
+            assert!(record.rank > 0 && record.school_id > 0 && !record.name.is_empty(), "{record:?}");
+            let again = encode_result(&record);
+            assert_eq!(decode_result(id, &again).ok(), Some(record));
+        }
+        Err(CodecError::Empty) => assert!(data.is_empty()),
+        Err(CodecError::UnsupportedVersion { found }) => {
+            assert_eq!(found, data[0]);
+            assert_ne!(found, CODEC_VERSION);
+        }
+        Err(CodecError::Malformed(_) | CodecError::Invalid(_)) => assert_eq!(data[0], CODEC_VERSION),
+    }
+});
