@@ -113,8 +113,16 @@ impl RedisTier {
 
     /// The completeness marker (`None` when absent or malformed).
     pub async fn marker(&self) -> Result<Option<Marker>, StoreError> {
-        let fields: HashMap<String, String> = self.patient().hgetall(self.layout.marker_key()).await?;
-        Ok(if fields.is_empty() { None } else { Marker::from_fields(&fields) })
+        // Read as bytes: a field that is not UTF-8 is a malformed marker (no marker, so misses
+        // ask PostgreSQL), not a Redis failure that would mark Redis down (found by fuzzing).
+        let raw: HashMap<Bytes, Bytes> = self.patient().hgetall(self.layout.marker_key()).await?;
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        let text = |b: Bytes| String::from_utf8(b.to_vec()).ok();
+        let fields: HashMap<String, String> =
+            raw.into_iter().filter_map(|(name, value)| Some((text(name)?, text(value)?))).collect();
+        Ok(Marker::from_fields(&fields))
     }
 
     /// Every school stored by the seeder.
