@@ -65,7 +65,13 @@ pub enum Command {
     /// the knee (the first step that misses an SLO gate) marked. Goose's --users, --run-time and
     /// --increase-rate are set per step. Exits 0 even when steps miss the SLO (finding the knee
     /// is the point), non-zero only when a step could not run.
-    Capacity(CapacityArgs),
+    Capacity(Box<CapacityArgs>),
+    /// The result-day drill's timeline PNG from its CSVs (scripts/drill.sh writes them).
+    ///
+    /// Three panels on one time axis: client req/s with PostgreSQL lookups/s, client p99
+    /// (log scale) and failed requests/s, each drill phase shaded and labelled (a missed expected
+    /// outcome in red). Sends no request.
+    Timeline(crate::timeline::TimelineArgs),
 }
 
 /// Options of `loadgen capacity`.

@@ -12,6 +12,7 @@
 //! - [`capacity`]: steps of growing user counts, recorded to CSV.
 //! - [`chart`]: the capacity curve PNG (plotters, bundled font) with the SLO knee marked.
 //! - [`limits`]: the open-file limit thousands of users need.
+//! - [`timeline`]: the result-day drill's timeline PNG (`loadgen timeline`, `scripts/drill.sh`).
 
 pub mod attack;
 pub mod capacity;
@@ -22,6 +23,7 @@ pub mod limits;
 pub mod live;
 pub mod scenarios;
 pub mod summary;
+pub mod timeline;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -104,6 +106,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, LoadgenError> {
             }
             let curve = capacity::run(&args, &live).await?;
             print!("{}", curve.render());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Timeline(args)) => {
+            println!("timeline: {}", timeline::run(&args)?.display());
             ExitCode::SUCCESS
         }
     };
