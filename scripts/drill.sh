@@ -212,7 +212,10 @@ targets_up || fatal "Prometheus does not scrape every replica and exporter; read
 now() { date +%s.%N | cut -c1-14; } # epoch seconds with centiseconds
 seconds_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 api_pid() { cat "$STACK_DIR/run/api$1.pid" 2>/dev/null; }
-ready_count() { bash "$STACK" status 2>/dev/null | grep -cE '^api[1-9] +running .* ready$' || true; }
+# (stack.sh status exits 3 while a service is down: its output is read whole, never piped)
+stack_status() { bash "$STACK" status 2>/dev/null || true; }
+ready_count() { grep -cE '^api[1-9] +running .* ready$' <<<"$(stack_status)" || true; }
+running() { grep -qE "^$1 +running " <<<"$(stack_status)"; }
 
 # --- the users' load ---------------------------------------------------------------------------
 # Long enough for every phase even when actions are slow; stopped with SIGINT (goose ends the
@@ -281,7 +284,7 @@ start=$(now) ok=1
 stack stop redis || ok=0
 STACK_SERVICES=redis stack up || ok=0
 quiet_until "$start"
-bash "$STACK" status 2>/dev/null | grep -qE '^redis +running ' || ok=0
+running redis || ok=0
 add_phase restart-redis "$start" "$(now)" "$ok" "Redis stopped (snapshot saved) and started; running after: $([[ $ok == 1 ]] && echo yes || echo NO)"
 
 say "phase restart-postgres"
@@ -289,7 +292,7 @@ start=$(now) ok=1
 stack stop pg || ok=0
 STACK_SERVICES=pg stack up || ok=0
 quiet_until "$start"
-bash "$STACK" status 2>/dev/null | grep -qE '^postgres +running ' || ok=0
+running postgres || ok=0
 add_phase restart-postgres "$start" "$(now)" "$ok" "PostgreSQL stopped (fast) and started; running after: $([[ $ok == 1 ]] && echo yes || echo NO)"
 
 say "phase correction"
@@ -354,8 +357,10 @@ add_phase flood "$start" "$(now)" 1 "flood: ${flood_requests:-?} requests (${flo
 
 say "phase slowloris: $SLOW_CONNECTIONS slow connections"
 start=$(now)
+# Longer than NGINX's header timeout, so the connections it cuts are seen being cut.
+slow_secs=$((PHASE_SECS - 2 > HEADER_TIMEOUT_S + 3 ? PHASE_SECS - 2 : HEADER_TIMEOUT_S + 3))
 slow=$(python3 "$SCRIPT_DIR/lib/slowloris.py" --port "$STACK_NGINX_PORT" --connections "$SLOW_CONNECTIONS" \
-  --interval 2 --duration $((PHASE_SECS > 4 ? PHASE_SECS - 2 : 2)) --path "/v1/results/$FIRST_ID" 2>>"$OUT/drill.log") || slow='{}'
+  --interval 2 --duration "$slow_secs" --path "/v1/results/$FIRST_ID" 2>>"$OUT/drill.log") || slow='{}'
 printf '%s\n' "$slow" >"$OUT/slowloris.json"
 quiet_until "$start"
 add_phase slowloris "$start" "$(now)" 1 "slowloris: $slow"
@@ -384,7 +389,7 @@ for i in "${!PHASES[@]}"; do
   p50=$(query "histogram_quantile(0.5, sum by (le) (increase(loadgen_request_duration_seconds_bucket[${dur}s]))) * 1000" "$e")
   p99=$(query "histogram_quantile(0.99, sum by (le) (increase(loadgen_request_duration_seconds_bucket[${dur}s]))) * 1000" "$e")
   db=$(query "sum(increase(result_lookups_total{tier=\"db\"}[${dur}s])) / $dur" "$e")
-  xact=$(query "sum(rate(pg_stat_database_xact_commit{datname=\"$STACK_PG_DB\"}[${dur}s]))" "$e")
+  xact=$(query "sum(rate(pg_stat_database_xact_commit{datname=\"${STACK_PG_DB:-results}\"}[${dur}s]))" "$e")
   ok=${P_OK[i]} note=${P_NOTE[i]}
   ((err == 0)) || { ok=0 note="$err failed client requests; $note"; }
   ((req > 0)) || { ok=0 note="no client request counted; $note"; }
@@ -422,7 +427,7 @@ done
   echo
   echo "users $USERS, students $STUDENTS, think $THINK_MIN-$THINK_MAX ms, phase window ${PHASE_SECS} s, flood $FLOOD_USERS users <= $FLOOD_RPS req/s, slowloris $SLOW_CONNECTIONS connections"
   echo "requests/failed: loadgen_requests_total at the window's bounds (1 s scrapes); p50/p99: histogram_quantile over the loadgen's buckets (bucket resolution);"
-  echo "PG look/s: replicas' result_lookups_total{tier=\"db\"} (queries of the read path); PG xact/s: pg_stat_database_xact_commit of '$STACK_PG_DB' (postgres exporter)."
+  echo "PG look/s: replicas' result_lookups_total{tier=\"db\"} (queries of the read path); PG xact/s: pg_stat_database_xact_commit of the results database (postgres exporter)."
   if [[ -f $OUT/loadgen-users/summary.json ]]; then
     jq -r '"users loadgen (exact, whole run): \(.stats.requests) requests, \(.stats.failures) failed, \(.stats.rps | floor) req/s"' "$OUT/loadgen-users/summary.json" 2>/dev/null || true
   fi

@@ -248,7 +248,7 @@ pub fn draw(path: &Path, title: &str, samples: &[Sample], phases: &[Phase]) -> R
         Text::new(format!("{}{mark}", p.name), (p.start, rps_max * row), (FAMILY, 13).into_font())
     }))
     .map_err(chart_error)?;
-    legend!(top)?;
+    legend!(top, SeriesLabelPosition::LowerRight)?; // the phase labels are on top
 
     // 2. p99 latency on a log scale (outages reach seconds, the steady state is under a ms).
     let p99 = series(|s| s.p99_ms.filter(|v| *v > 0.0));
@@ -283,7 +283,7 @@ pub fn draw(path: &Path, title: &str, samples: &[Sample], phases: &[Phase]) -> R
         .map_err(chart_error)?
         .label("client p99")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-    legend!(middle)?;
+    legend!(middle, SeriesLabelPosition::UpperRight)?;
 
     // 3. Failed client requests.
     let failed = series(|s| s.failed_per_s);
@@ -296,7 +296,7 @@ pub fn draw(path: &Path, title: &str, samples: &[Sample], phases: &[Phase]) -> R
         .map_err(chart_error)?
         .label("failed req/s")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
-    legend!(bottom)?;
+    legend!(bottom, SeriesLabelPosition::UpperRight)?;
     root.present().map_err(chart_error)?;
     Ok(())
 }
@@ -333,13 +333,13 @@ fn mesh<'a>(
     Ok(())
 }
 
-/// The legend box of a panel, upper right (one macro: plotters' single and dual-axis charts
+/// The legend box of a panel (one macro: plotters' single and dual-axis charts
 /// have the same method but no common trait).
 macro_rules! legend {
-    ($chart:expr) => {
+    ($chart:expr, $position:expr) => {
         $chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position($position)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .label_font((FAMILY, 13))
