@@ -429,7 +429,7 @@ done
   echo "requests/failed: loadgen_requests_total at the window's bounds (1 s scrapes); p50/p99: histogram_quantile over the loadgen's buckets (bucket resolution);"
   echo "PG look/s: replicas' result_lookups_total{tier=\"db\"} (queries of the read path); PG xact/s: pg_stat_database_xact_commit of the results database (postgres exporter)."
   if [[ -f $OUT/loadgen-users/summary.json ]]; then
-    jq -r '"users loadgen (exact, whole run): \(.stats.requests) requests, \(.stats.failures) failed, \(.stats.rps | floor) req/s"' "$OUT/loadgen-users/summary.json" 2>/dev/null || true
+    jq -r '"users loadgen, its own summary (exact; goose counts from the end of the ramp-up): \(.stats.requests) requests, \(.stats.failures) failed, \(.stats.rps | floor) req/s"' "$OUT/loadgen-users/summary.json" 2>/dev/null || true
   fi
   echo "verdict: $([[ $overall == 0 ]] && echo "PASS: every phase met its expected outcome" || echo "FAIL: a phase missed its expected outcome")"
 } >>"$TABLE"
