@@ -129,16 +129,10 @@ pub struct PgTier {
 
 impl PgTier {
     /// Builds the pool without connecting (the API starts whether or not PostgreSQL is up).
-    ///
-    /// The pool is kept full (its connections opened in the background): PostgreSQL is the
-    /// fallback, needed all at once when Redis fails. A pool that had shrunk to nothing while
-    /// Redis answered had to open every connection at that moment, and requests waiting for them
-    /// ran into `API_PG_TIMEOUT_MS` (scripts/drill.sh, restart-redis phase: 221 of 1,110 requests
-    /// 503 on debug builds; 2 with the pool kept full).
     pub fn connect(settings: &Settings) -> anyhow::Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(settings.pg_pool_size)
-            .min_connections(settings.pg_pool_size)
+            .min_connections(0)
             .acquire_timeout(settings.pg_timeout)
             .idle_timeout(Duration::from_secs(60))
             .connect_lazy(&settings.database_url)
