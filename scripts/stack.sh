@@ -4,7 +4,7 @@
 # API replicas and NGINX in front of them (the edge), with all data, logs,
 # sockets and pid files under $STACK_DIR.
 #
-# Usage: scripts/stack.sh up | down [--purge] | status | env | help
+# Usage: scripts/stack.sh up | down [--purge] | stop SERVICE... | status | env | help
 #
 # Configuration (environment variables; defaults in brackets):
 #   STACK_DIR           [<repo>/.stack]  data, logs, sockets and pid files
@@ -170,6 +170,11 @@ Commands:
                 Redis (it saves its snapshot) and PostgreSQL (fast shutdown).
                 Data is kept. Ignores STACK_SERVICES. Idempotent.
   down --purge  As down, then delete \$STACK_DIR entirely.
+  stop SERVICE...  Stop only these services (names as in STACK_SERVICES:
+                pg, redis, api, apiN, nginx, exporters, prometheus ...), the
+                same way as down, in reverse start order; the rest keeps
+                running. 'up' with STACK_SERVICES=SERVICE starts one again
+                (scripts/drill.sh restarts Redis, PostgreSQL and replicas so).
   status        One line per service: running/stopped, pid, address, Redis
                 memory, number of PostgreSQL databases, API admin address
                 and ready/not ready. Exit status 0 if all services chosen by
@@ -1977,6 +1982,14 @@ cmd_down() {
     fi
 }
 
+cmd_stop() {
+    lock_stack_dir
+    local i
+    for ((i = ${#SELECTED[@]} - 1; i >= 0; i--)); do
+        svc_call down "${SELECTED[i]}"
+    done
+}
+
 cmd_status() {
     (($# == 0)) || die "'status' takes no arguments."
     local svc rc=0 all
@@ -2010,6 +2023,13 @@ main() {
     up | down | status | env)
         load_config
         "cmd_$cmd" "$@"
+        ;;
+    stop)
+        (($#)) || die "'stop' needs the services to stop, e.g. '$SELF stop redis' or '$SELF stop api2' (see '$SELF help')."
+        STACK_SERVICES="$*"
+        load_config
+        [[ -d $STACK_DIR ]] || die "$STACK_DIR does not exist; nothing is running from it."
+        cmd_stop
         ;;
     help | -h | --help) usage ;;
     '')

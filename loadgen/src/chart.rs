@@ -14,8 +14,10 @@ use crate::config::Slo;
 
 /// The bundled font (its licence is `assets/DejaVu-LICENSE.txt`).
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
+/// The font family the charts register the bundled font under.
 pub(crate) const FAMILY: &str = "sans-serif";
 
+/// Registers the bundled font once (every chart calls it before drawing).
 pub(crate) fn register_font() -> Result<(), LoadgenError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
@@ -26,6 +28,7 @@ pub(crate) fn register_font() -> Result<(), LoadgenError> {
     if ok { Ok(()) } else { Err(LoadgenError::Chart("the bundled font is not readable".into())) }
 }
 
+/// A plotters error as a [`LoadgenError::Chart`].
 pub(crate) fn chart_error(e: impl std::fmt::Display) -> LoadgenError {
     LoadgenError::Chart(e.to_string())
 }

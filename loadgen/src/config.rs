@@ -79,6 +79,12 @@ pub enum Command {
     /// with another --co-mitigation or other histogram settings are refused. Exit status: 0 every
     /// SLO gate met, 1 a gate missed, 2 an input refused.
     Merge(crate::merge::MergeArgs),
+    /// The result-day drill's timeline PNG from its CSVs (scripts/drill.sh writes them).
+    ///
+    /// Three panels on one time axis: client req/s with PostgreSQL lookups/s, client p99
+    /// (log scale) and failed requests/s, each drill phase shaded and labelled (a missed expected
+    /// outcome in red). Sends no request.
+    Timeline(crate::timeline::TimelineArgs),
 }
 
 /// Options of `loadgen capacity`.

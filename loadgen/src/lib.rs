@@ -14,6 +14,7 @@
 //! - [`capacity`]: steps of growing user counts, recorded to CSV.
 //! - [`chart`]: the capacity curve PNG (plotters, bundled font) with the SLO knee marked.
 //! - [`limits`]: the open-file limit thousands of users need.
+//! - [`timeline`]: the result-day drill's timeline PNG (`loadgen timeline`, `scripts/drill.sh`).
 
 pub mod attack;
 pub mod capacity;
@@ -26,6 +27,7 @@ pub mod live;
 pub mod merge;
 pub mod scenarios;
 pub mod summary;
+pub mod timeline;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -121,6 +123,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, LoadgenError> {
             } else {
                 ExitCode::from(EXIT_SLO_MISSED)
             }
+        }
+        Some(Command::Timeline(args)) => {
+            println!("timeline: {}", timeline::run(&args)?.display());
+            ExitCode::SUCCESS
         }
     };
     stop.cancel();
