@@ -28,14 +28,18 @@ free_port() { # the first port from $1 upwards that nothing listens on (and the 
 }
 
 # test_binaries [API_BIN]: sets API_BIN (default target/debug/api, what `cargo test` builds) and
-# SEEDER_BIN (target/release/seeder when built, else target/debug/seeder), or calls the test's
+# SEEDER_BIN (the newer of target/release/seeder and target/debug/seeder), or calls the test's
 # own `fatal` naming what to build.
 test_binaries() {
   local target
   target=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)/target
   API_BIN=${1:-$target/debug/api}
-  SEEDER_BIN=$target/release/seeder
-  [[ -x $SEEDER_BIN ]] || SEEDER_BIN=$target/debug/seeder
+  # The newer of the release and debug seeders: a release binary left from an older checkout
+  # must not stand in for the debug one `cargo test` just built (it may lack a subcommand).
+  SEEDER_BIN=$target/debug/seeder
+  if [[ -x $target/release/seeder && ( ! -x $SEEDER_BIN || $target/release/seeder -nt $SEEDER_BIN ) ]]; then
+    SEEDER_BIN=$target/release/seeder
+  fi
   [[ -x $API_BIN ]] || fatal "no API binary $API_BIN (cargo build -p api)"
   [[ -x $SEEDER_BIN ]] || fatal "no seeder binary (cargo build -p seeder)"
 }
