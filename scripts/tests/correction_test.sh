@@ -3,7 +3,7 @@
 # (own folder, own free ports from 27400; 5,000 students, three API replicas, NGINX with its
 # micro-cache on): a correction published while the API serves is seen by every replica at once
 # (new body, new ETag; a conditional request with the old ETag gets 200 and the new body), and
-# through NGINX within the stated bound (1 s after the command exits: no request sent later gets
+# through NGINX within the stated bound (2 s after the command exits: no request sent later gets
 # the old value, even one that comes after a pause). Then with Redis stopped: the correction is
 # committed to PostgreSQL, the command says so and exits 5, the replicas keep answering (the new
 # value, from PostgreSQL), and once Redis is back `seeder verify` reports the pending results,
@@ -15,7 +15,8 @@
 set -euo pipefail
 
 STUDENTS=5000
-NGINX_BOUND_MS=1000 # the micro-cache's entry lifetime (proxy_cache_valid 1s)
+NGINX_BOUND_MS=2000 # proxy_cache_valid 1s, but NGINX stores expiry in whole seconds: an entry
+                    # cached at t=10.0..10.999 is valid until 11.999 (seen: 1,005 ms in a CI run)
 API_CACHE_TTL_MS=2000 # the replicas' cache of PostgreSQL answers while Redis is down
 passed=0
 failed=0

@@ -26,9 +26,9 @@ const STALENESS_BOUND: &str = "Exit status: 0 applied and published (or nothing 
 applied), 5 PostgreSQL holds the correction but Redis did not get all of it (stderr says how much did; \
 retry with `seeder publish`).\n\nStaleness bound: when `seeder correct` exits 0 the corrected results are in Redis, \
 which every API replica reads first on every request, so every replica serves them at once. Through NGINX \
-with its micro-cache on, within 1 s more (an entry lives 1 s; off by default: at once). A browser or other \
+with its micro-cache on, within 2 s more (an entry lives 1 s, counted by NGINX in whole seconds; off by default: at once). A browser or other \
 HTTP cache may keep a previous answer for Cache-Control max-age (API_HTTP_MAX_AGE_S, 5 s) and gets the new \
-one on revalidation (the ETag changes with the content): at most 6 s end to end. When Redis is down (exit \
+one on revalidation (the ETag changes with the content): at most 7 s end to end. When Redis is down (exit \
 5), replicas serve the new value from PostgreSQL within API_CACHE_TTL_MS (2 s) of the commit, but once Redis \
 is back it serves the previous value until `seeder publish` succeeds.";
 
