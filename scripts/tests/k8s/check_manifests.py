@@ -184,12 +184,21 @@ for key, value in sorted(compose_api_env.items()):
         continue
     check(str(api_env.get(key)) == str(value), f"api: {key}={api_env.get(key)} as in docker-compose.yml ({value})")
 
+def is_public_route(path):
+    """Whether the public router serves `path`: a literal `.route("…")`, or a `pub const …_ROUTE`
+    with that value listed in the router's route table (`(NAME, get(…))`)."""
+    if f'.route("{path}"' in routes:
+        return True
+    names = re.findall(r'pub const ([A-Z_]+): &str = "' + re.escape(path) + r'";', routes)
+    return any(re.search(r"\(\s*" + name + r"\s*,", routes) for name in names)
+
+
 for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
     get = (api_c.get(probe) or {}).get("httpGet") or {}
     got = get.get("path")
     check(got == path, f"api: {probe} asks {got} (want {path})")
     check(
-        got is not None and f'.route("{got}"' in routes,
+        got is not None and is_public_route(got),
         f"api: {probe} path {got} is a route of api/src/routes.rs' public router",
     )
     check(
