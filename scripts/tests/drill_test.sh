@@ -56,7 +56,7 @@ check "an unknown option is refused (exit 2)" refused "unknown option '--nope'" 
 check "--users 0 is refused" refused "--users (DRILL_USERS) must be at least 1" --users 0
 check "--phase-secs abc is refused" refused "PHASE_SECS='abc' must be a whole number" --phase-secs abc
 check "a missing binary is named" bash -c \
-  "out=\$(DRILL_LOADGEN_BIN=/nonexistent bash '$DRILL' --no-build 2>&1); [[ \$? == 2 && \$out == *'no binary /nonexistent'* ]]"
+  "out=\$(DRILL_API_BIN='$API_BIN' DRILL_SEEDER_BIN='$SEEDER_BIN' DRILL_LOADGEN_BIN=/nonexistent bash '$DRILL' --no-build 2>&1); [[ \$? == 2 && \$out == *'no binary /nonexistent'* ]]"
 
 # --- the short drill ---------------------------------------------------------------------------
 say "running scripts/drill.sh --short (about 2 minutes)"
