@@ -51,6 +51,7 @@ sweep() {
 
 sweep
 results=$(mktemp)
+failed_scripts=()
 trap 'rm -f "$results"' EXIT
 whole_suite=$(($# == 0))
 [[ $whole_suite -eq 1 ]] && set -- --workspace
@@ -59,12 +60,18 @@ cargo test --locked "$@" 2>&1 | tee -a "$results"
 if [[ $whole_suite -eq 1 ]]; then
   # The script tests: the stack script, the edge (NGINX), compose and monitoring configuration,
   # the students' page (in a headless browser).
-  # Each prints "NAME: N passed, M failed" last and exits non-zero on a failure.
+  # Each prints "NAME: N passed, M failed" last and exits non-zero on a failure. They are
+  # independent (each on its own ports), so one failing does not stop the others: a run reports
+  # every failing script at once instead of one per CI round.
   for script in scripts/tests/*_test.sh; do
     log "running $script"
-    bash "$script" 2>&1 | tee -a "$results"
+    bash "$script" 2>&1 | tee -a "$results" || failed_scripts+=("$script")
   done
 fi
 # One closing line for the whole suite, summed from cargo's and the script tests' own lines.
 awk '/^test result:/ { p += $4; f += $6 } /^[a-z0-9_]+_test: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
+if ((${#failed_scripts[@]} > 0)); then
+  log "failed: ${failed_scripts[*]}"
+  exit 1
+fi
