@@ -13,6 +13,7 @@ use goose::prelude::GooseAttack;
 use tokio_util::sync::CancellationToken;
 
 use crate::LoadgenError;
+use crate::client::{ClientSettings, UserClients};
 use crate::config::{
     DEFAULT_HOST, DEFAULT_INCREASE_RATE, DEFAULT_RUN_TIME_S, DEFAULT_TIMEOUT_S, DEFAULT_USERS, RunArgs,
 };
@@ -100,6 +101,7 @@ pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Resu
         live: Arc::clone(live),
         refresh_percent: options.refresh_percent,
         latency: Recorder::new(reset_after),
+        clients: UserClients::new(ClientSettings::new(&configuration, options)?, options.client_per_user)?,
     });
 
     let mut attack = GooseAttack::initialize_with_config(configuration).map_err(goose)?;
@@ -119,13 +121,11 @@ pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Resu
         .map_err(goose)?;
     attack = *attack.set_default(GooseDefault::ReportFile, RUN_FOLDER).map_err(goose)?;
     attack = *attack.set_default(GooseDefault::ErrorLog, RUN_FOLDER).map_err(goose)?;
-    if !options.client_per_user {
-        // One connection pool for every user: thousands of users need tens of sockets, not
-        // thousands of pools, and the load generator's CPU stays on requests.
-        let builder =
-            GooseClientBuilder::new().without_cookies().user_agent(concat!("loadgen/", env!("CARGO_PKG_VERSION")));
-        attack = attack.set_client_builder_without_cookies(builder).map_err(goose)?;
-    }
+    // Every user is handed its client from `plan.clients` as it arrives (client.rs says why). goose
+    // still makes one for each user first: the shared kind, a cheap clone, not thousands of pools.
+    let builder =
+        GooseClientBuilder::new().without_cookies().user_agent(concat!("loadgen/", env!("CARGO_PKG_VERSION")));
+    attack = attack.set_client_builder_without_cookies(builder).map_err(goose)?;
     for scenario in scenarios::build(&plan, options)? {
         attack = attack.register_scenario(scenario);
     }

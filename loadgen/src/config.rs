@@ -195,6 +195,11 @@ pub struct Options {
     /// one shared pool
     #[arg(long, env = "LOADGEN_CLIENT_PER_USER", help_heading = "HTTP client")]
     pub client_per_user: bool,
+    /// Close a pooled connection after this many idle seconds. Keep it below the server's
+    /// keep-alive timeout (NGINX here: 30 s): a request sent on a connection the server is closing
+    /// at that moment is reset
+    #[arg(long, env = "LOADGEN_POOL_IDLE_SECS", default_value_t = 20.0, value_parser = parse_pool_idle, help_heading = "HTTP client")]
+    pub pool_idle_secs: f64,
     /// Enable goose's telnet controller (off by default; it takes commands without authentication)
     #[arg(long, env = "LOADGEN_TELNET", help_heading = "Controllers")]
     pub telnet: bool,
@@ -240,6 +245,13 @@ pub enum Listen {
     Off,
     /// This address (port 0: any free port).
     At(SocketAddr),
+}
+
+fn parse_pool_idle(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 3600.0 => Ok(secs),
+        _ => Err(format!("expected seconds above 0 and at most 3600, got {text:?}")),
+    }
 }
 
 fn parse_listen(text: &str) -> Result<Listen, String> {

@@ -6,7 +6,8 @@
 //! - [`ids`]: which IDs users ask for, from the data set's specification alone (no database).
 //! - [`scenarios`]: the kinds of users, one file each, and the checked request they share.
 //! - [`validate`]: cheap checks of every response body (the requested student, the error envelope).
-//! - [`attack`]: one load test: goose's defaults, one shared HTTP client, execute, summarise.
+//! - [`attack`]: one load test: goose's defaults, the users' clients, execute, summarise.
+//! - [`client`]: the users' HTTP clients (one shared pool, idle connections closed before the server does).
 //! - [`summary`]: figures (coordinated-omission corrected), SLO gates, the one-screen summary.
 //! - [`live`]: the client-side Prometheus `/metrics` endpoint and the progress line.
 //! - [`histogram_log`]: every request's latency in HdrHistogram form, written into the run folder.
@@ -19,6 +20,7 @@
 pub mod attack;
 pub mod capacity;
 pub mod chart;
+pub mod client;
 pub mod config;
 pub mod histogram_log;
 pub mod ids;

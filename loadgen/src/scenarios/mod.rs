@@ -22,6 +22,7 @@ use goose::goose::{
 };
 
 use crate::LoadgenError;
+use crate::client::UserClients;
 use crate::config::Options;
 use crate::histogram_log::Recorder;
 use crate::ids::IdSpace;
@@ -103,6 +104,8 @@ pub struct Plan {
     pub refresh_percent: u8,
     /// The run's mergeable latency histograms.
     pub latency: Recorder,
+    /// Where each arriving user gets its HTTP client.
+    pub clients: UserClients,
 }
 
 /// A path such as `/v1/results/1234567`, written on the stack.
@@ -198,6 +201,14 @@ pub(crate) use plan_transaction;
 fn with_arrival(plan: &Arc<Plan>, scenario: Scenario, arrive: Arrive) -> Scenario {
     let start = Arc::clone(plan);
     let on_start: TransactionFunction = Arc::new(move |user| {
+        match start.clients.for_user() {
+            Ok(client) => user.client = client,
+            // goose's own client still works; only its idle timeout is not ours.
+            Err(e) => {
+                static WARNED: std::sync::Once = std::sync::Once::new();
+                WARNED.call_once(|| eprintln!("loadgen: a user keeps goose's HTTP client: {e}"));
+            }
+        }
         arrive(user, &start);
         start.live.user(1);
         start.latency.arrived();

@@ -214,3 +214,72 @@ async fn goose_load_shapes_replace_the_default_shape() {
         assert!(summary.stats.requests > 0 && summary.stats.failures == 0, "{shape:?}: {}", summary.render());
     }
 }
+
+/// A TCP relay to `target` that counts the connections clients open through it.
+async fn counting_relay(target: &str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+    let base = format!("http://{}", listener.local_addr().expect("relay addr"));
+    let target = target.trim_start_matches("http://").to_owned();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let target = target.clone();
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (base, accepted)
+}
+
+/// A pooled connection idle longer than --pool-idle-secs is closed by the client, not reused: a
+/// server closing its idle keep-alive connections (NGINX's keepalive_timeout) must never be the
+/// first to do so, or a request sent at that moment is reset (one did, in a full drill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_pooled_connections_are_closed_by_the_client_after_pool_idle_secs() {
+    let api = spawn_api().await;
+    let _one = one_load_at_a_time().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let live = Live::new().expect("live");
+    // One user, 600 ms between lookups, for 3 s: about five requests, each after 600 ms idle.
+    for (pool_idle, shared) in [("0.2", true), ("20", true), ("0.2", false)] {
+        let (relay, accepted) = counting_relay(&api.base).await;
+        let mut extra = vec!["--think-min-ms", "600", "--think-max-ms", "600", "--run-time", "3"];
+        extra.extend(["--pool-idle-secs", pool_idle]);
+        if !shared {
+            extra.push("--client-per-user");
+        }
+        let args = run_args(&relay, &out.path().join(format!("{pool_idle}-{shared}")), 1, &extra);
+        let summary = loadgen::attack::run(&args, &live, None).await.expect("the run happens");
+        let connections = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        let requests = summary.stats.requests;
+        assert_eq!(summary.stats.failures, 0, "{}", summary.render());
+        assert!(requests >= 3, "pool idle {pool_idle}: {}", summary.render());
+        if pool_idle == "20" {
+            assert_eq!(connections, 1, "idle 600 ms < 20 s: one connection reused for {requests} requests");
+        } else {
+            assert!(
+                connections >= requests,
+                "idle 600 ms > 0.2 s (shared pool {shared}): a new connection per request, got {connections} for {requests}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pool_idle_secs_out_of_range_is_refused() {
+    for bad in ["0", "-1", "nan", "3601", "soon"] {
+        let line = crate::helpers::command_line(
+            "http://127.0.0.1:1",
+            std::path::Path::new("/tmp/x"),
+            1,
+            &["--pool-idle-secs", bad],
+        );
+        let refused = <loadgen::config::Cli as clap::Parser>::try_parse_from(&line);
+        assert!(refused.is_err(), "--pool-idle-secs {bad} is refused");
+    }
+}
