@@ -21,17 +21,9 @@ API_CACHE_TTL_MS=2000 # the replicas' cache of PostgreSQL answers while Redis is
 passed=0
 failed=0
 
-say() { printf 'correction_test: %s\n' "$*" >&2; }
 TEST_NAME=correction_test
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
-
-fatal() {
-  say "cannot continue: $*"
-  failed=$((failed + 1))
-  printf 'correction_test: %d passed, %d failed\n' "$passed" "$failed"
-  exit 1
-}
 
 test_binaries "${CORRECTION_API_BIN:-}"
 command -v curl >/dev/null || fatal "curl is missing (apt-get install curl)"

@@ -19,15 +19,8 @@ DRILL=$REPO_DIR/scripts/drill.sh
 passed=0
 failed=0
 TEST_NAME=drill_test
-say() { printf 'drill_test: %s\n' "$*" >&2; }
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$SCRIPT_DIR/lib.sh"
-fatal() {
-  say "cannot continue: $*"
-  failed=$((failed + 1))
-  printf 'drill_test: %d passed, %d failed\n' "$passed" "$failed"
-  exit 1
-}
 
 # The API binary: the fresher of target/release/api and target/debug/api. Debug replicas on a busy
 # machine were CPU-starved when Redis went away (every lookup falls back to PostgreSQL at once):

@@ -23,17 +23,9 @@ LAST_ID=$((FIRST_ID + STUDENTS - 1))
 passed=0
 failed=0
 
-say() { printf 'edge_test: %s\n' "$*" >&2; }
 TEST_NAME=edge_test
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
-
-fatal() {
-  say "cannot continue: $*"
-  failed=$((failed + 1))
-  printf 'edge_test: %d passed, %d failed\n' "$passed" "$failed"
-  exit 1
-}
 
 test_binaries "${EDGE_API_BIN:-}"
 command -v wrk >/dev/null || fatal "wrk is missing (apt-get install wrk)"

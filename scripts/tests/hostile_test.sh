@@ -25,15 +25,8 @@ STUDENTS=2000
 passed=0
 failed=0
 TEST_NAME=hostile_test
-say() { printf 'hostile_test: %s\n' "$*" >&2; }
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$SCRIPT_DIR/lib.sh"
-fatal() {
-  say "cannot continue: $*"
-  failed=$((failed + 1))
-  printf 'hostile_test: %d passed, %d failed\n' "$passed" "$failed"
-  exit 1
-}
 
 test_binaries "${HOSTILE_API_BIN:-}"
 command -v python3 >/dev/null || fatal "python3 is missing (apt-get install python3)"

@@ -1,6 +1,16 @@
 # scripts/tests/lib.sh - helpers shared by the script tests. Source it after setting TEST_NAME
-# (the prefix of every line, e.g. stack_test) and `passed=0 failed=0`.
+# (the prefix of every line, e.g. stack_test) and `passed=0 failed=0`. A test may define its own
+# `say`/`fatal` after sourcing (the helpers below call whichever is defined last).
 # shellcheck shell=bash
+
+say() { printf '%s: %s\n' "$TEST_NAME" "$*" >&2; } # a progress line on stderr
+
+fatal() { # fatal MESSAGE: count one failure, print the closing tally line, exit 1
+  say "cannot continue: $*"
+  failed=$((failed + 1))
+  printf '%s: %d passed, %d failed\n' "$TEST_NAME" "$passed" "$failed"
+  exit 1
+}
 
 check() { # check "description" command...: counts a pass, or a failure with its description
   local what=$1
@@ -29,7 +39,7 @@ free_port() { # the first port from $1 upwards that nothing listens on (and the 
 
 # test_binaries [API_BIN]: sets API_BIN (default target/debug/api, what `cargo test` builds) and
 # SEEDER_BIN (the newer of target/release/seeder and target/debug/seeder), or calls the test's
-# own `fatal` naming what to build.
+# `fatal` naming what to build.
 test_binaries() {
   local target
   target=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)/target

@@ -26,17 +26,9 @@ FIRST_ID=1000000
 passed=0
 failed=0
 
-say() { printf 'pg_replica_test: %s\n' "$*" >&2; }
 TEST_NAME=pg_replica_test
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
-
-fatal() {
-  say "cannot continue: $*"
-  failed=$((failed + 1))
-  printf 'pg_replica_test: %d passed, %d failed\n' "$passed" "$failed"
-  exit 1
-}
 
 test_binaries "${PG_REPLICA_API_BIN:-}"
 command -v curl >/dev/null || fatal "curl is missing (apt-get install curl)"

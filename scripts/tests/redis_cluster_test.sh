@@ -30,17 +30,9 @@ LAST_ID=$((FIRST_ID + STUDENTS - 1))
 passed=0
 failed=0
 
-say() { printf 'redis_cluster_test: %s\n' "$*" >&2; }
 TEST_NAME=redis_cluster_test
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
-
-fatal() {
-  say "cannot continue: $*"
-  failed=$((failed + 1))
-  printf 'redis_cluster_test: %d passed, %d failed\n' "$passed" "$failed"
-  exit 1
-}
 
 test_binaries "${REDIS_CLUSTER_API_BIN:-}"
 command -v wrk >/dev/null || fatal "wrk is missing (apt-get install wrk)"
