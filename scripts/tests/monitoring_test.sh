@@ -126,7 +126,7 @@ check "scrape_interval is 5s" grep -Eq '^  scrape_interval: 5s$' "$PROM_DIR/prom
 
 check "promtool check rules prometheus/rules/*.yml" promtool check rules "$PROM_DIR"/rules/*.yml
 check "promtool test rules prometheus/rules/tests/*.yml" promtool test rules "$PROM_DIR"/rules/tests/*.yml
-for alert in HighP99Latency HighErrorRatio ReplicaDown RedisDown PostgresDown FallbackPathInUse; do
+for alert in HighP99Latency HighErrorRatio ReplicaDown RedisDown PostgresDown FallbackPathInUse PgReadReplicaNotServing; do
   check "alert $alert is defined" grep -q "alert: $alert\$" "$PROM_DIR/rules/alerts.yml"
   check "alert $alert has unit tests" grep -q "alertname: $alert\$" "$PROM_DIR"/rules/tests/*.yml
 done
