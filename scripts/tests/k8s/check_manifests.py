@@ -180,9 +180,17 @@ compose_image = compose_default(compose_api.get("image"))
 check(api_c.get("image") == compose_image, f"api: image {api_c.get('image')} = docker-compose.yml's {compose_image}")
 check(api_c.get("command") == ["api"], "api: runs the api binary")
 for key, value in sorted(compose_api_env.items()):
-    if key in ("API_LISTEN", "API_ADMIN_LISTEN", "DATABASE_URL", "REDIS_URL"):
+    # Ports are checked above; store URLs are the Secret's in Kubernetes (checked below).
+    if key in ("API_LISTEN", "API_ADMIN_LISTEN", "DATABASE_URL", "REDIS_URL", "DATABASE_REPLICA_URLS"):
         continue
     check(str(api_env.get(key)) == str(value), f"api: {key}={api_env.get(key)} as in docker-compose.yml ({value})")
+
+replica_urls = next((e for e in api_c.get("env") or [] if e.get("name") == "DATABASE_REPLICA_URLS"), {})
+replica_ref = (replica_urls.get("valueFrom") or {}).get("secretKeyRef") or {}
+check(
+    str(replica_ref.get("name")).startswith("results-stores") and replica_ref.get("optional") is True,
+    f"api: DATABASE_REPLICA_URLS from the Secret results-stores, optional (replicas are not required): {replica_ref}",
+)
 
 def is_public_route(path):
     """Whether the public router serves `path`: a literal `.route("…")`, or a `pub const …_ROUTE`
