@@ -1,16 +1,21 @@
 # scripts/tests/lib.sh - helpers shared by the script tests. Source it after setting TEST_NAME
-# (the prefix of every line, e.g. stack_test) and `passed=0 failed=0`. A test may define its own
-# `say`/`fatal` after sourcing (the helpers below call whichever is defined last).
+# (the prefix of every line, e.g. stack_test) and `passed=0 failed=0`. A script may define its own
+# `say`/`fatal`, before sourcing or after (the helpers below call whichever is defined last).
 # shellcheck shell=bash
 
-say() { printf '%s: %s\n' "$TEST_NAME" "$*" >&2; } # a progress line on stderr
-
-fatal() { # fatal MESSAGE: count one failure, print the closing tally line, exit 1
-  say "cannot continue: $*"
-  failed=$((failed + 1))
-  printf '%s: %d passed, %d failed\n' "$TEST_NAME" "$passed" "$failed"
-  exit 1
-}
+# say and fatal, unless the sourcing script has its own (scripts/drill.sh: time-stamped lines,
+# exit 2), which must survive the source.
+if ! declare -F say >/dev/null; then
+  say() { printf '%s: %s\n' "$TEST_NAME" "$*" >&2; } # a progress line on stderr
+fi
+if ! declare -F fatal >/dev/null; then
+  fatal() { # fatal MESSAGE: count one failure, print the closing tally line, exit 1
+    say "cannot continue: $*"
+    failed=$((failed + 1))
+    printf '%s: %d passed, %d failed\n' "$TEST_NAME" "$passed" "$failed"
+    exit 1
+  }
+fi
 
 check() { # check "description" command...: counts a pass, or a failure with its description
   local what=$1
