@@ -368,9 +368,10 @@ else
       job:http_request_duration_seconds:p99_1m job:result_lookups:rate1m; do
       check "recording rule $record has data" has_data "$record"
     done
-    check "all rules loaded and evaluated without errors (6 alerts, health ok)" \
+    alert_count=$(grep -c -- '- alert: ' "$PROM_DIR/rules/alerts.yml")
+    check "all rules loaded and evaluated without errors ($alert_count alerts as in alerts.yml, health ok)" \
       bash -c "curl -s http://$HOST:$PROM_PORT/api/v1/rules |
-        jq -e '[.data.groups[].rules[]] as \$r | ([\$r[] | select(.type == \"alerting\")] | length == 6)
+        jq -e '[.data.groups[].rules[]] as \$r | ([\$r[] | select(.type == \"alerting\")] | length == $alert_count)
                and all(\$r[]; .health == \"ok\")'"
     check "no alert fires on a healthy stack" bash -c \
       "curl -s http://$HOST:$PROM_PORT/api/v1/alerts | jq -e '[.data.alerts[] | select(.state == \"firing\")] | length == 0'"
