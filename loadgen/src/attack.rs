@@ -13,7 +13,7 @@ use goose::prelude::GooseAttack;
 use tokio_util::sync::CancellationToken;
 
 use crate::LoadgenError;
-use crate::client::{ClientSettings, UserClients};
+use crate::client::{ClientSettings, USER_AGENT, UserClients};
 use crate::config::{
     DEFAULT_HOST, DEFAULT_INCREASE_RATE, DEFAULT_RUN_TIME_S, DEFAULT_TIMEOUT_S, DEFAULT_USERS, RunArgs,
 };
@@ -123,8 +123,7 @@ pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Resu
     attack = *attack.set_default(GooseDefault::ErrorLog, RUN_FOLDER).map_err(goose)?;
     // Every user is handed its client from `plan.clients` as it arrives (client.rs says why). goose
     // still makes one for each user first: the shared kind, a cheap clone, not thousands of pools.
-    let builder =
-        GooseClientBuilder::new().without_cookies().user_agent(concat!("loadgen/", env!("CARGO_PKG_VERSION")));
+    let builder = GooseClientBuilder::new().without_cookies().user_agent(USER_AGENT);
     attack = attack.set_client_builder_without_cookies(builder).map_err(goose)?;
     for scenario in scenarios::build(&plan, options)? {
         attack = attack.register_scenario(scenario);

@@ -16,7 +16,10 @@ use goose::config::GooseConfiguration;
 use reqwest::Client;
 
 use crate::LoadgenError;
-use crate::config::{DEFAULT_TIMEOUT_S, Options};
+use crate::config::{DEFAULT_TIMEOUT_S, Options, positive_secs};
+
+/// The `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("loadgen/", env!("CARGO_PKG_VERSION"));
 
 /// What every user's client is built with.
 #[derive(Debug, Clone)]
@@ -55,7 +58,7 @@ impl ClientSettings {
     /// When the TLS backend cannot be initialised.
     pub fn build(&self) -> Result<Client, LoadgenError> {
         Client::builder()
-            .user_agent(concat!("loadgen/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .timeout(self.timeout)
             .pool_idle_timeout(self.pool_idle)
             .gzip(self.gzip)
@@ -93,26 +96,5 @@ impl UserClients {
             Self::Shared(client) => Ok(client.clone()),
             Self::PerUser(settings) => settings.build(),
         }
-    }
-}
-
-/// `text` as a positive, finite number of seconds.
-fn positive_secs(text: &str) -> Option<Duration> {
-    let secs: f64 = text.trim().parse().ok()?;
-    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timeouts_are_positive_seconds() {
-        assert_eq!(positive_secs("10"), Some(Duration::from_secs(10)));
-        assert_eq!(positive_secs(" 0.5 "), Some(Duration::from_millis(500)));
-        assert_eq!(positive_secs("0"), None);
-        assert_eq!(positive_secs("-1"), None);
-        assert_eq!(positive_secs("inf"), None);
-        assert_eq!(positive_secs("ten"), None);
     }
 }

@@ -247,11 +247,17 @@ pub enum Listen {
     At(SocketAddr),
 }
 
+/// `text` as a positive, finite number of seconds (goose's `--timeout`, `--pool-idle-secs`).
+pub(crate) fn positive_secs(text: &str) -> Option<Duration> {
+    let secs: f64 = text.trim().parse().ok()?;
+    (secs.is_finite() && secs > 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
 fn parse_pool_idle(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs <= 3600.0 => Ok(secs),
-        _ => Err(format!("expected seconds above 0 and at most 3600, got {text:?}")),
-    }
+    positive_secs(text)
+        .filter(|idle| *idle <= Duration::from_secs(3600))
+        .map(|idle| idle.as_secs_f64())
+        .ok_or_else(|| format!("expected seconds above 0 and at most 3600, got {text:?}"))
 }
 
 fn parse_listen(text: &str) -> Result<Listen, String> {
@@ -270,6 +276,17 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds_are_positive_and_finite() {
+        assert_eq!(positive_secs("10"), Some(Duration::from_secs(10)));
+        assert_eq!(positive_secs(" 0.5 "), Some(Duration::from_millis(500)));
+        for bad in ["0", "-1", "inf", "NaN", "ten", ""] {
+            assert_eq!(positive_secs(bad), None, "{bad:?}");
+        }
+        assert_eq!(parse_pool_idle("3600"), Ok(3600.0));
+        assert!(parse_pool_idle("3600.5").is_err());
     }
 
     #[test]
