@@ -339,25 +339,68 @@ fn subject_mean(subject: Subject, stream: Stream) -> i32 {
     }
 }
 
-/// Sets every record's rank within its stream: 1 + the number of students of the stream with a
-/// strictly higher total (ties share a rank, the next rank is skipped: "1224").
+/// Competition ranks by total within each stream: 1 + the number of students of the stream with a
+/// strictly higher total (ties share a rank, the next rank is skipped: "1224"). Built from the
+/// totals alone, so a data set too large to hold can be ranked from one pass over its rows.
+#[derive(Debug, Clone)]
+pub struct RankTable {
+    /// Per stream (in [`Stream::ALL`] order), students per total.
+    count: [Vec<u32>; 2],
+    /// Per stream, the rank of each total, once [`RankTable::finish`] ran.
+    rank_of: [Vec<u32>; 2],
+}
+
+/// The number of possible totals: 0 to six times the highest score.
+const TOTALS: usize = SUBJECTS_PER_STREAM * Subject::MAX_SCORE as usize + 1;
+
+impl Default for RankTable {
+    fn default() -> Self {
+        Self { count: [vec![0; TOTALS], vec![0; TOTALS]], rank_of: [vec![0; TOTALS], vec![0; TOTALS]] }
+    }
+}
+
+fn stream_slot(stream: Stream) -> usize {
+    usize::from(stream.tag())
+}
+
+impl RankTable {
+    /// Counts one student's total.
+    pub fn add(&mut self, stream: Stream, total: u16) {
+        if let Some(n) = self.count[stream_slot(stream)].get_mut(usize::from(total)) {
+            *n += 1;
+        }
+    }
+
+    /// Computes the ranks from the totals counted so far.
+    pub fn finish(&mut self) {
+        for slot in 0..2 {
+            let mut above = 0u32;
+            for total in (0..TOTALS).rev() {
+                self.rank_of[slot][total] = above + 1;
+                above += self.count[slot][total];
+            }
+        }
+    }
+
+    /// The rank of `total` in `stream` (after [`RankTable::finish`]).
+    pub fn rank(&self, stream: Stream, total: u16) -> u32 {
+        self.rank_of[stream_slot(stream)].get(usize::from(total)).copied().unwrap_or(0)
+    }
+
+    /// Students counted per stream.
+    pub fn stream_sizes(&self) -> StreamSizes {
+        let size = |stream: Stream| self.count[stream_slot(stream)].iter().sum();
+        StreamSizes { natural_science: size(Stream::NaturalScience), social_science: size(Stream::SocialScience) }
+    }
+}
+
+/// Sets every record's rank within its stream (see [`RankTable`]).
 pub fn assign_ranks(records: &mut [ResultRecord]) {
-    const TOTALS: usize = SUBJECTS_PER_STREAM * Subject::MAX_SCORE as usize + 1;
-    for stream in Stream::ALL {
-        let mut count = vec![0u32; TOTALS];
-        for r in records.iter().filter(|r| r.stream == stream) {
-            count[usize::from(r.total())] += 1;
-        }
-        // rank_of[t] = 1 + students with a total above t.
-        let mut rank_of = vec![0u32; TOTALS];
-        let mut above = 0u32;
-        for total in (0..TOTALS).rev() {
-            rank_of[total] = above + 1;
-            above += count[total];
-        }
-        for r in records.iter_mut().filter(|r| r.stream == stream) {
-            r.rank = rank_of[usize::from(r.total())];
-        }
+    let mut table = RankTable::default();
+    records.iter().for_each(|r| table.add(r.stream, r.total()));
+    table.finish();
+    for r in records.iter_mut() {
+        r.rank = table.rank(r.stream, r.total());
     }
 }
 

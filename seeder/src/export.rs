@@ -1,4 +1,6 @@
-//! `seeder export`: writes the generated rows as CSV files plus a `copy.psql` script of
+//! `seeder export`: writes what PostgreSQL holds as a results file (the format `seeder import`
+//! reads, [`crate::results_file`]) and its registration numbers, one a line (for
+//! `loadgen --ids-file`); or the generated rows as CSV files plus a `copy.psql` script of
 //! `\copy` commands, so a benchmark can load exactly the same rows with `psql` as the baseline
 //! the seeder is measured against.
 
@@ -6,11 +8,74 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
 use anyhow::Context;
 use results_core::record::{Region, Stream};
 use results_core::{Dataset, DatasetSpec};
 
-use crate::pg::results_table;
+use crate::Stores;
+use crate::pg::{Pg, results_table};
+use crate::results_file::{EXPORTED, write_row};
+
+/// Results read from PostgreSQL per batch while exporting.
+const EXPORT_BATCH: usize = 20_000;
+
+/// Writes the results file and/or the IDs file of what PostgreSQL holds, streaming (memory does
+/// not grow with the data set). Returns a one-line report.
+pub async fn results(stores: &Stores, file: Option<&Path>, ids_file: Option<&Path>) -> anyhow::Result<String> {
+    let pg = Pg::connect(&stores.database_url, 1).await?;
+    match pg.dataset().await? {
+        Some(row) if row.complete => {}
+        _ => anyhow::bail!("PostgreSQL at {} holds no complete data set to export", pg.target()),
+    }
+    let create = |path: &Path| -> anyhow::Result<BufWriter<File>> {
+        Ok(BufWriter::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?))
+    };
+    let mut results = match file {
+        Some(path) => {
+            let mut writer = csv::Writer::from_writer(create(path)?);
+            writer.write_record(EXPORTED).context("cannot write the results file")?;
+            Some(writer)
+        }
+        None => None,
+    };
+    let mut ids = ids_file.map(create).transpose()?;
+    let schools: HashMap<u32, results_core::School> =
+        pg.read_schools().await?.into_iter().map(|s| (s.id, s)).collect();
+    let count = pg
+        .for_each_batch(EXPORT_BATCH, |records| {
+            let written = (|| -> anyhow::Result<()> {
+                for record in &records {
+                    if let Some(writer) = &mut results {
+                        let school = schools
+                            .get(&record.school_id)
+                            .with_context(|| format!("student {} has an unknown school", record.id))?;
+                        write_row(writer, record, school).context("cannot write the results file")?;
+                    }
+                    if let Some(out) = &mut ids {
+                        writeln!(out, "{}", record.id).context("cannot write the IDs file")?;
+                    }
+                }
+                Ok(())
+            })();
+            async move { written }
+        })
+        .await?;
+    if let Some(writer) = results {
+        writer.into_inner().map_err(|e| anyhow::anyhow!("cannot write the results file: {e}"))?.flush()?;
+    }
+    if let Some(mut out) = ids {
+        out.flush().context("cannot write the IDs file")?;
+    }
+    let mut report = format!("exported {count} students from PostgreSQL at {}", pg.target());
+    for (what, path) in [("results file", file), ("IDs file", ids_file)] {
+        if let Some(path) = path {
+            report.push_str(&format!("; {what} {}", path.display()));
+        }
+    }
+    Ok(report)
+}
 
 /// Quotes a CSV field when it needs it.
 fn csv(field: &str) -> std::borrow::Cow<'_, str> {
