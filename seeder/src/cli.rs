@@ -183,7 +183,11 @@ pub struct ExportArgs {
     /// missing); no store is read.
     #[arg(long, env = "SEEDER_EXPORT_DIR", conflicts_with_all = ["file", "ids_file"])]
     pub dir: Option<PathBuf>,
-    /// Which data set (with --dir).
+    /// With --file and --ids-file: write the generated data set (--students, --seed, --first-id)
+    /// instead of what PostgreSQL holds; no store is read (benchmarks, trying the import path).
+    #[arg(long, conflicts_with = "dir")]
+    pub generated: bool,
+    /// Which data set (with --dir or --generated).
     #[command(flatten)]
     pub data: DataArgs,
 }

@@ -99,6 +99,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(dir) = &args.dir {
                 let rows = seeder::export::run(args.data.spec()?, dir)?;
                 println!("wrote {rows} rows and copy.psql to {}", dir.display());
+            } else if args.generated {
+                let spec = args.data.spec()?;
+                let written = tokio::task::spawn_blocking(move || {
+                    seeder::export::generated(spec, args.file.as_deref(), args.ids_file.as_deref())
+                })
+                .await??;
+                println!("{written}");
             } else {
                 let written =
                     seeder::export::results(&args.stores.stores()?, args.file.as_deref(), args.ids_file.as_deref())

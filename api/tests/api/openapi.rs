@@ -219,6 +219,13 @@ fn the_documented_id_format_and_enums_are_the_apis_own() {
     for text in &candidates {
         assert_eq!(pattern.is_match(text), StudentId::parse(text).is_ok(), "{text:?}");
     }
+    // NGINX sends exactly the well-formed IDs through its micro-cache: the same pattern.
+    let nginx = include_str!("../../../nginx/nginx.conf.template");
+    let documented = parameter["schema"]["pattern"].as_str().expect("pattern").trim_start_matches('^');
+    assert!(
+        nginx.contains(&format!("location ~ \"^/(v1/results|student)/{documented}\"")),
+        "nginx/nginx.conf.template's well-formed ID location must use {documented}"
+    );
     let id = &schema(&document, "Result")["properties"]["student_id"];
     assert_eq!(
         (id["minimum"].as_u64(), id["maximum"].as_u64()),
