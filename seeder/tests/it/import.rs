@@ -477,3 +477,18 @@ async fn an_import_killed_mid_copy_or_mid_redis_then_rerun_ends_exact() {
         t.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn verify_checks_the_recorded_id_range_against_both_stores() {
+    let t = imported_sample().await;
+    let pg = t.pg().await;
+    pg.execute("UPDATE dataset SET last_id = 10013", &[]).await.expect("tamper");
+    let report = verify::run(&t.stores).await.expect("verify");
+    assert!(
+        report.differences.iter().any(|d| d.contains("PostgreSQL holds IDs 10001..10012 but its data set records 10001..10013")),
+        "{}",
+        report.render()
+    );
+    assert!(report.differences.iter().any(|d| d.contains("Redis marker says IDs 10001..10012")), "{}", report.render());
+    t.cleanup().await;
+}
