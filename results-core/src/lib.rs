@@ -23,7 +23,9 @@ pub mod record;
 
 pub use checksum::ContentChecksum;
 pub use codec::{CODEC_VERSION, CodecError};
-pub use generate::{DEFAULT_FIRST_ID, DEFAULT_SEED, DEFAULT_STUDENTS, Dataset, DatasetSpec, GENERATOR_VERSION, SpecError};
+pub use generate::{
+    DEFAULT_FIRST_ID, DEFAULT_SEED, DEFAULT_STUDENTS, Dataset, DatasetSpec, GENERATOR_VERSION, SpecError,
+};
 pub use id::{IdError, StudentId};
 pub use keys::KeyLayout;
 pub use marker::Marker;

@@ -149,21 +149,9 @@ pub struct ImportArgs {
     /// The results file (CSV, see below); `-` reads standard input.
     #[arg(long, env = "SEEDER_RESULTS_FILE")]
     pub file: PathBuf,
-    /// Reload both stores even if they hold this file already, and replace another data set.
-    /// Refused while corrections exist unless --discard-corrections.
-    #[arg(long, env = "SEEDER_FORCE")]
-    pub force: bool,
-    /// With --force: drop the corrections applied since the data set was loaded (the journal
-    /// keeps them, marked discarded).
-    #[arg(long, env = "SEEDER_DISCARD_CORRECTIONS", requires = "force")]
-    pub discard_corrections: bool,
-    /// PostgreSQL connections used in parallel for COPY and index builds.
-    #[arg(long, env = "SEEDER_PG_CONNECTIONS", default_value_t = 2,
-          value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub pg_connections: u16,
-    /// Progress display: bars on a terminal and log lines otherwise (auto), or forced.
-    #[arg(long, env = "SEEDER_PROGRESS", value_enum, default_value_t = ProgressMode::Auto)]
-    pub progress: ProgressMode,
+    /// How to load.
+    #[command(flatten)]
+    pub how: LoadOptions,
 }
 
 /// Options of `export`.
@@ -233,12 +221,20 @@ pub struct LoadArgs {
     /// Which data set.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Reload both stores even if they already hold this data set, and replace another data set.
-    /// Refused while corrections exist (they would be lost) unless --discard-corrections.
+    /// How to load.
+    #[command(flatten)]
+    pub how: LoadOptions,
+}
+
+/// How `load` and `import` load, whatever the data set.
+#[derive(Debug, Clone, Args)]
+pub struct LoadOptions {
+    /// Reload both stores even if they already hold this data set (or file), and replace another
+    /// data set. Refused while corrections exist (they would be lost) unless --discard-corrections.
     #[arg(long, env = "SEEDER_FORCE")]
     pub force: bool,
-    /// With --force: regenerate the data set even though corrections were applied to it since it
-    /// was loaded; they are dropped (the journal keeps them, marked discarded).
+    /// With --force: reload the data set even though corrections were applied to it since it was
+    /// loaded; they are dropped (the journal keeps them, marked discarded).
     #[arg(long, env = "SEEDER_DISCARD_CORRECTIONS", requires = "force")]
     pub discard_corrections: bool,
     /// PostgreSQL connections used in parallel for COPY and index builds.
@@ -285,10 +281,10 @@ impl ImportArgs {
         Ok(ImportSettings {
             stores: self.stores.stores()?,
             input: Input::from_arg(&self.file),
-            force: self.force,
-            discard_corrections: self.discard_corrections,
-            pg_connections: usize::from(self.pg_connections),
-            progress: self.progress,
+            force: self.how.force,
+            discard_corrections: self.how.discard_corrections,
+            pg_connections: usize::from(self.how.pg_connections),
+            progress: self.how.progress,
         })
     }
 }
@@ -299,9 +295,9 @@ impl LoadArgs {
         Ok(LoadSettings {
             stores: self.stores.stores()?,
             spec: self.data.spec()?,
-            force: self.force,
-            pg_connections: usize::from(self.pg_connections),
-            progress: self.progress,
+            force: self.how.force,
+            pg_connections: usize::from(self.how.pg_connections),
+            progress: self.how.progress,
         })
     }
 }
@@ -322,7 +318,7 @@ mod tests {
         let cli = Cli::try_parse_from(["seeder", "--students", "10000", "--force"]).expect("parses");
         assert!(cli.command.is_none());
         assert_eq!(cli.load.data.students, 10_000);
-        assert!(cli.load.force);
+        assert!(cli.load.how.force);
         assert!(Cli::try_parse_from(["seeder", "--students", "0"]).is_err());
         assert!(Cli::try_parse_from(["seeder", "--students", "1000000000"]).is_err());
         let cli = Cli::try_parse_from(["seeder", "--first-id", "1"]).expect("parses");

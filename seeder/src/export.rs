@@ -16,7 +16,7 @@ use results_core::{Dataset, DatasetSpec};
 
 use crate::Stores;
 use crate::pg::{Pg, results_table};
-use crate::results_file::{EXPORTED, write_row};
+use crate::results_file::{COLUMNS, write_row};
 
 /// Results read from PostgreSQL per batch while exporting.
 const EXPORT_BATCH: usize = 20_000;
@@ -32,14 +32,18 @@ struct Outputs<'a> {
 }
 
 impl<'a> Outputs<'a> {
-    fn create(file: Option<&'a Path>, ids_file: Option<&'a Path>, schools: &[results_core::School]) -> anyhow::Result<Self> {
+    fn create(
+        file: Option<&'a Path>,
+        ids_file: Option<&'a Path>,
+        schools: &[results_core::School],
+    ) -> anyhow::Result<Self> {
         let create = |path: &Path| -> anyhow::Result<BufWriter<File>> {
             Ok(BufWriter::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?))
         };
         let results = match file {
             Some(path) => {
                 let mut writer = csv::Writer::from_writer(create(path)?);
-                writer.write_record(EXPORTED).context("cannot write the results file")?;
+                writer.write_record(COLUMNS).context("cannot write the results file")?;
                 Some(writer)
             }
             None => None,
@@ -51,8 +55,10 @@ impl<'a> Outputs<'a> {
 
     fn write(&mut self, record: &ResultRecord) -> anyhow::Result<()> {
         if let Some(writer) = &mut self.results {
-            let school =
-                self.schools.get(&record.school_id).with_context(|| format!("student {} has an unknown school", record.id))?;
+            let school = self
+                .schools
+                .get(&record.school_id)
+                .with_context(|| format!("student {} has an unknown school", record.id))?;
             write_row(writer, record, school).context("cannot write the results file")?;
         }
         if let Some(out) = &mut self.ids {

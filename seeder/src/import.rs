@@ -31,7 +31,7 @@ use crate::load::{InMemory, LoadOutcome, Plan, Rows};
 use crate::origin::{FileOrigin, Origin};
 use crate::pg::Pg;
 use crate::progress::{Phase, PhaseReport, Progress, ProgressMode};
-use crate::results_file::{Header, MAX_LINE_BYTES, REQUIRED, SCHOOL_CODE, SchoolIndex};
+use crate::results_file::{Header, MAX_LINE_BYTES, SchoolIndex, expected_columns};
 
 /// Bad lines shown; the rest are counted.
 pub const SHOWN_PROBLEMS: usize = 50;
@@ -262,10 +262,9 @@ pub fn check(input: &Input) -> Result<Checked, ImportError> {
     let mut csv = csv_reader(Guard::new(std::io::BufReader::with_capacity(1 << 16, reader), spool_file));
     let mut problems = Problems::new(name.clone());
     let mut record = csv::ByteRecord::new();
-    let expected = format!("{} (and optionally {SCHOOL_CODE})", REQUIRED.join(","));
     let header = match csv.read_byte_record(&mut record) {
         Ok(true) => Header::parse(&record),
-        Ok(false) => Err(format!("the file is empty; expected a header with the columns {expected}")),
+        Ok(false) => Err(format!("the file is empty; expected a header with the columns {}", expected_columns())),
         Err(e) => Err(read_problem(e)?.1),
     };
     let header = match header {
@@ -315,7 +314,9 @@ pub fn check(input: &Input) -> Result<Checked, ImportError> {
     let mut repeats: Vec<(u64, String)> = ids
         .windows(2)
         .filter(|pair| pair[0].0 == pair[1].0)
-        .map(|pair| (u64::from(pair[1].1), format!("registration_number {} is already on line {}", pair[1].0, pair[0].1)))
+        .map(|pair| {
+            (u64::from(pair[1].1), format!("registration_number {} is already on line {}", pair[1].0, pair[0].1))
+        })
         .collect();
     repeats.sort_unstable_by_key(|(line, _)| *line);
     for (line, problem) in repeats {

@@ -118,7 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn load(args: &seeder::cli::LoadArgs) -> anyhow::Result<ExitCode> {
-    let outcome = seeder::load::run_with(&args.settings()?, args.discard_corrections).await?;
+    let outcome = seeder::load::run_with(&args.settings()?, args.how.discard_corrections).await?;
     print!("{}", outcome.render());
     Ok(ExitCode::SUCCESS)
 }

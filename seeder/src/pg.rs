@@ -350,7 +350,12 @@ impl Pg {
     }
 
     /// Step 2 in parts: one batch of students and their results (their schools already copied).
-    pub async fn copy_records(&self, records: &[ResultRecord], stream_type: &Type, phase: &Phase) -> anyhow::Result<u64> {
+    pub async fn copy_records(
+        &self,
+        records: &[ResultRecord],
+        stream_type: &Type,
+        phase: &Phase,
+    ) -> anyhow::Result<u64> {
         self.copy_jobs(Vec::new(), records, stream_type, phase).await
     }
 

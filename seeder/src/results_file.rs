@@ -4,7 +4,7 @@
 //!
 //! UTF-8 (a leading BOM is accepted), CRLF or LF line ends, fields quoted as CSV quotes them
 //! (commas and doubled quotes inside quotes). A header row names the columns, in any order:
-//! [`REQUIRED`] must all be there, [`SCHOOL_CODE`] may be; nothing else. One row per student.
+//! [`COLUMNS`] must all be there but [`SCHOOL_CODE`], which may be; nothing else. One row per student.
 //! Spaces around a field are ignored.
 
 use std::collections::HashMap;
@@ -39,26 +39,9 @@ pub const SUBJECTS: [Subject; 9] = [
     Subject::Aptitude,
 ];
 
-/// The columns every file must have (subjects after the student's details).
-pub const REQUIRED: [&str; 14] = [
-    REGISTRATION_NUMBER,
-    FULL_NAME,
-    SCHOOL,
-    REGION,
-    STREAM,
-    "english",
-    "mathematics",
-    "physics",
-    "chemistry",
-    "biology",
-    "geography",
-    "history",
-    "economics",
-    "aptitude",
-];
-
-/// The columns `seeder export` writes, in its order.
-pub const EXPORTED: [&str; 15] = [
+/// Every column, in the order `seeder export` writes them; all are required but [`SCHOOL_CODE`].
+/// The subject columns are named as [`SUBJECTS`] are (a test checks).
+pub const COLUMNS: [&str; 15] = [
     REGISTRATION_NUMBER,
     FULL_NAME,
     SCHOOL_CODE,
@@ -75,6 +58,16 @@ pub const EXPORTED: [&str; 15] = [
     "economics",
     "aptitude",
 ];
+
+/// The columns every file must have.
+pub fn required() -> impl Iterator<Item = &'static str> {
+    COLUMNS.into_iter().filter(|c| *c != SCHOOL_CODE)
+}
+
+/// The columns, as messages and `--help` name them.
+pub fn expected_columns() -> String {
+    format!("{} (and optionally {SCHOOL_CODE})", required().collect::<Vec<_>>().join(","))
+}
 
 /// The longest full name or school name, in characters (the `students.full_name` CHECK).
 pub const MAX_NAME_CHARS: usize = 200;
@@ -136,14 +129,14 @@ pub struct Row {
     pub scores: [u8; SUBJECTS_PER_STREAM],
 }
 
-fn expected_columns() -> String {
-    format!("{} (and optionally {SCHOOL_CODE})", REQUIRED.join(","))
-}
-
 /// At most a few characters of a field, for messages (names are never echoed: personal data).
 fn shown(field: &str) -> String {
     const SHOW: usize = 20;
-    if field.chars().count() > SHOW { format!("{:?}…", field.chars().take(SHOW).collect::<String>()) } else { format!("{field:?}") }
+    if field.chars().count() > SHOW {
+        format!("{:?}…", field.chars().take(SHOW).collect::<String>())
+    } else {
+        format!("{field:?}")
+    }
 }
 
 impl Header {
@@ -157,13 +150,13 @@ impl Header {
                 continue;
             };
             let name = name.trim().trim_start_matches('\u{feff}');
-            match REQUIRED.iter().chain([&SCHOOL_CODE]).find(|c| **c == name) {
+            match COLUMNS.iter().find(|c| **c == name) {
                 Some(column) if found.insert(column, i).is_some() => problems.push(format!("column {column} twice")),
                 Some(_) => {}
                 None => problems.push(format!("unknown column {}", shown(name))),
             }
         }
-        let missing: Vec<&str> = REQUIRED.iter().copied().filter(|c| !found.contains_key(c)).collect();
+        let missing: Vec<&str> = required().filter(|c| !found.contains_key(c)).collect();
         if !missing.is_empty() {
             problems.push(format!("missing column(s) {}", missing.join(", ")));
         }
@@ -284,9 +277,7 @@ impl SchoolIndex {
             Some(code) => {
                 if let Some((region, name)) = self.by_code.get(&code) {
                     if (*region, name) != (row.region.id, &row.school) {
-                        return Err(format!(
-                            "school_code {code} was given before with another school name or region"
-                        ));
+                        return Err(format!("school_code {code} was given before with another school name or region"));
                     }
                     return Ok(code);
                 }
@@ -364,7 +355,7 @@ mod tests {
     }
 
     fn header() -> Header {
-        Header::parse(&record(&EXPORTED)).expect("the exported header is valid")
+        Header::parse(&record(&COLUMNS)).expect("the exported header is valid")
     }
 
     fn row(fields: [&str; 15]) -> Result<Row, String> {
@@ -372,8 +363,21 @@ mod tests {
     }
 
     const GOOD: [&str; 15] = [
-        "10042", "Abebe Kebede Tesfaye", "7", "Bole Secondary School", "Addis Ababa", "natural_science", "55", "61",
-        "40", "72", "38", "", "", "", "90",
+        "10042",
+        "Abebe Kebede Tesfaye",
+        "7",
+        "Bole Secondary School",
+        "Addis Ababa",
+        "natural_science",
+        "55",
+        "61",
+        "40",
+        "72",
+        "38",
+        "",
+        "",
+        "",
+        "90",
     ];
 
     #[test]
@@ -416,14 +420,14 @@ mod tests {
 
     #[test]
     fn a_wrong_header_names_what_is_wrong_and_what_is_expected() {
-        let mut columns = REQUIRED.to_vec();
+        let mut columns: Vec<&str> = required().collect();
         columns[1] = "name";
         let problem = Header::parse(&record(&columns)).expect_err("wrong");
         assert!(problem.contains("unknown column \"name\""), "{problem}");
         assert!(problem.contains("missing column(s) full_name"), "{problem}");
-        assert!(problem.contains(&REQUIRED.join(",")), "{problem}");
+        assert!(problem.contains(&expected_columns()), "{problem}");
         // Any order, and the code column is optional.
-        let mut reversed = REQUIRED.to_vec();
+        let mut reversed: Vec<&str> = required().collect();
         reversed.reverse();
         assert!(!Header::parse(&record(&reversed)).expect("valid").has_school_code());
     }
@@ -451,7 +455,7 @@ mod tests {
 
     #[test]
     fn the_help_lists_every_column_and_region() {
-        for column in REQUIRED.iter().chain([&SCHOOL_CODE]) {
+        for column in COLUMNS {
             assert!(FORMAT_HELP.contains(column), "{column}");
         }
         for region in Region::ALL {
@@ -459,8 +463,7 @@ mod tests {
         }
         assert!(FORMAT_HELP.contains(&MAX_LINE_BYTES.to_string()));
         assert!(FORMAT_HELP.contains(&MAX_NAME_CHARS.to_string()));
-        assert!(EXPORTED.iter().all(|c| REQUIRED.contains(c) || *c == SCHOOL_CODE));
         let subjects: Vec<&str> = SUBJECTS.iter().map(|s| s.as_str()).collect();
-        assert_eq!(&REQUIRED[5..], subjects.as_slice());
+        assert_eq!(&COLUMNS[6..], subjects.as_slice());
     }
 }

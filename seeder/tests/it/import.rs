@@ -2,15 +2,14 @@
 //! bad file refused with both stores untouched, kills, reruns, --force, corrections.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use results_core::{Dataset, DatasetSpec};
-use seeder::results_file::{EXPORTED, write_row};
+use seeder::results_file::{COLUMNS, write_row};
 use seeder::verify;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{TestStores, assert_one_clear_error, stderr, stdout};
+use crate::helpers::{TestStores, assert_one_clear_error, kill_when, spawn_piped, stderr, stdout};
 
 /// The sample file shipped in the repository.
 fn sample() -> PathBuf {
@@ -27,7 +26,7 @@ fn write_generated(path: &Path, spec: DatasetSpec) {
     let schools: std::collections::HashMap<u32, &results_core::School> =
         dataset.schools().iter().map(|s| (s.id, s)).collect();
     let mut out = csv::Writer::from_path(path).expect("create the file");
-    out.write_record(EXPORTED).expect("header");
+    out.write_record(COLUMNS).expect("header");
     for record in dataset.generate() {
         write_row(&mut out, &record, schools[&record.school_id]).expect("row");
     }
@@ -87,11 +86,9 @@ async fn the_sample_file_imports_verifies_and_a_second_import_is_a_no_op() {
         .collect();
     assert_eq!(ranks, [(10_001, 2), (10_003, 6), (10_005, 1), (10_006, 2), (10_008, 4), (10_010, 5), (10_012, 7)]);
     // The school with a comma and the name with quotes came through the CSV quoting intact.
-    let school: String =
-        pg.query_one("SELECT name FROM schools WHERE id = 2", &[]).await.expect("school").get(0);
+    let school: String = pg.query_one("SELECT name FROM schools WHERE id = 2", &[]).await.expect("school").get(0);
     assert_eq!(school, "Bahir Dar, Tana Preparatory School");
-    let name: String =
-        pg.query_one("SELECT full_name FROM students WHERE id = 10003", &[]).await.expect("name").get(0);
+    let name: String = pg.query_one("SELECT full_name FROM students WHERE id = 10003", &[]).await.expect("name").get(0);
     assert_eq!(name, "Dawit \"Dave\" Haile Mariam");
 
     let before = snapshot(&t).await;
@@ -100,13 +97,7 @@ async fn the_sample_file_imports_verifies_and_a_second_import_is_a_no_op() {
     assert!(stdout(&again).contains("already seeded"), "{}", stdout(&again));
     assert_eq!(snapshot(&t).await, before, "nothing was rewritten");
     // The same bytes on standard input are the same file.
-    let mut child = t
-        .seeder_command(&["import", "--file", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
+    let mut child = spawn_piped(t.seeder_command(&["import", "--file", "-"]));
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(sample_text().as_bytes()).await.expect("write stdin");
     drop(stdin);
@@ -150,7 +141,9 @@ async fn export_then_import_reproduces_the_fingerprint() {
     // The generator's own export of the same data set is the same file, byte for byte.
     let generated = dir.path().join("generated.csv");
     let args = ["--students", "3000", "--seed", "5", "--first-id", "1"];
-    let out = source.seeder(&[&["export", "--generated", "--file", generated.to_str().expect("path")][..], &args].concat()).await;
+    let out = source
+        .seeder(&[&["export", "--generated", "--file", generated.to_str().expect("path")][..], &args].concat())
+        .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(&generated).expect("read"), std::fs::read(&file).expect("read"));
 
@@ -283,11 +276,7 @@ bad_row!(
     "registration_number 10002 is already on line 3"
 );
 bad_row!(an_empty_name_is_refused, &format!("10004,,1,{NS},1,2,3,4,5,,,,6"), "full_name is empty");
-bad_row!(
-    an_overlong_name_is_refused,
-    &format!("10004,{},1,{NS},1,2,3,4,5,,,,6", "N".repeat(201)),
-    "at most 200"
-);
+bad_row!(an_overlong_name_is_refused, &format!("10004,{},1,{NS},1,2,3,4,5,,,,6", "N".repeat(201)), "at most 200");
 bad_row!(
     an_unknown_stream_is_refused,
     "10004,Hirut Alemu,1,Bole Secondary School,Addis Ababa,arts,1,2,3,4,5,,,,6",
@@ -298,11 +287,7 @@ bad_row!(
     "10004,Hirut Alemu,9,Some School,Atlantis,natural_science,1,2,3,4,5,,,,6",
     "unknown region \"Atlantis\"; the regions are: Addis Ababa, Afar"
 );
-bad_row!(
-    a_missing_subject_is_refused,
-    &format!("10004,Hirut Alemu,1,{NS},1,2,,4,5,,,,6"),
-    "physics is missing"
-);
+bad_row!(a_missing_subject_is_refused, &format!("10004,Hirut Alemu,1,{NS},1,2,,4,5,,,,6"), "physics is missing");
 bad_row!(
     a_subject_of_the_other_stream_is_refused,
     &format!("10004,Hirut Alemu,1,{NS},1,2,3,4,5,7,,,6"),
@@ -331,7 +316,8 @@ bad_row!(
 
 #[tokio::test]
 async fn invalid_utf8_is_refused() {
-    let mut text = with_line(5, "10004,Hirut XX Alemu,1,Bole Secondary School,Addis Ababa,natural_science,1,2,3,4,5,,,,6");
+    let mut text =
+        with_line(5, "10004,Hirut XX Alemu,1,Bole Secondary School,Addis Ababa,natural_science,1,2,3,4,5,,,,6");
     let at = text.windows(2).position(|w| w == b"XX").expect("marker");
     text[at] = 0xff;
     text[at + 1] = 0xfe;
@@ -385,13 +371,7 @@ async fn every_bad_line_is_counted_and_the_first_50_shown() {
 async fn a_2_gb_line_on_stdin_is_refused_quickly_without_reading_it_all() {
     let t = imported_sample().await;
     let before = snapshot(&t).await;
-    let mut child = t
-        .seeder_command(&["import", "--file", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
+    let mut child = spawn_piped(t.seeder_command(&["import", "--file", "-"]));
     let mut stdin = child.stdin.take().expect("stdin");
     let started = Instant::now();
     let writer = tokio::spawn(async move {
@@ -428,42 +408,16 @@ async fn a_full_size_file_whose_last_line_is_bad_leaves_both_stores_as_they_were
     refused_untouched(&text, 674_825, "aptitude score \"600\"").await;
 }
 
-/// Starts an import of `file` and SIGKILLs it when stderr shows `line`.
-async fn kill_import_when(t: &TestStores, file: &Path, line: &str) {
-    let mut child = t
-        .seeder_command(&["import", "--file", file.to_str().expect("path")])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut seen = String::new();
-    let reading = async {
-        while let Some(l) = lines.next_line().await.expect("read stderr") {
-            seen.push_str(&l);
-            seen.push('\n');
-            if l.contains(line) {
-                return true;
-            }
-        }
-        false
-    };
-    let found = tokio::time::timeout(Duration::from_secs(180), reading).await;
-    child.start_kill().expect("SIGKILL");
-    let status = child.wait().await.expect("reap");
-    assert!(matches!(found, Ok(true)), "never saw {line:?}; stderr:\n{seen}");
-    assert!(!status.success());
-}
-
 #[tokio::test]
 async fn an_import_killed_mid_copy_or_mid_redis_then_rerun_ends_exact() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("big.csv");
     write_generated(&file, DatasetSpec::new(3, 300_000).expect("spec"));
-    for (phase, expected) in [("postgres: 10%", "into PostgreSQL and Redis"), ("redis: 10%", "into Redis (from PostgreSQL)")]
+    for (phase, expected) in
+        [("postgres: 10%", "into PostgreSQL and Redis"), ("redis: 10%", "into Redis (from PostgreSQL)")]
     {
         let t = TestStores::new().await;
-        kill_import_when(&t, &file, phase).await;
+        kill_when(t.seeder_command(&["import", "--file", file.to_str().expect("path")]), phase).await;
         let report = verify::run(&t.stores).await.expect("verify");
         assert!(!report.agrees(), "a killed import is not complete");
         let rerun = import(&t, &file, &[]).await;
@@ -485,7 +439,10 @@ async fn verify_checks_the_recorded_id_range_against_both_stores() {
     pg.execute("UPDATE dataset SET last_id = 10013", &[]).await.expect("tamper");
     let report = verify::run(&t.stores).await.expect("verify");
     assert!(
-        report.differences.iter().any(|d| d.contains("PostgreSQL holds IDs 10001..10012 but its data set records 10001..10013")),
+        report
+            .differences
+            .iter()
+            .any(|d| d.contains("PostgreSQL holds IDs 10001..10012 but its data set records 10001..10013")),
         "{}",
         report.render()
     );
