@@ -264,41 +264,48 @@ fn score(subject: &str, value: &str) -> Result<u8, String> {
 /// appearance.
 #[derive(Debug, Clone, Default)]
 pub struct SchoolIndex {
-    by_name: HashMap<(u8, String), u32>,
+    /// Per region, school name to ID (nested so a lookup borrows the row's name, no copy).
+    by_name: HashMap<u8, HashMap<String, u32>>,
     by_code: HashMap<u32, (u8, String)>,
     schools: Vec<School>,
 }
 
 impl SchoolIndex {
+    fn named(&self, row: &Row) -> Option<u32> {
+        self.by_name.get(&row.region.id).and_then(|names| names.get(row.school.as_str())).copied()
+    }
+
+    fn register(&mut self, id: u32, row: &Row) {
+        self.by_name.entry(row.region.id).or_default().insert(row.school.clone(), id);
+        self.schools.push(School { id, name: row.school.clone(), region: row.region });
+    }
+
     /// Registers the school of `row` (first seen) or checks it against what was seen; returns its ID.
     pub fn resolve(&mut self, row: &Row) -> Result<u32, String> {
-        let key = (row.region.id, row.school.clone());
         match row.school_code {
             Some(code) => {
                 if let Some((region, name)) = self.by_code.get(&code) {
-                    if (*region, name) != (row.region.id, &row.school) {
+                    if (*region, name.as_str()) != (row.region.id, row.school.as_str()) {
                         return Err(format!("school_code {code} was given before with another school name or region"));
                     }
                     return Ok(code);
                 }
-                if self.by_name.contains_key(&key) {
+                if self.named(row).is_some() {
                     return Err(format!(
                         "school_code {code}: the same school name in {} was given before with another code",
                         row.region.name
                     ));
                 }
-                self.by_code.insert(code, key.clone());
-                self.by_name.insert(key, code);
-                self.schools.push(School { id: code, name: row.school.clone(), region: row.region });
+                self.by_code.insert(code, (row.region.id, row.school.clone()));
+                self.register(code, row);
                 Ok(code)
             }
             None => {
-                if let Some(id) = self.by_name.get(&key) {
-                    return Ok(*id);
+                if let Some(id) = self.named(row) {
+                    return Ok(id);
                 }
                 let id = u32::try_from(self.schools.len() + 1).map_err(|_| "too many schools".to_owned())?;
-                self.by_name.insert(key, id);
-                self.schools.push(School { id, name: row.school.clone(), region: row.region });
+                self.register(id, row);
                 Ok(id)
             }
         }
@@ -308,7 +315,7 @@ impl SchoolIndex {
     pub fn id_of(&self, row: &Row) -> Option<u32> {
         match row.school_code {
             Some(code) => self.by_code.contains_key(&code).then_some(code),
-            None => self.by_name.get(&(row.region.id, row.school.clone())).copied(),
+            None => self.named(row),
         }
     }
 
