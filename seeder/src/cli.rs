@@ -41,6 +41,7 @@ is back it serves the previous value until `seeder publish` succeeds.";
 /// copies it into PostgreSQL with parallel binary COPY, then writes every result into Redis and
 /// a completeness marker last. It is idempotent and safe to interrupt: a second run on a seeded
 /// store does nothing and says so, and a run killed at any point is finished by the next one.
+/// `seeder import` loads an exam authority's results file the same way.
 #[derive(Debug, Parser)]
 #[command(
     name = "seeder",
