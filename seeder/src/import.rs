@@ -22,12 +22,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use results_core::ContentChecksum;
 use results_core::generate::RankTable;
 use results_core::record::ResultRecord;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::Stores;
-use crate::load::{InMemory, LoadOutcome, Plan, Rows};
+use crate::load::{Copied, InMemory, LoadOutcome, Plan, Rows};
 use crate::origin::{FileOrigin, Origin};
 use crate::pg::Pg;
 use crate::progress::{Phase, PhaseReport, Progress, ProgressMode};
@@ -345,8 +346,12 @@ pub fn check(input: &Input) -> Result<Checked, ImportError> {
 }
 
 /// Pass 2: reads the checked file again and sends its records, ranked, in batches; returns the
-/// digest of what it read (compared with pass 1's).
-fn stream_records(checked: &Checked, batches: &tokio::sync::mpsc::Sender<Vec<ResultRecord>>) -> anyhow::Result<String> {
+/// digest of what it read (compared with pass 1's) and, when the rows came in ascending ID order
+/// (as `seeder export` writes them), the data set's fingerprint.
+fn stream_records(
+    checked: &Checked,
+    batches: &tokio::sync::mpsc::Sender<Vec<ResultRecord>>,
+) -> anyhow::Result<(String, Option<String>)> {
     let path = checked.source.path();
     let file = File::open(path).with_context(|| format!("cannot open {} again", path.display()))?;
     let mut csv = csv_reader(Guard::new(std::io::BufReader::with_capacity(1 << 16, file), None));
@@ -356,19 +361,33 @@ fn stream_records(checked: &Checked, batches: &tokio::sync::mpsc::Sender<Vec<Res
         return Err(changed());
     }
     let header = Header::parse(&record).map_err(|_| changed())?;
+    // The fingerprint hashes schools, then results in ascending ID order: computed on the way
+    // while the file is in that order, which spares reading everything back from PostgreSQL.
+    let mut schools = ContentChecksum::new();
+    checked.schools.schools().iter().for_each(|s| schools.add_school(s));
+    let mut sum = Some(schools);
+    let mut previous = 0u32;
     let mut batch = Vec::with_capacity(COPY_BATCH);
     while csv.read_byte_record(&mut record).map_err(|_| changed())? {
         let row = header.parse_row(&record).map_err(|_| changed())?;
         let school_id = checked.schools.id_of(&row).ok_or_else(changed)?;
         let total = row.scores.iter().map(|&s| u16::from(s)).sum();
-        batch.push(ResultRecord {
+        let record = ResultRecord {
             id: row.id,
             name: row.name,
             school_id,
             stream: row.stream,
             scores: row.scores,
             rank: checked.ranks.rank(row.stream, total),
-        });
+        };
+        if record.id.get() < previous {
+            sum = None;
+        }
+        previous = record.id.get();
+        if let Some(sum) = &mut sum {
+            sum.add_result(&record);
+        }
+        batch.push(record);
         if batch.len() == COPY_BATCH {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(COPY_BATCH));
             if batches.blocking_send(full).is_err() {
@@ -379,7 +398,7 @@ fn stream_records(checked: &Checked, batches: &tokio::sync::mpsc::Sender<Vec<Res
     if !batch.is_empty() && batches.blocking_send(batch).is_err() {
         bail!("the PostgreSQL load stopped");
     }
-    Ok(csv.into_inner().digest())
+    Ok((csv.into_inner().digest(), sum.map(|sum| sum.finish())))
 }
 
 /// The rows of a checked file, for the load plan.
@@ -394,7 +413,7 @@ impl Rows for FileRows {
         Ok(None)
     }
 
-    async fn copy(&self, pg: &Pg, _: Option<&InMemory>, phase: &Phase) -> anyhow::Result<u64> {
+    async fn copy(&self, pg: &Pg, _: Option<&InMemory>, phase: &Phase) -> anyhow::Result<Copied> {
         let mut copied = pg.copy_schools(&self.0.schools.schools(), phase).await?;
         let stream_type = pg.stream_type().await?;
         let (sender, mut batches) = tokio::sync::mpsc::channel(2);
@@ -403,11 +422,11 @@ impl Rows for FileRows {
         while let Some(batch) = batches.recv().await {
             copied += pg.copy_records(&batch, &stream_type, phase).await?;
         }
-        let digest = reader.await??;
+        let (digest, fingerprint) = reader.await??;
         if Some(digest.as_str()) != self.0.origin.digest() {
             bail!("the results file changed while it was imported; run the import again");
         }
-        Ok(copied)
+        Ok(Copied { rows: copied, fingerprint })
     }
 }
 

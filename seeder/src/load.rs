@@ -100,6 +100,14 @@ pub(crate) struct InMemory {
     fingerprint: String,
 }
 
+/// What [`Rows::copy`] did.
+pub(crate) struct Copied {
+    /// Rows copied.
+    pub rows: u64,
+    /// The data set's fingerprint, when the source computed it.
+    pub fingerprint: Option<String>,
+}
+
 /// Where the rows of a load come from: the plan below is the same for every origin.
 pub(crate) trait Rows {
     /// What is being loaded.
@@ -110,8 +118,9 @@ pub(crate) trait Rows {
     async fn prepare(&self, progress: &Progress, phases: &mut Vec<PhaseReport>) -> anyhow::Result<Option<InMemory>>;
 
     /// Copies every row into PostgreSQL's emptied tables (inside a started load); returns the
-    /// rows copied.
-    async fn copy(&self, pg: &Pg, prepared: Option<&InMemory>, phase: &Phase) -> anyhow::Result<u64>;
+    /// rows copied and, when the source could compute it on the way, the fingerprint (else it is
+    /// read back from PostgreSQL).
+    async fn copy(&self, pg: &Pg, prepared: Option<&InMemory>, phase: &Phase) -> anyhow::Result<Copied>;
 }
 
 /// The generated data set.
@@ -137,9 +146,10 @@ impl Rows for Generated {
         Ok(Some(generated))
     }
 
-    async fn copy(&self, pg: &Pg, prepared: Option<&InMemory>, phase: &Phase) -> anyhow::Result<u64> {
+    async fn copy(&self, pg: &Pg, prepared: Option<&InMemory>, phase: &Phase) -> anyhow::Result<Copied> {
         let data = prepared.context("the generated rows were not prepared")?;
-        pg.copy_all(&data.schools, &data.records, phase).await
+        let rows = pg.copy_all(&data.schools, &data.records, phase).await?;
+        Ok(Copied { rows, fingerprint: Some(data.fingerprint.clone()) })
     }
 }
 
@@ -224,13 +234,13 @@ impl Plan<'_> {
             let copied = rows.copy(&pg, prepared.as_ref(), &phase).await?;
             tracing::info!("postgres: rows copied; building keys and indexes");
             pg.restore_constraints().await?;
-            let fingerprint = match &prepared {
-                Some(data) => data.fingerprint.clone(),
-                // Rows that arrived in file order: PostgreSQL hands them back in ID order.
+            let fingerprint = match copied.fingerprint {
+                Some(fingerprint) => fingerprint,
+                // Rows that arrived out of ID order: PostgreSQL hands them back in ID order.
                 None => pg.checksum().await?.finish(),
             };
             pg.finish_load(&fingerprint).await?;
-            phases.push(phase.finish(copied));
+            phases.push(phase.finish(copied.rows));
             match prepared {
                 Some(data) => {
                     let phase = progress.phase("redis", data.records.len() as u64);
