@@ -226,6 +226,12 @@ fn the_documented_id_format_and_enums_are_the_apis_own() {
         nginx.contains(&format!("location ~ \"^/(v1/results|student)/{documented}\"")),
         "nginx/nginx.conf.template's well-formed ID location must use {documented}"
     );
+    // The students' page checks the same pattern before it sends anything.
+    let page = include_str!("../../../web/app.js");
+    assert!(
+        page.contains(&format!("var ID_PATTERN = /^{documented}/;")),
+        "web/app.js's ID_PATTERN must be /^{documented}/"
+    );
     let id = &schema(&document, "Result")["properties"]["student_id"];
     assert_eq!(
         (id["minimum"].as_u64(), id["maximum"].as_u64()),
