@@ -10,7 +10,7 @@
 # report folder (runs/loadgen/<time>/report.html) it prints. The exit status is the load test's:
 # non-zero when an SLO gate was missed.
 #
-# Environment: SEEDER_STUDENTS, SEEDER_SEED, SEEDER_FORCE, SEEDER_KEY_PREFIX (see `seeder --help`),
+# Environment: SEEDER_STUDENTS, SEEDER_SEED, SEEDER_FIRST_ID, SEEDER_FORCE, SEEDER_KEY_PREFIX (see `seeder --help`),
 # the STACK_* variables of scripts/stack.sh (the replicas read SEEDER_KEY_PREFIX's keys unless
 # STACK_KEY_PREFIX says otherwise), UP_LOAD_TEST=off to skip the load test, and the LOADGEN_*
 # variables of `loadgen --help`. Stop everything with scripts/stack.sh down.
@@ -40,6 +40,7 @@ if [[ ${UP_LOAD_TEST:-on} != off ]]; then
   # The load generator knows the IDs from the data set's size and seed, as given to the seeder.
   export LOADGEN_STUDENTS=${LOADGEN_STUDENTS:-${SEEDER_STUDENTS:-674823}}
   export LOADGEN_SEED=${LOADGEN_SEED:-${SEEDER_SEED:-2026}}
+  if [[ -n ${SEEDER_FIRST_ID:-} ]]; then export LOADGEN_FIRST_ID=${LOADGEN_FIRST_ID:-$SEEDER_FIRST_ID}; fi
   export LOADGEN_METRICS_LISTEN=${LOADGEN_METRICS_LISTEN:-${STACK_HOST:-127.0.0.1}:${STACK_LOADGEN_METRICS_PORT:-9400}}
   ./target/release/loadgen --host "$PUBLIC_URL" || status=$?
   report=""

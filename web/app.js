@@ -4,8 +4,10 @@
 "use strict";
 
 (function () {
-  // The API's accepted range (results-core/src/id.rs): seven digits, 1000000..9999999.
-  var ID_PATTERN = /^[1-9][0-9]{6}$/;
+  // What the API accepts (results-core/src/id.rs, StudentId::MAX_DIGITS): one to nine digits, no
+  // leading zero. Which numbers exist depends on the published data set, so the page names no
+  // length or range of its own.
+  var ID_PATTERN = /^[1-9][0-9]{0,8}$/;
   // A lookup the network has not answered in this time is treated as a network failure: on a
   // phone a stuck request must not leave the student watching "Looking up…" forever.
   var TIMEOUT_MS = 10000;
@@ -24,7 +26,7 @@
   var STREAMS = { natural_science: "Natural science", social_science: "Social science" };
 
   var MESSAGES = {
-    malformed: "A registration number has 7 digits, from 1000000 to 9999999. Check the number on your admission slip and try again.",
+    malformed: "A registration number is made of digits only (at most 9) and does not start with 0. Check the number on your admission slip and try again.",
     unknown: "No result was found for registration number {id}. Check the number on your admission slip. If it is right, your result may not be published yet.",
     rateLimited: "Too many lookups from your connection. Please wait {wait} and try again.",
     busy: "The results service is busy right now. Please wait {wait} and try again.",

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use results_core::codec::{encode_result, encode_school};
 use results_core::generate::StreamSizes;
 use results_core::keys::DEFAULT_PREFIX;
-use results_core::{CODEC_VERSION, ContentChecksum, Dataset, DatasetSpec, KeyLayout, Marker, StudentId};
+use results_core::{CODEC_VERSION, ContentChecksum, Dataset, DatasetSpec, KeyLayout, Marker};
 
 /// Students in the seed data set: enough for both streams, several schools and tied ranks.
 const STUDENTS: u32 = 1_000;
@@ -52,6 +52,8 @@ fn main() -> std::io::Result<()> {
         count: records.len() as u64,
         seed: spec.seed(),
         generator: results_core::GENERATOR_VERSION,
+        first_id: *spec.ids().start(),
+        last_id: *spec.ids().end(),
         codec: CODEC_VERSION,
         streams: StreamSizes::count(&records),
         loaded_at: 1_790_000_000,
@@ -61,16 +63,16 @@ fn main() -> std::io::Result<()> {
     write_all(&root.join("marker_fields"), &[lines(&marker), lines(&other_codec)])?;
 
     let layout = KeyLayout::default();
-    let (key, field) = layout.result_location(StudentId::from_index(STUDENTS - 1).expect("in range"));
+    let (key, field) = layout.result_location(spec.id_at(STUDENTS - 1).expect("in range"));
     let keys = [
         format!("{DEFAULT_PREFIX}\n{key}\n{field}"),
-        format!("{DEFAULT_PREFIX}\n{}\n0", layout.bucket_key(StudentId::MIN / 100)),
+        format!("{DEFAULT_PREFIX}\n{}\n0", layout.bucket_key(spec.first_id() / 100)),
         format!("{DEFAULT_PREFIX}\n{}\n7", layout.schools_key()),
         format!("{DEFAULT_PREFIX}\n{}\n", layout.marker_key()),
     ];
     write_all(&root.join("redis_key"), &keys.map(String::into_bytes))?;
 
-    let ids = ["1000000", "9999999", "1674822", "0999999", "10000000", "", "1e6", "١٢٣٤٥٦٧", "99999999999999"];
+    let ids = ["1", "1000000", "999999999", "1674822", "0999999", "0", "1000000000", "", "1e6", "١٢٣٤٥٦٧"];
     write_all(&root.join("student_id"), &ids.map(|s| s.as_bytes().to_vec()))?;
     Ok(())
 }

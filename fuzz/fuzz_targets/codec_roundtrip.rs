@@ -23,7 +23,7 @@ struct Input {
 }
 
 fuzz_target!(|input: Input| {
-    let id = StudentId::from_index(input.id_offset % StudentId::CAPACITY).expect("in range");
+    let id = StudentId::new(StudentId::MIN + input.id_offset % StudentId::MAX).expect("in range");
     let name = if input.name.is_empty() { "A".to_owned() } else { input.name };
     let record = ResultRecord {
         id,

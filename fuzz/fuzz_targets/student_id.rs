@@ -1,6 +1,7 @@
 //! Registration numbers arrive as untrusted text (the URL path). Parsing never panics; whatever
-//! it accepts lies in the issued range and formats back to exactly the text given; it accepts
-//! every seven-digit number in the range; and each refusal names the right reason.
+//! it accepts lies in `MIN..=MAX` and formats back to exactly the text given; it accepts every
+//! number of one to `MAX_DIGITS` digits without a leading zero; and each refusal names the right
+//! reason.
 //!
 //! Input: the bytes as text (non-UTF-8 inputs are skipped: the router never passes them).
 #![no_main]
@@ -20,21 +21,19 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(StudentId::new(id.get()), Ok(id));
         }
         Err(IdError::Empty) => assert!(text.is_empty()),
-        Err(IdError::TooLong) => assert!(text.len() > 2 * StudentId::DIGITS),
+        Err(IdError::TooLong) => assert!(text.len() > StudentId::MAX_DIGITS),
         Err(IdError::NotANumber) => assert!(!digits && !text.is_empty()),
-        Err(IdError::OutOfRange) => {
-            assert!(digits);
-            // Refused although it is seven digits: then it must be below the range (leading zero).
-            assert!(text.len() != StudentId::DIGITS || text.starts_with('0'), "{text:?}");
-        }
+        Err(IdError::LeadingZero) => assert!(digits && text.starts_with('0')),
+        Err(IdError::OutOfRange) => panic!("{text:?}: nine digits without a leading zero are always in range"),
     }
     // Any number's decimal form parses exactly when the number is in the range.
     if let Some(bytes) = data.get(..4) {
         let n = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        let in_range = (StudentId::MIN..=StudentId::MAX).contains(&n);
-        assert_eq!(
-            StudentId::parse(&n.to_string()).map(StudentId::get),
-            if in_range { Ok(n) } else { Err(IdError::OutOfRange) }
-        );
+        let parsed = StudentId::parse(&n.to_string()).map(StudentId::get);
+        match n {
+            0 => assert_eq!(parsed, Err(IdError::LeadingZero)),
+            n if n > StudentId::MAX => assert_eq!(parsed, Err(IdError::TooLong)),
+            n => assert_eq!(parsed, Ok(n)),
+        }
     }
 });

@@ -18,7 +18,6 @@ use crate::config::{
     DEFAULT_HOST, DEFAULT_INCREASE_RATE, DEFAULT_RUN_TIME_S, DEFAULT_TIMEOUT_S, DEFAULT_USERS, RunArgs,
 };
 use crate::histogram_log::{DataSet, Recorder, RunContext};
-use crate::ids::IdSpace;
 use crate::live::Live;
 use crate::scenarios::{self, Plan};
 use crate::summary::{RunSummary, Stats, Verdict};
@@ -62,8 +61,7 @@ fn goose(e: GooseError) -> LoadgenError {
 /// are not errors: see [`RunSummary::verdict`].
 pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Result<RunSummary, LoadgenError> {
     let options = &args.options;
-    let spec = options.spec()?;
-    let ids = IdSpace::new(spec, options.hot_schools, options.hot_percent);
+    let ids = options.ids()?;
 
     let mut configuration: GooseConfiguration = args.goose.clone();
     let dir = match (dir, configuration.output_dir.as_deref()) {

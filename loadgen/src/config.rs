@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use goose::config::GooseConfiguration;
-use results_core::{DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec};
+use results_core::{DEFAULT_FIRST_ID, DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec};
 
 use crate::LoadgenError;
+use crate::ids::IdSpace;
 
 /// Where a bare `cargo run -p loadgen` sends its requests: the native stack's NGINX.
 pub const DEFAULT_HOST: &str = "http://127.0.0.1:8080";
@@ -127,9 +128,17 @@ pub struct RunArgs {
 /// This project's options.
 #[derive(Debug, Clone, Args)]
 pub struct Options {
-    /// Students in the data set under test (IDs 1000000..1000000+N-1), as given to the seeder
+    /// Students in the data set under test (IDs --first-id..--first-id+N-1), as given to the seeder
     #[arg(long, env = "LOADGEN_STUDENTS", default_value_t = DEFAULT_STUDENTS, help_heading = "Data set")]
     pub students: u32,
+    /// The first registration number of the data set under test, as given to the seeder
+    #[arg(long, env = "LOADGEN_FIRST_ID", default_value_t = DEFAULT_FIRST_ID, help_heading = "Data set")]
+    pub first_id: u32,
+    /// An imported data set's registration numbers, one a line, as `seeder export --ids-file`
+    /// writes them; replaces --students, --first-id and --seed (hot schools are runs of
+    /// consecutive IDs)
+    #[arg(long, env = "LOADGEN_IDS_FILE", help_heading = "Data set")]
+    pub ids_file: Option<PathBuf>,
     /// Generator seed of the data set, as given to the seeder (chooses the hot schools)
     #[arg(long, env = "LOADGEN_SEED", default_value_t = DEFAULT_SEED, help_heading = "Data set")]
     pub seed: u64,
@@ -211,7 +220,21 @@ impl Options {
     /// # Errors
     /// When the student count is zero or does not fit the ID range.
     pub fn spec(&self) -> Result<DatasetSpec, LoadgenError> {
-        DatasetSpec::new(self.seed, self.students).map_err(|e| LoadgenError::Config(format!("LOADGEN_STUDENTS: {e}")))
+        DatasetSpec::with_first_id(self.seed, self.students, self.first_id)
+            .map_err(|e| LoadgenError::Config(format!("LOADGEN_STUDENTS, LOADGEN_FIRST_ID: {e}")))
+    }
+
+    /// The IDs to ask for: from --ids-file when given, else from the generated data set.
+    ///
+    /// # Errors
+    /// An unreadable or invalid IDs file, or a data set that does not fit the ID range.
+    pub fn ids(&self) -> Result<IdSpace, LoadgenError> {
+        match &self.ids_file {
+            Some(path) => IdSpace::read_list(path)
+                .and_then(|ids| IdSpace::from_list(ids, self.hot_schools, self.hot_percent))
+                .map_err(|e| LoadgenError::Config(format!("LOADGEN_IDS_FILE: {e}"))),
+            None => Ok(IdSpace::new(self.spec()?, self.hot_schools, self.hot_percent)),
+        }
     }
 
     /// The think time range between a user's requests.

@@ -30,6 +30,9 @@ pub const GENERATOR_VERSION: u32 = 1;
 pub const DEFAULT_STUDENTS: u32 = 674_823;
 /// The default seed value.
 pub const DEFAULT_SEED: u64 = 2_026;
+/// The registration number of a generated data set's first student, unless told otherwise
+/// (`seeder --first-id`): students get `first ..= first + students - 1`.
+pub const DEFAULT_FIRST_ID: u32 = 1_000_000;
 /// Average school size; the number of schools follows from the number of students.
 const STUDENTS_PER_SCHOOL: u32 = 250;
 /// Schools draw from streams above this, students from streams below it.
@@ -43,32 +46,69 @@ pub enum SpecError {
     /// An empty data set has nothing to serve.
     #[error("the number of students must be at least 1")]
     NoStudents,
-    /// More students than registration numbers.
-    #[error("at most {} students fit the registration-number range", StudentId::CAPACITY)]
-    TooManyStudents,
+    /// The IDs would run past the largest registration number.
+    #[error("{students} students from registration number {first_id} would run past the largest, {}", StudentId::MAX)]
+    TooManyStudents {
+        /// The first registration number asked for.
+        first_id: u32,
+        /// The number of students asked for.
+        students: u32,
+    },
+    /// Registration numbers start at 1.
+    #[error("the first registration number must be between 1 and {}", StudentId::MAX)]
+    BadFirstId,
 }
 
-/// What to generate: the seed value and the number of students.
+/// What to generate: the seed value, the number of students and the first registration number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DatasetSpec {
     seed: u64,
     students: u32,
+    first_id: u32,
 }
 
 impl Default for DatasetSpec {
     fn default() -> Self {
-        Self { seed: DEFAULT_SEED, students: DEFAULT_STUDENTS }
+        Self { seed: DEFAULT_SEED, students: DEFAULT_STUDENTS, first_id: DEFAULT_FIRST_ID }
     }
 }
 
 impl DatasetSpec {
-    /// A specification of `students` students from `seed`.
+    /// A specification of `students` students from `seed`, numbered from [`DEFAULT_FIRST_ID`].
     pub fn new(seed: u64, students: u32) -> Result<Self, SpecError> {
-        match students {
-            0 => Err(SpecError::NoStudents),
-            n if n > StudentId::CAPACITY => Err(SpecError::TooManyStudents),
-            _ => Ok(Self { seed, students }),
+        Self::with_first_id(seed, students, DEFAULT_FIRST_ID)
+    }
+
+    /// A specification of `students` students from `seed`, numbered from `first_id` upwards.
+    pub fn with_first_id(seed: u64, students: u32, first_id: u32) -> Result<Self, SpecError> {
+        if StudentId::new(first_id).is_err() {
+            return Err(SpecError::BadFirstId);
         }
+        if students == 0 {
+            return Err(SpecError::NoStudents);
+        }
+        if first_id.checked_add(students - 1).is_none_or(|last| last > StudentId::MAX) {
+            return Err(SpecError::TooManyStudents { first_id, students });
+        }
+        Ok(Self { seed, students, first_id })
+    }
+
+    /// The first registration number.
+    pub fn first_id(&self) -> u32 {
+        self.first_id
+    }
+
+    /// The ID of the student at `index` (position in the data set), if there is one.
+    pub fn id_at(&self, index: u32) -> Option<StudentId> {
+        if index >= self.students {
+            return None;
+        }
+        StudentId::new(self.first_id + index).ok()
+    }
+
+    /// The position in the data set of the student with `id`, if it belongs to this data set.
+    pub fn index_of(&self, id: StudentId) -> Option<u32> {
+        self.contains(id).then(|| id.get() - self.first_id)
     }
 
     /// The seed value.
@@ -81,9 +121,9 @@ impl DatasetSpec {
         self.students
     }
 
-    /// The registration numbers in use: `StudentId::MIN ..= StudentId::MIN + students - 1`.
+    /// The registration numbers in use: `first_id ..= first_id + students - 1`.
     pub fn ids(&self) -> RangeInclusive<u32> {
-        StudentId::MIN..=StudentId::MIN + self.students - 1
+        self.first_id..=self.first_id + self.students - 1
     }
 
     /// Whether `id` belongs to a student of this data set.
@@ -236,10 +276,7 @@ impl Dataset {
     /// The student at `index` (position in the data set), with `rank` left at 0: ranks need
     /// the whole data set, see [`assign_ranks`].
     pub fn student_unranked(&self, index: u32) -> Option<ResultRecord> {
-        if index >= self.spec.students {
-            return None;
-        }
-        let id = StudentId::from_index(index)?;
+        let id = self.spec.id_at(index)?;
         let school = self.school_index_of(index);
         let mut rng = self.base.clone();
         rng.set_stream(u64::from(index));
@@ -302,25 +339,68 @@ fn subject_mean(subject: Subject, stream: Stream) -> i32 {
     }
 }
 
-/// Sets every record's rank within its stream: 1 + the number of students of the stream with a
-/// strictly higher total (ties share a rank, the next rank is skipped: "1224").
+/// Competition ranks by total within each stream: 1 + the number of students of the stream with a
+/// strictly higher total (ties share a rank, the next rank is skipped: "1224"). Built from the
+/// totals alone, so a data set too large to hold can be ranked from one pass over its rows.
+#[derive(Debug, Clone)]
+pub struct RankTable {
+    /// Per stream (in [`Stream::ALL`] order), students per total.
+    count: [Vec<u32>; 2],
+    /// Per stream, the rank of each total, once [`RankTable::finish`] ran.
+    rank_of: [Vec<u32>; 2],
+}
+
+/// The number of possible totals: 0 to six times the highest score.
+const TOTALS: usize = SUBJECTS_PER_STREAM * Subject::MAX_SCORE as usize + 1;
+
+impl Default for RankTable {
+    fn default() -> Self {
+        Self { count: [vec![0; TOTALS], vec![0; TOTALS]], rank_of: [vec![0; TOTALS], vec![0; TOTALS]] }
+    }
+}
+
+fn stream_slot(stream: Stream) -> usize {
+    usize::from(stream.tag())
+}
+
+impl RankTable {
+    /// Counts one student's total.
+    pub fn add(&mut self, stream: Stream, total: u16) {
+        if let Some(n) = self.count[stream_slot(stream)].get_mut(usize::from(total)) {
+            *n += 1;
+        }
+    }
+
+    /// Computes the ranks from the totals counted so far.
+    pub fn finish(&mut self) {
+        for slot in 0..2 {
+            let mut above = 0u32;
+            for total in (0..TOTALS).rev() {
+                self.rank_of[slot][total] = above + 1;
+                above += self.count[slot][total];
+            }
+        }
+    }
+
+    /// The rank of `total` in `stream` (after [`RankTable::finish`]).
+    pub fn rank(&self, stream: Stream, total: u16) -> u32 {
+        self.rank_of[stream_slot(stream)].get(usize::from(total)).copied().unwrap_or(0)
+    }
+
+    /// Students counted per stream.
+    pub fn stream_sizes(&self) -> StreamSizes {
+        let size = |stream: Stream| self.count[stream_slot(stream)].iter().sum();
+        StreamSizes { natural_science: size(Stream::NaturalScience), social_science: size(Stream::SocialScience) }
+    }
+}
+
+/// Sets every record's rank within its stream (see [`RankTable`]).
 pub fn assign_ranks(records: &mut [ResultRecord]) {
-    const TOTALS: usize = SUBJECTS_PER_STREAM * Subject::MAX_SCORE as usize + 1;
-    for stream in Stream::ALL {
-        let mut count = vec![0u32; TOTALS];
-        for r in records.iter().filter(|r| r.stream == stream) {
-            count[usize::from(r.total())] += 1;
-        }
-        // rank_of[t] = 1 + students with a total above t.
-        let mut rank_of = vec![0u32; TOTALS];
-        let mut above = 0u32;
-        for total in (0..TOTALS).rev() {
-            rank_of[total] = above + 1;
-            above += count[total];
-        }
-        for r in records.iter_mut().filter(|r| r.stream == stream) {
-            r.rank = rank_of[usize::from(r.total())];
-        }
+    let mut table = RankTable::default();
+    records.iter().for_each(|r| table.add(r.stream, r.total()));
+    table.finish();
+    for r in records.iter_mut() {
+        r.rank = table.rank(r.stream, r.total());
     }
 }
 
@@ -361,7 +441,7 @@ mod tests {
         let all = data.generate();
         assert_eq!(all.len(), 10_001);
         for (i, r) in all.iter().enumerate() {
-            assert_eq!(r.id.index() as usize, i);
+            assert_eq!(data.spec().index_of(r.id), Some(i as u32));
         }
         let mut covered = 0;
         for (s, school) in data.schools().iter().enumerate() {
@@ -414,7 +494,29 @@ mod tests {
     #[test]
     fn refuses_empty_and_oversized_specs() {
         assert_eq!(DatasetSpec::new(1, 0), Err(SpecError::NoStudents));
-        assert_eq!(DatasetSpec::new(1, StudentId::CAPACITY + 1), Err(SpecError::TooManyStudents));
-        assert!(DatasetSpec::new(1, StudentId::CAPACITY).is_ok());
+        let fits = StudentId::MAX - DEFAULT_FIRST_ID + 1;
+        assert!(DatasetSpec::new(1, fits).is_ok());
+        assert_eq!(
+            DatasetSpec::new(1, fits + 1),
+            Err(SpecError::TooManyStudents { first_id: DEFAULT_FIRST_ID, students: fits + 1 })
+        );
+        assert_eq!(DatasetSpec::with_first_id(1, 10, 0), Err(SpecError::BadFirstId));
+        assert!(DatasetSpec::with_first_id(1, StudentId::MAX, 1).is_ok());
+    }
+
+    #[test]
+    fn first_id_lays_out_the_reference_range_with_the_same_content() {
+        // The reference design's load pattern asks for 10,000..674,823: with --first-id 1 the
+        // default data set holds every one of them.
+        let spec = DatasetSpec::with_first_id(DEFAULT_SEED, 2_000, 1).expect("valid");
+        assert_eq!(spec.ids(), 1..=2_000);
+        assert_eq!(spec.id_at(0).map(StudentId::get), Some(1));
+        assert_eq!(spec.id_at(2_000), None);
+        let moved = Dataset::new(spec).generate();
+        let default = Dataset::new(DatasetSpec::new(DEFAULT_SEED, 2_000).expect("valid")).generate();
+        for (a, b) in moved.iter().zip(&default) {
+            assert_eq!(a.id.get() + DEFAULT_FIRST_ID - 1, b.id.get());
+            assert_eq!((&a.name, a.scores, a.rank), (&b.name, b.scores, b.rank), "only the numbers move");
+        }
     }
 }

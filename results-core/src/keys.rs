@@ -37,6 +37,10 @@ pub const MARKER_COUNT: &str = "count";
 pub const MARKER_SEED: &str = "seed";
 /// Marker field: [`crate::generate::GENERATOR_VERSION`] of the data set.
 pub const MARKER_GENERATOR: &str = "generator";
+/// Marker field: the smallest registration number of the data set.
+pub const MARKER_FIRST_ID: &str = "first_id";
+/// Marker field: the largest registration number of the data set.
+pub const MARKER_LAST_ID: &str = "last_id";
 /// Marker field: [`crate::codec::CODEC_VERSION`] of the stored values.
 pub const MARKER_CODEC: &str = "codec";
 /// Marker field: students in the natural-science stream (the API shows "rank N of M").
@@ -130,11 +134,9 @@ impl KeyLayout {
         format!("{}:v{LAYOUT_VERSION}:*", self.prefix)
     }
 
-    /// The buckets a data set of `students` contiguous IDs from [`StudentId::MIN`] occupies.
-    pub fn buckets_for(students: u32) -> std::ops::RangeInclusive<u32> {
-        let first = StudentId::MIN / BUCKET_SIZE;
-        let last = (StudentId::MIN + students.max(1) - 1) / BUCKET_SIZE;
-        first..=last
+    /// The buckets the contiguous IDs `ids` occupy.
+    pub fn buckets_for(ids: std::ops::RangeInclusive<u32>) -> std::ops::RangeInclusive<u32> {
+        ids.start() / BUCKET_SIZE..=ids.end() / BUCKET_SIZE
     }
 }
 
@@ -159,9 +161,10 @@ mod tests {
 
     #[test]
     fn buckets_cover_exactly_the_data_set() {
-        assert_eq!(KeyLayout::buckets_for(674_823), 10_000..=16_748);
-        assert_eq!(KeyLayout::buckets_for(100), 10_000..=10_000);
-        assert_eq!(KeyLayout::buckets_for(101), 10_000..=10_001);
+        assert_eq!(KeyLayout::buckets_for(1_000_000..=1_674_822), 10_000..=16_748);
+        assert_eq!(KeyLayout::buckets_for(1_000_000..=1_000_099), 10_000..=10_000);
+        assert_eq!(KeyLayout::buckets_for(1_000_000..=1_000_100), 10_000..=10_001);
+        assert_eq!(KeyLayout::buckets_for(1..=674_823), 0..=6_748);
     }
 
     /// Redis Cluster's hash slot of a key without a hash tag: CRC16-XMODEM of the key, mod 16384.
@@ -187,7 +190,7 @@ mod tests {
     #[test]
     fn buckets_spread_evenly_over_a_three_master_cluster() {
         let layout = KeyLayout::default();
-        let buckets = KeyLayout::buckets_for(674_823);
+        let buckets = KeyLayout::buckets_for(1_000_000..=1_674_822);
         let keys: Vec<String> = buckets.map(|b| layout.bucket_key(b)).collect();
         // No hash tag anywhere (a prefix cannot contain braces): each key hashes whole, so the
         // buckets are not pinned to one slot.

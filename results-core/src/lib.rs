@@ -2,7 +2,7 @@
 //! this crate so that they agree byte for byte on what a result is and where it lives.
 //! Nothing here performs I/O.
 //!
-//! - [`id`]: the registration-number range and strict parsing of IDs from untrusted text.
+//! - [`id`]: what a well-formed registration number is, and strict parsing from untrusted text.
 //! - [`record`]: the result record, streams, subjects, schools, regions and the pass mark.
 //! - [`codec`]: the versioned MessagePack encoding of records and schools stored in Redis.
 //! - [`keys`]: the Redis key layout (prefix, layout version, buckets, completeness marker).
@@ -23,7 +23,9 @@ pub mod record;
 
 pub use checksum::ContentChecksum;
 pub use codec::{CODEC_VERSION, CodecError};
-pub use generate::{DEFAULT_SEED, DEFAULT_STUDENTS, Dataset, DatasetSpec, GENERATOR_VERSION, SpecError};
+pub use generate::{
+    DEFAULT_FIRST_ID, DEFAULT_SEED, DEFAULT_STUDENTS, Dataset, DatasetSpec, GENERATOR_VERSION, SpecError,
+};
 pub use id::{IdError, StudentId};
 pub use keys::KeyLayout;
 pub use marker::Marker;

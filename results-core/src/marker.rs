@@ -13,10 +13,14 @@ pub struct Marker {
     pub fingerprint: String,
     /// Number of results.
     pub count: u64,
-    /// Generator seed.
+    /// Generator seed (0 for an imported file).
     pub seed: u64,
-    /// Generator version.
+    /// Generator version (0 for an imported file).
     pub generator: u32,
+    /// The smallest registration number of the data set.
+    pub first_id: u32,
+    /// The largest registration number of the data set.
+    pub last_id: u32,
     /// Codec version of the values.
     pub codec: u8,
     /// Students per stream.
@@ -33,6 +37,8 @@ impl Marker {
             (keys::MARKER_COUNT, self.count.to_string()),
             (keys::MARKER_SEED, self.seed.to_string()),
             (keys::MARKER_GENERATOR, self.generator.to_string()),
+            (keys::MARKER_FIRST_ID, self.first_id.to_string()),
+            (keys::MARKER_LAST_ID, self.last_id.to_string()),
             (keys::MARKER_CODEC, self.codec.to_string()),
             (keys::MARKER_NATURAL_SCIENCE, self.streams.natural_science.to_string()),
             (keys::MARKER_SOCIAL_SCIENCE, self.streams.social_science.to_string()),
@@ -49,6 +55,8 @@ impl Marker {
             count: number(keys::MARKER_COUNT)?,
             seed: number(keys::MARKER_SEED)?,
             generator: u32::try_from(number(keys::MARKER_GENERATOR)?).ok()?,
+            first_id: u32::try_from(number(keys::MARKER_FIRST_ID)?).ok()?,
+            last_id: u32::try_from(number(keys::MARKER_LAST_ID)?).ok()?,
             codec: u8::try_from(number(keys::MARKER_CODEC)?).ok()?,
             streams: StreamSizes {
                 natural_science: u32::try_from(number(keys::MARKER_NATURAL_SCIENCE)?).ok()?,
@@ -70,6 +78,8 @@ mod tests {
             count: 674_823,
             seed: 2026,
             generator: 1,
+            first_id: 1_000_000,
+            last_id: 1_674_822,
             codec: 1,
             streams: StreamSizes { natural_science: 303_000, social_science: 371_823 },
             loaded_at: 1_790_000_000,
@@ -79,8 +89,13 @@ mod tests {
         let mut damaged = fields.clone();
         damaged.insert(keys::MARKER_COUNT.to_owned(), "many".to_owned());
         assert_eq!(Marker::from_fields(&damaged), None);
-        let mut partial = fields;
+        let mut partial = fields.clone();
         partial.remove(keys::MARKER_FINGERPRINT);
         assert_eq!(Marker::from_fields(&partial), None);
+        // A marker from before the data set recorded its ID range is not trusted either: the
+        // seeder rewrites it from PostgreSQL on its next run.
+        let mut old = fields;
+        old.remove(keys::MARKER_LAST_ID);
+        assert_eq!(Marker::from_fields(&old), None);
     }
 }

@@ -86,6 +86,10 @@ check "/student/{id}: 200 with its student_id" bash -c "curl -s '$PUBLIC/student
 check "unknown ID 9999999: 404 JSON envelope unknown_id" json_error "$PUBLIC/v1/results/9999999" 404 unknown_id
 check "an ID beyond the data set: 404 JSON envelope" json_error "$PUBLIC/v1/results/$((LAST_ID + 1))" 404 unknown_id
 check "malformed ID abc: 400 JSON envelope invalid_id" json_error "$PUBLIC/v1/results/abc" 400 invalid_id
+# Registration numbers are whatever the data holds (1-9 digits): a short one is well-formed.
+check "a well-formed five-digit ID outside the data set: 404 unknown_id" json_error "$PUBLIC/v1/results/12345" 404 unknown_id
+check "a five-digit ID goes through the micro-cache location (X-Cache-Status)" bash -c \
+  "curl -s -o /dev/null -D - '$PUBLIC/student/12345' | grep -qi '^x-cache-status'"
 for path in /metrics /debug/pprof/profile /admin /stub_status /index.html /web/ /nope; do
   check "$path on the public port: 404 JSON envelope" json_error "$PUBLIC$path" 404 not_found
 done
@@ -98,7 +102,7 @@ check "X-Cache-Status: MISS first" test "$(cache_status "$PUBLIC/v1/results/$cid
 check "X-Cache-Status: MISS again (stored now)" test "$(cache_status "$PUBLIC/v1/results/$cid")" = MISS
 check "X-Cache-Status: HIT right after" test "$(cache_status "$PUBLIC/v1/results/$cid")" = HIT
 # Malformed IDs skip the micro-cache (400s are not stored; repeats would queue on its lock).
-for path in /v1/results/12ab /v1/results/0999999 /student/12345678; do
+for path in /v1/results/12ab /v1/results/0999999 /student/1234567890; do
   check "$path: 400 from the API, not through the micro-cache (no X-Cache-Status), even repeated" bash -c \
     "for i in 1 2 3; do [[ \$(curl -s -o /dev/null -w '%{http_code}' '$PUBLIC$path') == 400 ]] || exit 1; done
      ! curl -s -o /dev/null -D - '$PUBLIC$path' | grep -qi '^x-cache-status'"

@@ -4,16 +4,18 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use results_core::keys::DEFAULT_PREFIX;
-use results_core::{DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec, KeyLayout, StudentId};
+use results_core::{DEFAULT_FIRST_ID, DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec, KeyLayout, StudentId};
 
 use crate::Stores;
 use crate::correct::CorrectSettings;
+use crate::import::{ImportSettings, Input};
 use crate::load::LoadSettings;
 use crate::progress::ProgressMode;
 
 /// Exit status when `verify` finds a difference (errors exit with 1, usage errors with 2).
 pub const EXIT_DIFFERENT: u8 = 3;
-/// Exit status when a correction file has bad lines (each is reported; nothing was applied).
+/// Exit status when a correction or results file has bad lines (each is reported; nothing was
+/// applied or written).
 pub const EXIT_INVALID_FILE: u8 = 4;
 /// Exit status when PostgreSQL holds a correction that Redis did not fully get (retry with
 /// `seeder publish`).
@@ -39,13 +41,14 @@ is back it serves the previous value until `seeder publish` succeeds.";
 /// copies it into PostgreSQL with parallel binary COPY, then writes every result into Redis and
 /// a completeness marker last. It is idempotent and safe to interrupt: a second run on a seeded
 /// store does nothing and says so, and a run killed at any point is finished by the next one.
+/// `seeder import` loads an exam authority's results file the same way.
 #[derive(Debug, Parser)]
 #[command(
     name = "seeder",
     version,
     args_conflicts_with_subcommands = true,
     after_help = "Exit status: 0 success, 1 error (one line on stderr says what), 2 usage error, \
-                  3 `verify` found a difference, 4 a correction file has bad lines (nothing applied), \
+                  3 `verify` found a difference, 4 a correction or results file has bad lines (nothing applied), \
                   5 a correction is in PostgreSQL but not (all) in Redis (retry: `seeder publish`).\n\nWith the native stack: eval \"$(scripts/stack.sh env)\" \
                   sets DATABASE_URL and REDIS_URL."
 )]
@@ -63,6 +66,20 @@ pub struct Cli {
 pub enum Command {
     /// Generate the data set and load PostgreSQL, then Redis (the default).
     Load(LoadArgs),
+    /// Publish an exam authority's results file (CSV): check every line, then load PostgreSQL,
+    /// then Redis, with the same guarantees as `load`.
+    #[command(
+        long_about = "Publish an exam authority's results file (CSV): check every line first, then load PostgreSQL, \
+                      then Redis, with the same guarantees as `load`: the same file again changes nothing (\"already \
+                      seeded\"), a run killed at any point is finished by the next, another data set is only replaced \
+                      with --force (and corrections only dropped with --discard-corrections), PostgreSQL commits \
+                      before Redis is written, the completeness marker is written last, `seeder verify` checks the \
+                      fingerprint and `seeder correct` applies on top.\n\n\
+                      Every bad line is reported as FILE:LINE: what is wrong (the first 50, then a count), the exit \
+                      status is 4, and neither store changes.",
+        after_long_help = crate::results_file::FORMAT_HELP
+    )]
+    Import(ImportArgs),
     /// Compare PostgreSQL and Redis (counts and content checksum); exit 3 on any difference.
     Verify(StoreArgs),
     /// Apply corrected subject scores from a CSV file (after appeals), recompute the ranks they
@@ -102,16 +119,11 @@ pub enum Command {
         #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
     },
-    /// Write the generated rows as CSV files plus a `copy.psql` of `\copy` commands (the
+    /// Write what PostgreSQL holds as a results file (`--file`, the format `import` reads) and/or
+    /// its registration numbers (`--ids-file`, one a line, for `loadgen --ids-file`); or, with
+    /// `--dir`, the generated rows as per-table CSV plus a `copy.psql` of `\copy` commands (the
     /// benchmark baseline loads exactly these rows with psql).
-    Export {
-        /// Folder to write into (created if missing).
-        #[arg(long, env = "SEEDER_EXPORT_DIR")]
-        dir: PathBuf,
-        /// Which data set.
-        #[command(flatten)]
-        data: DataArgs,
-    },
+    Export(ExportArgs),
 }
 
 /// Options of `correct`.
@@ -127,6 +139,46 @@ pub struct CorrectArgs {
     /// nothing is applied or published.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Options of `import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// Where the stores are.
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    /// The results file (CSV, see below); `-` reads standard input.
+    #[arg(long, env = "SEEDER_RESULTS_FILE")]
+    pub file: PathBuf,
+    /// How to load.
+    #[command(flatten)]
+    pub how: LoadOptions,
+}
+
+/// Options of `export`.
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("output").required(true).multiple(true).args(["file", "ids_file", "dir"]))]
+pub struct ExportArgs {
+    /// Where the stores are (`--file` and `--ids-file` read PostgreSQL).
+    #[command(flatten)]
+    pub stores: StoreArgs,
+    /// Write the results file of what PostgreSQL holds (corrections included) here.
+    #[arg(long, env = "SEEDER_EXPORT_FILE")]
+    pub file: Option<PathBuf>,
+    /// Write the registration numbers PostgreSQL holds here, one a line, ascending.
+    #[arg(long, env = "SEEDER_EXPORT_IDS_FILE")]
+    pub ids_file: Option<PathBuf>,
+    /// Write the generated data set as per-table CSV and `copy.psql` into this folder (created if
+    /// missing); no store is read.
+    #[arg(long, env = "SEEDER_EXPORT_DIR", conflicts_with_all = ["file", "ids_file"])]
+    pub dir: Option<PathBuf>,
+    /// With --file and --ids-file: write the generated data set (--students, --seed, --first-id)
+    /// instead of what PostgreSQL holds; no store is read (benchmarks, trying the import path).
+    #[arg(long, conflicts_with = "dir")]
+    pub generated: bool,
+    /// Which data set (with --dir or --generated).
+    #[command(flatten)]
+    pub data: DataArgs,
 }
 
 /// Where the stores are.
@@ -146,10 +198,15 @@ pub struct StoreArgs {
 /// Which data set.
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
-    /// Number of students; they get registration numbers 1000000 upwards.
+    /// Number of students; they get registration numbers --first-id upwards.
     #[arg(long, env = "SEEDER_STUDENTS", default_value_t = DEFAULT_STUDENTS,
-          value_parser = clap::value_parser!(u32).range(1..=i64::from(StudentId::CAPACITY)))]
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(StudentId::MAX)))]
     pub students: u32,
+    /// The first student's registration number; the others follow without gaps. With 1, the
+    /// default data set holds 1..674823, the reference design's range.
+    #[arg(long, env = "SEEDER_FIRST_ID", default_value_t = DEFAULT_FIRST_ID,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(StudentId::MAX)))]
+    pub first_id: u32,
     /// Seed value of the generator: the same seed gives the same data, byte for byte.
     #[arg(long, env = "SEEDER_SEED", default_value_t = DEFAULT_SEED,
           value_parser = clap::value_parser!(u64).range(0..=i64::MAX as u64))]
@@ -165,12 +222,20 @@ pub struct LoadArgs {
     /// Which data set.
     #[command(flatten)]
     pub data: DataArgs,
-    /// Reload both stores even if they already hold this data set, and replace another data set.
-    /// Refused while corrections exist (they would be lost) unless --discard-corrections.
+    /// How to load.
+    #[command(flatten)]
+    pub how: LoadOptions,
+}
+
+/// How `load` and `import` load, whatever the data set.
+#[derive(Debug, Clone, Args)]
+pub struct LoadOptions {
+    /// Reload both stores even if they already hold this data set (or file), and replace another
+    /// data set. Refused while corrections exist (they would be lost) unless --discard-corrections.
     #[arg(long, env = "SEEDER_FORCE")]
     pub force: bool,
-    /// With --force: regenerate the data set even though corrections were applied to it since it
-    /// was loaded; they are dropped (the journal keeps them, marked discarded).
+    /// With --force: reload the data set even though corrections were applied to it since it was
+    /// loaded; they are dropped (the journal keeps them, marked discarded).
     #[arg(long, env = "SEEDER_DISCARD_CORRECTIONS", requires = "force")]
     pub discard_corrections: bool,
     /// PostgreSQL connections used in parallel for COPY and index builds.
@@ -206,7 +271,22 @@ impl CorrectArgs {
 impl DataArgs {
     /// The data-set specification.
     pub fn spec(&self) -> anyhow::Result<DatasetSpec> {
-        DatasetSpec::new(self.seed, self.students).map_err(|e| anyhow::anyhow!("SEEDER_STUDENTS: {e}"))
+        DatasetSpec::with_first_id(self.seed, self.students, self.first_id)
+            .map_err(|e| anyhow::anyhow!("SEEDER_STUDENTS, SEEDER_FIRST_ID: {e}"))
+    }
+}
+
+impl ImportArgs {
+    /// The import settings.
+    pub fn settings(&self) -> anyhow::Result<ImportSettings> {
+        Ok(ImportSettings {
+            stores: self.stores.stores()?,
+            input: Input::from_arg(&self.file),
+            force: self.how.force,
+            discard_corrections: self.how.discard_corrections,
+            pg_connections: usize::from(self.how.pg_connections),
+            progress: self.how.progress,
+        })
     }
 }
 
@@ -216,9 +296,9 @@ impl LoadArgs {
         Ok(LoadSettings {
             stores: self.stores.stores()?,
             spec: self.data.spec()?,
-            force: self.force,
-            pg_connections: usize::from(self.pg_connections),
-            progress: self.progress,
+            force: self.how.force,
+            pg_connections: usize::from(self.how.pg_connections),
+            progress: self.how.progress,
         })
     }
 }
@@ -239,10 +319,27 @@ mod tests {
         let cli = Cli::try_parse_from(["seeder", "--students", "10000", "--force"]).expect("parses");
         assert!(cli.command.is_none());
         assert_eq!(cli.load.data.students, 10_000);
-        assert!(cli.load.force);
+        assert!(cli.load.how.force);
         assert!(Cli::try_parse_from(["seeder", "--students", "0"]).is_err());
-        assert!(Cli::try_parse_from(["seeder", "--students", "9000001"]).is_err());
+        assert!(Cli::try_parse_from(["seeder", "--students", "1000000000"]).is_err());
+        let cli = Cli::try_parse_from(["seeder", "--first-id", "1"]).expect("parses");
+        assert_eq!(cli.load.data.spec().expect("valid").ids(), 1..=DEFAULT_STUDENTS);
+        assert!(Cli::try_parse_from(["seeder", "--first-id", "0"]).is_err());
+        let cli = Cli::try_parse_from(["seeder", "--first-id", "999999999", "--students", "2"]).expect("parses");
+        assert!(cli.load.data.spec().is_err(), "past the largest registration number");
         assert!(Cli::try_parse_from(["seeder", "--discard-corrections"]).is_err(), "only with --force");
+    }
+
+    #[test]
+    fn import_takes_a_file_or_stdin_and_export_needs_an_output() {
+        let cli = Cli::try_parse_from(["seeder", "import", "--file", "-"]).expect("parses");
+        let Some(Command::Import(args)) = cli.command else { panic!("expected import") };
+        assert_eq!(Input::from_arg(&args.file), Input::Stdin);
+        assert!(Cli::try_parse_from(["seeder", "import"]).is_err(), "--file is required");
+        assert!(Cli::try_parse_from(["seeder", "import", "--file", "a", "--discard-corrections"]).is_err());
+        assert!(Cli::try_parse_from(["seeder", "export"]).is_err(), "an output is required");
+        assert!(Cli::try_parse_from(["seeder", "export", "--file", "a", "--ids-file", "b"]).is_ok());
+        assert!(Cli::try_parse_from(["seeder", "export", "--dir", "d", "--file", "a"]).is_err());
     }
 
     #[test]

@@ -537,7 +537,7 @@ mod tests {
             "student_id,subject,score\n\
              1000001,english,75\n\
              1000001,english,80\n\
-             12,physics,50\n\
+             012,physics,50\n\
              1000002,Physics,50\n\
              1000003,biology,101\n\
              1000004,biology,-1\n\
@@ -547,7 +547,7 @@ mod tests {
         let lines: Vec<usize> = found.iter().map(|(l, _)| *l).collect();
         assert_eq!(lines, [3, 4, 5, 6, 7, 8, 9], "{found:#?}");
         assert!(found[0].1.contains("duplicate") && found[0].1.contains("line 2"), "{}", found[0].1);
-        assert!(found[1].1.contains("student_id `12`"), "{}", found[1].1);
+        assert!(found[1].1.contains("student_id `012`"), "{}", found[1].1);
         assert!(found[2].1.contains("unknown subject `Physics`"), "{}", found[2].1);
         assert!(found[3].1.contains("score 101 is out of range 0..=100"), "{}", found[3].1);
         assert!(found[4].1.contains("score `-1` is not a whole number"), "{}", found[4].1);

@@ -1,4 +1,6 @@
-//! `seeder export`: writes the generated rows as CSV files plus a `copy.psql` script of
+//! `seeder export`: writes what PostgreSQL holds as a results file (the format `seeder import`
+//! reads, [`crate::results_file`]) and its registration numbers, one a line (for
+//! `loadgen --ids-file`); or the generated rows as CSV files plus a `copy.psql` script of
 //! `\copy` commands, so a benchmark can load exactly the same rows with `psql` as the baseline
 //! the seeder is measured against.
 
@@ -6,11 +8,109 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
 use anyhow::Context;
-use results_core::record::{Region, Stream};
+use results_core::record::{Region, ResultRecord, Stream};
 use results_core::{Dataset, DatasetSpec};
 
-use crate::pg::results_table;
+use crate::Stores;
+use crate::pg::{Pg, results_table};
+use crate::results_file::{COLUMNS, write_row};
+
+/// Results read from PostgreSQL per batch while exporting.
+const EXPORT_BATCH: usize = 20_000;
+
+/// The results file and IDs file being written.
+struct Outputs<'a> {
+    results: Option<csv::Writer<BufWriter<File>>>,
+    ids: Option<BufWriter<File>>,
+    file: Option<&'a Path>,
+    ids_file: Option<&'a Path>,
+    schools: HashMap<u32, results_core::School>,
+    count: u64,
+}
+
+impl<'a> Outputs<'a> {
+    fn create(
+        file: Option<&'a Path>,
+        ids_file: Option<&'a Path>,
+        schools: &[results_core::School],
+    ) -> anyhow::Result<Self> {
+        let create = |path: &Path| -> anyhow::Result<BufWriter<File>> {
+            Ok(BufWriter::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?))
+        };
+        let results = match file {
+            Some(path) => {
+                let mut writer = csv::Writer::from_writer(create(path)?);
+                writer.write_record(COLUMNS).context("cannot write the results file")?;
+                Some(writer)
+            }
+            None => None,
+        };
+        let ids = ids_file.map(create).transpose()?;
+        let schools = schools.iter().map(|s| (s.id, s.clone())).collect();
+        Ok(Self { results, ids, file, ids_file, schools, count: 0 })
+    }
+
+    fn write(&mut self, record: &ResultRecord) -> anyhow::Result<()> {
+        if let Some(writer) = &mut self.results {
+            let school = self
+                .schools
+                .get(&record.school_id)
+                .with_context(|| format!("student {} has an unknown school", record.id))?;
+            write_row(writer, record, school).context("cannot write the results file")?;
+        }
+        if let Some(out) = &mut self.ids {
+            writeln!(out, "{}", record.id).context("cannot write the IDs file")?;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Flushes both files; returns what was written, in words.
+    fn finish(self, from: &str) -> anyhow::Result<String> {
+        if let Some(writer) = self.results {
+            writer.into_inner().map_err(|e| anyhow::anyhow!("cannot write the results file: {e}"))?.flush()?;
+        }
+        if let Some(mut out) = self.ids {
+            out.flush().context("cannot write the IDs file")?;
+        }
+        let mut report = format!("exported {} students from {from}", self.count);
+        for (what, path) in [("results file", self.file), ("IDs file", self.ids_file)] {
+            if let Some(path) = path {
+                report.push_str(&format!("; {what} {}", path.display()));
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Writes the results file and/or the IDs file of what PostgreSQL holds (corrections included),
+/// streaming: memory does not grow with the data set. Returns a one-line report.
+pub async fn results(stores: &Stores, file: Option<&Path>, ids_file: Option<&Path>) -> anyhow::Result<String> {
+    let pg = Pg::connect(&stores.database_url, 1).await?;
+    match pg.dataset().await? {
+        Some(row) if row.complete => {}
+        _ => anyhow::bail!("PostgreSQL at {} holds no complete data set to export", pg.target()),
+    }
+    let mut out = Outputs::create(file, ids_file, &pg.read_schools().await?)?;
+    pg.for_each_batch(EXPORT_BATCH, |records| {
+        let written = records.iter().try_for_each(|record| out.write(record));
+        async move { written }
+    })
+    .await?;
+    out.finish(&format!("PostgreSQL at {}", pg.target()))
+}
+
+/// Writes the results file and/or the IDs file of the generated data set `spec` (no store is
+/// read). Returns a one-line report.
+pub fn generated(spec: DatasetSpec, file: Option<&Path>, ids_file: Option<&Path>) -> anyhow::Result<String> {
+    let dataset = Dataset::new(spec);
+    let mut out = Outputs::create(file, ids_file, dataset.schools())?;
+    dataset.generate().iter().try_for_each(|record| out.write(record))?;
+    out.finish("the generator")
+}
 
 /// Quotes a CSV field when it needs it.
 fn csv(field: &str) -> std::borrow::Cow<'_, str> {

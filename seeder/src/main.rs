@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use seeder::cli::{Cli, Command, EXIT_DIFFERENT, EXIT_INVALID_FILE, EXIT_UNPUBLISHED};
 use seeder::correct::CorrectError;
+use seeder::import::ImportError;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -83,16 +84,41 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("migrations applied to {}", pg.target());
             Ok(ExitCode::SUCCESS)
         }
-        Some(Command::Export { dir, data }) => {
-            let rows = seeder::export::run(data.spec()?, &dir)?;
-            println!("wrote {rows} rows and copy.psql to {}", dir.display());
+        Some(Command::Import(args)) => match seeder::import::run(&args.settings()?).await {
+            Ok(outcome) => {
+                print!("{}", outcome.render());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(ImportError::Invalid(invalid)) => {
+                eprintln!("{invalid}");
+                Ok(ExitCode::from(EXIT_INVALID_FILE))
+            }
+            Err(ImportError::Other(e)) => Err(e),
+        },
+        Some(Command::Export(args)) => {
+            if let Some(dir) = &args.dir {
+                let rows = seeder::export::run(args.data.spec()?, dir)?;
+                println!("wrote {rows} rows and copy.psql to {}", dir.display());
+            } else if args.generated {
+                let spec = args.data.spec()?;
+                let written = tokio::task::spawn_blocking(move || {
+                    seeder::export::generated(spec, args.file.as_deref(), args.ids_file.as_deref())
+                })
+                .await??;
+                println!("{written}");
+            } else {
+                let written =
+                    seeder::export::results(&args.stores.stores()?, args.file.as_deref(), args.ids_file.as_deref())
+                        .await?;
+                println!("{written}");
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 async fn load(args: &seeder::cli::LoadArgs) -> anyhow::Result<ExitCode> {
-    let outcome = seeder::load::run_with(&args.settings()?, args.discard_corrections).await?;
+    let outcome = seeder::load::run_with(&args.settings()?, args.how.discard_corrections).await?;
     print!("{}", outcome.render());
     Ok(ExitCode::SUCCESS)
 }

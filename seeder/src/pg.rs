@@ -20,11 +20,12 @@ use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use futures_util::{StreamExt, TryStreamExt, pin_mut, stream};
 use results_core::record::{Region, ResultRecord, School, Stream};
-use results_core::{ContentChecksum, DatasetSpec, GENERATOR_VERSION, StudentId};
+use results_core::{ContentChecksum, StudentId};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, Kind, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, GenericClient, NoTls};
 
+use crate::origin::Origin;
 use crate::progress::Phase;
 
 /// Embedded migrations (the one `migrations/` folder at the top of the repository).
@@ -42,20 +43,44 @@ const LOAD_LOCK: i64 = 0x7365_6564;
 pub struct DatasetRow {
     /// `true` once a load finished; `false` while one is (or was, when killed) under way.
     pub complete: bool,
-    /// The generator seed.
+    /// The generator seed (0 for an imported file).
     pub seed: u64,
     /// The number of students.
     pub students: u32,
-    /// The generator version.
+    /// The generator version (0 for an imported file).
     pub generator_version: u32,
+    /// The smallest registration number.
+    pub first_id: u32,
+    /// The largest registration number.
+    pub last_id: u32,
+    /// For an imported file, the digest of its bytes.
+    pub source_digest: Option<String>,
     /// The content fingerprint, once complete.
     pub fingerprint: Option<String>,
 }
 
 impl DatasetRow {
-    /// Whether this row describes the data set `spec` from this build's generator.
-    pub fn describes(&self, spec: DatasetSpec) -> bool {
-        self.seed == spec.seed() && self.students == spec.students() && self.generator_version == GENERATOR_VERSION
+    /// Whether this row describes `origin` (for a generated data set: from this build's generator).
+    pub fn describes(&self, origin: &Origin) -> bool {
+        self.seed == origin.seed()
+            && self.students == origin.students()
+            && self.generator_version == origin.generator()
+            && (self.first_id, self.last_id) == origin.id_range()
+            && self.source_digest.as_deref() == origin.digest()
+    }
+
+    /// One phrase for messages, as [`Origin::describe`] says it.
+    pub fn describe(&self) -> String {
+        match &self.source_digest {
+            Some(digest) => format!(
+                "an imported results file of {} students (IDs {}..{}, file digest {digest})",
+                self.students, self.first_id, self.last_id
+            ),
+            None => format!(
+                "the generated data set of seed {}, {} students (IDs {}..{}), generator v{}",
+                self.seed, self.students, self.first_id, self.last_id, self.generator_version
+            ),
+        }
     }
 }
 
@@ -232,7 +257,11 @@ impl Pg {
     pub async fn dataset(&self) -> anyhow::Result<Option<DatasetRow>> {
         let client = self.client().await?;
         let row = client
-            .query_opt("SELECT state = 'complete', seed, students, generator_version, fingerprint FROM dataset", &[])
+            .query_opt(
+                "SELECT state = 'complete', seed, students, generator_version, fingerprint, first_id, last_id, \
+                 source_digest FROM dataset",
+                &[],
+            )
             .await
             .pg("cannot read the dataset table")?;
         Ok(row.map(|row| DatasetRow {
@@ -241,20 +270,32 @@ impl Pg {
             students: row.get::<_, i32>(2) as u32,
             generator_version: row.get::<_, i32>(3) as u32,
             fingerprint: row.get(4),
+            first_id: row.get::<_, i32>(5) as u32,
+            last_id: row.get::<_, i32>(6) as u32,
+            source_digest: row.get(7),
         }))
     }
 
     /// Step 1: marks the data set `loading`, empties the tables and sets the large tables' keys
     /// aside, in one transaction.
-    pub async fn begin_load(&self, spec: DatasetSpec) -> anyhow::Result<()> {
+    pub async fn begin_load(&self, origin: &Origin) -> anyhow::Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.pg("cannot begin the load transaction")?;
+        let (first_id, last_id) = origin.id_range();
         tx.execute(
-            "INSERT INTO dataset (singleton, state, seed, students, generator_version, fingerprint) \
-             VALUES (true, 'loading', $1, $2, $3, NULL) \
+            "INSERT INTO dataset (singleton, state, seed, students, generator_version, fingerprint, first_id, last_id, \
+             source_digest) VALUES (true, 'loading', $1, $2, $3, NULL, $4, $5, $6) \
              ON CONFLICT (singleton) DO UPDATE SET state = 'loading', seed = $1, students = $2, \
-             generator_version = $3, fingerprint = NULL, updated_at = now()",
-            &[&(spec.seed() as i64), &(spec.students() as i32), &(GENERATOR_VERSION as i32)],
+             generator_version = $3, fingerprint = NULL, first_id = $4, last_id = $5, source_digest = $6, \
+             updated_at = now()",
+            &[
+                &(origin.seed() as i64),
+                &(origin.students() as i32),
+                &(origin.generator() as i32),
+                &(first_id as i32),
+                &(last_id as i32),
+                &origin.digest(),
+            ],
         )
         .await
         .pg("cannot mark the data set as loading")?;
@@ -298,13 +339,41 @@ impl Pg {
     /// Step 2: copies regions, schools, students and results with parallel binary COPY, one
     /// chunk per connection, reporting rows to `phase`. Returns the rows copied.
     pub async fn copy_all(&self, schools: &[School], records: &[ResultRecord], phase: &Phase) -> anyhow::Result<u64> {
-        let stream_type = {
-            let client = self.client().await?;
-            let statement = client.prepare("SELECT $1::stream").await.pg("cannot look up the stream type")?;
-            statement.params()[0].clone()
-        };
+        let stream_type = self.stream_type().await?;
+        self.copy_jobs(vec![CopyJob::Schools(schools)], records, &stream_type, phase).await
+    }
+
+    /// Step 2 in parts, for rows that arrive a batch at a time: the regions and schools first.
+    pub async fn copy_schools(&self, schools: &[School], phase: &Phase) -> anyhow::Result<u64> {
+        let stream_type = self.stream_type().await?;
+        self.copy_job(CopyJob::Schools(schools), &stream_type, phase).await
+    }
+
+    /// Step 2 in parts: one batch of students and their results (their schools already copied).
+    pub async fn copy_records(
+        &self,
+        records: &[ResultRecord],
+        stream_type: &Type,
+        phase: &Phase,
+    ) -> anyhow::Result<u64> {
+        self.copy_jobs(Vec::new(), records, stream_type, phase).await
+    }
+
+    /// The `stream` enum's type, which binary COPY of the students needs.
+    pub async fn stream_type(&self) -> anyhow::Result<Type> {
+        let client = self.client().await?;
+        let statement = client.prepare("SELECT $1::stream").await.pg("cannot look up the stream type")?;
+        Ok(statement.params()[0].clone())
+    }
+
+    async fn copy_jobs<'a>(
+        &self,
+        mut jobs: Vec<CopyJob<'a>>,
+        records: &'a [ResultRecord],
+        stream_type: &Type,
+        phase: &Phase,
+    ) -> anyhow::Result<u64> {
         let chunks = self.pool.status().max_size.max(1);
-        let mut jobs: Vec<CopyJob<'_>> = vec![CopyJob::Schools(schools)];
         let chunk_len = records.len().div_ceil(chunks).max(1);
         jobs.extend(records.chunks(chunk_len).map(CopyJob::Students));
         for stream in Stream::ALL {
@@ -314,7 +383,7 @@ impl Pg {
             jobs.extend(parts.into_iter().map(|part| CopyJob::Results(stream, part)));
         }
         let copied: Vec<u64> = stream::iter(jobs)
-            .map(|job| self.copy_job(job, &stream_type, phase))
+            .map(|job| self.copy_job(job, stream_type, phase))
             .buffer_unordered(chunks)
             .try_collect()
             .await?;
@@ -495,6 +564,43 @@ impl Pg {
         })
         .await?;
         Ok(records)
+    }
+
+    /// Streams every result in ID order to `each`, `batch` records at a time; each batch is
+    /// handled before the next is read, so memory stays bounded by the batch, not the data set.
+    /// Returns how many results were read.
+    pub async fn for_each_batch<F, Fut>(&self, batch: usize, mut each: F) -> anyhow::Result<u64>
+    where
+        F: FnMut(Vec<ResultRecord>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>>,
+    {
+        let client = self.client().await?;
+        let sql = results_sql(false);
+        let rows = client
+            .query_raw(sql.as_str(), std::iter::empty::<&(dyn ToSql + Sync)>())
+            .await
+            .pg("cannot read results")?;
+        pin_mut!(rows);
+        let batch = batch.max(1);
+        let mut records = Vec::with_capacity(batch);
+        let mut count = 0u64;
+        while let Some(row) = rows.try_next().await.pg("cannot read results")? {
+            records.push(record_from_row(&row)?);
+            count += 1;
+            if records.len() == batch {
+                each(std::mem::replace(&mut records, Vec::with_capacity(batch))).await?;
+            }
+        }
+        if !records.is_empty() {
+            each(records).await?;
+        }
+        Ok(count)
+    }
+
+    /// The content checksum of what PostgreSQL holds (schools, then results by ID), streamed.
+    pub async fn checksum(&self) -> anyhow::Result<ContentChecksum> {
+        let client = self.client().await?;
+        content_checksum(&**client).await
     }
 
     /// The results of `ids` that exist, ordered by ID.

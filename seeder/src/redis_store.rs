@@ -17,8 +17,9 @@ use results_core::codec;
 use results_core::generate::StreamSizes;
 use results_core::keys::{self, KeyLayout};
 use results_core::record::{ResultRecord, School};
-use results_core::{CODEC_VERSION, GENERATOR_VERSION, StudentId};
+use results_core::{CODEC_VERSION, StudentId};
 
+use crate::origin::Origin;
 use crate::progress::Phase;
 
 /// `HSET`s in flight at once while loading; enough to keep the connection's pipeline full.
@@ -196,20 +197,23 @@ impl RedisStore {
         Ok(written.into_iter().sum())
     }
 
-    /// Writes the completeness marker (the last write of a load).
+    /// Writes the completeness marker (the last write of a load) for a data set from `origin`.
     pub async fn write_marker(
         &self,
         fingerprint: &str,
         count: u64,
-        seed: u64,
+        origin: &Origin,
         streams: StreamSizes,
     ) -> anyhow::Result<Marker> {
         let loaded_at = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let (first_id, last_id) = origin.id_range();
         let marker = Marker {
             fingerprint: fingerprint.to_owned(),
             count,
-            seed,
-            generator: GENERATOR_VERSION,
+            seed: origin.seed(),
+            generator: origin.generator(),
+            first_id,
+            last_id,
             codec: CODEC_VERSION,
             streams,
             loaded_at,

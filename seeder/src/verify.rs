@@ -126,6 +126,17 @@ pub async fn run(stores: &Stores) -> anyhow::Result<VerifyReport> {
         differences.push(format!("PostgreSQL has {result_rows} result rows but {} match a student", pg_sum.results()));
     }
     report.postgres = StoreSummary { results: pg_sum.results(), schools: pg_sum.schools(), checksum: pg_sum.finish() };
+    // The data set records its ID range: it must be the range PostgreSQL holds.
+    let held = pg_records.first().zip(pg_records.last()).map(|(first, last)| (first.id.get(), last.id.get()));
+    if let Some(row) = dataset.as_ref().filter(|row| row.complete)
+        && held.is_some_and(|held| held != (row.first_id, row.last_id))
+    {
+        let (first, last) = held.unwrap_or_default();
+        differences.push(format!(
+            "PostgreSQL holds IDs {first}..{last} but its data set records {}..{}",
+            row.first_id, row.last_id
+        ));
+    }
     if let Some(recorded) = dataset.as_ref().and_then(|d| d.fingerprint.as_deref())
         && recorded != report.postgres.checksum
     {
@@ -208,6 +219,14 @@ pub async fn run(stores: &Stores) -> anyhow::Result<VerifyReport> {
                 differences.push(format!(
                     "Redis marker says {} results but Redis holds {}",
                     marker.count, report.redis.results
+                ));
+            }
+            if let Some(row) = &dataset
+                && (marker.first_id, marker.last_id) != (row.first_id, row.last_id)
+            {
+                differences.push(format!(
+                    "Redis marker says IDs {}..{}, PostgreSQL's data set {}..{}",
+                    marker.first_id, marker.last_id, row.first_id, row.last_id
                 ));
             }
             if marker.fingerprint != report.redis.checksum {

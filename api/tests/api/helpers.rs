@@ -59,6 +59,11 @@ impl Seeded {
     /// Seeds `students` students into a fresh database (named so scripts/test.sh sweeps it) and a
     /// fresh Redis prefix.
     pub async fn new(students: u32) -> Self {
+        Self::generated(DatasetSpec::new(7, students).expect("spec")).await
+    }
+
+    /// A fresh database and Redis prefix, empty.
+    async fn fresh_stores() -> Stores {
         let admin_url = required_env("DATABASE_URL");
         let word = random_word();
         let database = format!("seedtest_api_{word}");
@@ -67,12 +72,16 @@ impl Seeded {
         client.batch_execute(&format!("CREATE DATABASE {database}")).await.expect("create test database");
         let (_, end) = authority_span(&admin_url);
         let database_url = format!("{}/{database}", &admin_url[..end]);
-        let stores = Stores {
+        Stores {
             database_url,
             redis_url: required_env("REDIS_URL"),
             layout: KeyLayout::new(&format!("t-{word}")).expect("prefix"),
-        };
-        let spec = DatasetSpec::new(7, students).expect("spec");
+        }
+    }
+
+    /// Seeds the generated data set `spec` into fresh stores.
+    pub async fn generated(spec: DatasetSpec) -> Self {
+        let stores = Self::fresh_stores().await;
         let settings = LoadSettings {
             stores: stores.clone(),
             spec,
@@ -81,6 +90,22 @@ impl Seeded {
             progress: ProgressMode::Quiet,
         };
         seeder::load::run(&settings).await.expect("seed the test data");
+        Self { stores, spec }
+    }
+
+    /// Imports the results file `file` into fresh stores; `spec` is the generated data set the file
+    /// was exported from (what the tests expect to find).
+    pub async fn imported(file: &std::path::Path, spec: DatasetSpec) -> Self {
+        let stores = Self::fresh_stores().await;
+        let settings = seeder::import::ImportSettings {
+            stores: stores.clone(),
+            input: seeder::import::Input::Path(file.to_owned()),
+            force: false,
+            discard_corrections: false,
+            pg_connections: 2,
+            progress: ProgressMode::Quiet,
+        };
+        seeder::import::run(&settings).await.expect("import the test data");
         Self { stores, spec }
     }
 

@@ -4,6 +4,7 @@
 
 mod chaos;
 mod helpers;
+mod imported;
 mod openapi;
 mod operations;
 mod outages;

@@ -202,27 +202,41 @@ fn the_documented_id_format_and_enums_are_the_apis_own() {
     let parameter = &document.root()["components"]["parameters"]["StudentId"];
     let pattern = regex::Regex::new(parameter["schema"]["pattern"].as_str().expect("pattern")).expect("regex");
     let mut candidates: Vec<String> =
-        ["", "0", "0999999", "1000000", "1000001", "9999999", "10000000", "999999", "01000000", "+1000000"]
+        ["", "0", "1", "0999999", "1000000", "9999999", "10000000", "999999999", "1000000000", "01", "+1000000"]
             .map(str::to_owned)
             .into();
-    // A deterministic spread of digit strings of lengths 6 to 8 and a few with other characters.
+    // A deterministic spread of digit strings of lengths 1 to 11 and a few with other characters.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..5_000 {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let digits = format!("{:08}", x % 100_000_000);
-        let text = &digits[..6 + (x % 3) as usize];
+        let digits = format!("{:011}", x % 100_000_000_000);
+        let text = &digits[..1 + (x % 11) as usize];
         candidates.push(text.to_owned());
         candidates.push(format!("{text}a"));
     }
     for text in &candidates {
         assert_eq!(pattern.is_match(text), StudentId::parse(text).is_ok(), "{text:?}");
     }
+    // NGINX sends exactly the well-formed IDs through its micro-cache: the same pattern.
+    let nginx = include_str!("../../../nginx/nginx.conf.template");
+    let documented = parameter["schema"]["pattern"].as_str().expect("pattern").trim_start_matches('^');
+    assert!(
+        nginx.contains(&format!("location ~ \"^/(v1/results|student)/{documented}\"")),
+        "nginx/nginx.conf.template's well-formed ID location must use {documented}"
+    );
+    // The students' page checks the same pattern before it sends anything.
+    let page = include_str!("../../../web/app.js");
+    assert!(
+        page.contains(&format!("var ID_PATTERN = /^{documented}/;")),
+        "web/app.js's ID_PATTERN must be /^{documented}/"
+    );
     let id = &schema(&document, "Result")["properties"]["student_id"];
-    assert_eq!((id["minimum"].as_u64(), id["maximum"].as_u64()), (Some(1_000_000), Some(9_999_999)));
-    assert_eq!(u64::from(StudentId::MIN), 1_000_000);
-    assert_eq!(u64::from(StudentId::MAX), 9_999_999);
+    assert_eq!(
+        (id["minimum"].as_u64(), id["maximum"].as_u64()),
+        (Some(u64::from(StudentId::MIN)), Some(u64::from(StudentId::MAX)))
+    );
 
     let streams: BTreeSet<String> = Stream::ALL.iter().map(|s| s.as_str().to_owned()).collect();
     assert_eq!(strings(&schema(&document, "Stream")["enum"]), streams);

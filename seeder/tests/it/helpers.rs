@@ -146,6 +146,41 @@ pub fn seeder_command(database_url: &str, redis_url: &str, prefix: &str, args: &
     command
 }
 
+/// Starts `command` and kills it (SIGKILL) as soon as its stderr shows `line`; returns stderr so
+/// far. Fails the test if the line never comes or the command finished on its own.
+pub async fn kill_when(mut command: tokio::process::Command, line: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = command
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start the seeder");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let mut seen = String::new();
+    let reading = async {
+        while let Some(l) = lines.next_line().await.expect("read stderr") {
+            seen.push_str(&l);
+            seen.push('\n');
+            if l.contains(line) {
+                return true;
+            }
+        }
+        false
+    };
+    let found = tokio::time::timeout(std::time::Duration::from_secs(180), reading).await;
+    child.start_kill().expect("SIGKILL the seeder");
+    let status = child.wait().await.expect("reap");
+    assert!(matches!(found, Ok(true)), "never saw {line:?}; stderr:\n{seen}");
+    assert!(!status.success(), "the seeder was killed, not finished");
+    seen
+}
+
+/// Starts `command` with standard input, output and error piped.
+pub fn spawn_piped(mut command: tokio::process::Command) -> tokio::process::Child {
+    use std::process::Stdio;
+    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start the seeder")
+}
+
 /// Standard error as text.
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()

@@ -1,41 +1,16 @@
 //! A seeder killed with SIGKILL part-way through a phase, then run again, ends with exactly the
 //! right data: no duplicates, nothing missing, both stores agreeing.
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-
 use seeder::verify;
 
-use crate::helpers::{TestStores, stdout};
+use crate::helpers::{self, TestStores, stdout};
 
 /// Big enough that each phase lasts well beyond the moment the kill lands, even in release.
 const STUDENTS: &str = "300000";
 
-/// Starts a load and kills it (SIGKILL) as soon as stderr shows `line`; returns stderr so far.
+/// Starts a load and kills it (SIGKILL) as soon as stderr shows `line`.
 async fn kill_when(t: &TestStores, line: &str) -> String {
-    let mut child = t
-        .seeder_command(&["--students", STUDENTS])
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start the seeder");
-    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
-    let mut seen = String::new();
-    let reading = async {
-        while let Some(l) = lines.next_line().await.expect("read stderr") {
-            seen.push_str(&l);
-            seen.push('\n');
-            if l.contains(line) {
-                return true;
-            }
-        }
-        false
-    };
-    let found = tokio::time::timeout(std::time::Duration::from_secs(120), reading).await;
-    child.start_kill().expect("SIGKILL the seeder");
-    let status = child.wait().await.expect("reap");
-    assert!(matches!(found, Ok(true)), "never saw {line:?}; stderr:\n{seen}");
-    assert!(!status.success(), "the seeder was killed, not finished");
-    seen
+    helpers::kill_when(t.seeder_command(&["--students", STUDENTS]), line).await
 }
 
 async fn rerun_ends_exact(t: &TestStores) -> String {

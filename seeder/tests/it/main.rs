@@ -6,6 +6,7 @@
 mod corrections;
 mod failures;
 mod helpers;
+mod import;
 mod interrupted;
 mod proxy;
 mod round_trip;

@@ -48,7 +48,7 @@ async fn ten_thousand_students_load_and_both_stores_agree_with_the_generator() {
         assert!(!rows.is_empty());
         for row in rows {
             let id = StudentId::new(row.get::<_, i32>(0) as u32).expect("valid id");
-            let record = &generated[id.index() as usize];
+            let record = &generated[dataset.spec().index_of(id).expect("in the data set") as usize];
             assert_eq!(record.stream, stream);
             assert_eq!(row.get::<_, i16>(1) as u16, record.total(), "total of {id}");
             assert_eq!(row.get::<_, bool>(2), record.passed(), "passed of {id}");
@@ -135,9 +135,8 @@ async fn verify_reports_a_changed_and_a_missing_result_and_exits_3() {
     assert!(t.seeder(&["--students", "1500"]).await.status.success());
     let changed = StudentId::new(1_000_123).expect("id");
     let (key, field) = t.stores.layout.result_location(changed);
-    let mut record = Dataset::new(DatasetSpec::new(results_core::DEFAULT_SEED, 1_500).expect("spec")).generate()
-        [changed.index() as usize]
-        .clone();
+    let spec = DatasetSpec::new(results_core::DEFAULT_SEED, 1_500).expect("spec");
+    let mut record = Dataset::new(spec).generate()[spec.index_of(changed).expect("in the data set") as usize].clone();
     record.scores[0] = if record.scores[0] == 100 { 99 } else { record.scores[0] + 1 };
     let _: i64 = fred::prelude::HashesInterface::hset(t.redis(), &key, (field, codec::encode_result(&record)))
         .await
