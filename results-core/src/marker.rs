@@ -6,6 +6,10 @@ use std::collections::HashMap;
 use crate::generate::StreamSizes;
 use crate::keys;
 
+/// Where every data set started before markers recorded their range ([`Marker::from_fields`]):
+/// the generator's first ID then, fixed in code.
+const LEGACY_FIRST_ID: u32 = 1_000_000;
+
 /// What a complete load wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {
@@ -50,13 +54,29 @@ impl Marker {
     /// trusted).
     pub fn from_fields(fields: &HashMap<String, String>) -> Option<Self> {
         let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u64>().ok());
+        let count = number(keys::MARKER_COUNT)?;
+        let (first_id, last_id) = match (fields.get(keys::MARKER_FIRST_ID), fields.get(keys::MARKER_LAST_ID)) {
+            (Some(_), Some(_)) => (
+                u32::try_from(number(keys::MARKER_FIRST_ID)?).ok()?,
+                u32::try_from(number(keys::MARKER_LAST_ID)?).ok()?,
+            ),
+            // Written before data sets recorded their range: every data set then was generated
+            // from 1000000 upwards (migration 0003 backfills PostgreSQL's the same way). Trusting
+            // it keeps a rolling deploy on Redis: new replicas reading a marker the old seeder
+            // wrote would otherwise send every lookup to PostgreSQL until the next load.
+            (None, None) => {
+                let last = u64::from(LEGACY_FIRST_ID).checked_add(count)?.checked_sub(1)?;
+                (LEGACY_FIRST_ID, u32::try_from(last).ok()?)
+            }
+            _ => return None,
+        };
         Some(Marker {
             fingerprint: fields.get(keys::MARKER_FINGERPRINT)?.clone(),
-            count: number(keys::MARKER_COUNT)?,
+            count,
             seed: number(keys::MARKER_SEED)?,
             generator: u32::try_from(number(keys::MARKER_GENERATOR)?).ok()?,
-            first_id: u32::try_from(number(keys::MARKER_FIRST_ID)?).ok()?,
-            last_id: u32::try_from(number(keys::MARKER_LAST_ID)?).ok()?,
+            first_id,
+            last_id,
             codec: u8::try_from(number(keys::MARKER_CODEC)?).ok()?,
             streams: StreamSizes {
                 natural_science: u32::try_from(number(keys::MARKER_NATURAL_SCIENCE)?).ok()?,
@@ -92,10 +112,15 @@ mod tests {
         let mut partial = fields.clone();
         partial.remove(keys::MARKER_FINGERPRINT);
         assert_eq!(Marker::from_fields(&partial), None);
-        // A marker from before the data set recorded its ID range is not trusted either: the
-        // seeder rewrites it from PostgreSQL on its next run.
+        // Half a range is damage; no range at all is a marker from before data sets recorded it,
+        // which described a data set generated from 1000000 upwards.
+        let mut half = fields.clone();
+        half.remove(keys::MARKER_LAST_ID);
+        assert_eq!(Marker::from_fields(&half), None);
         let mut old = fields;
+        old.remove(keys::MARKER_FIRST_ID);
         old.remove(keys::MARKER_LAST_ID);
-        assert_eq!(Marker::from_fields(&old), None);
+        let legacy = Marker::from_fields(&old).expect("a marker written before the ID range is trusted");
+        assert_eq!((legacy.first_id, legacy.last_id), (1_000_000, 1_674_822));
     }
 }

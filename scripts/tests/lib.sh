@@ -49,14 +49,21 @@ test_binaries() {
   local target
   target=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)/target
   API_BIN=${1:-$target/debug/api}
-  # The newer of the release and debug seeders: a release binary left from an older checkout
-  # must not stand in for the debug one `cargo test` just built (it may lack a subcommand).
+  newest_seeder
+  [[ -x $API_BIN ]] || fatal "no API binary $API_BIN (cargo build -p api)"
+  [[ -x $SEEDER_BIN ]] || fatal "no seeder binary (cargo build -p seeder)"
+}
+
+# newest_seeder: sets SEEDER_BIN to the newer of target/release/seeder and target/debug/seeder.
+# A release binary left from an older checkout must not stand in for the debug one `cargo test`
+# just built: it may lack a subcommand, or write a marker the API under test no longer trusts.
+newest_seeder() {
+  local target
+  target=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)/target
   SEEDER_BIN=$target/debug/seeder
   if [[ -x $target/release/seeder && ( ! -x $SEEDER_BIN || $target/release/seeder -nt $SEEDER_BIN ) ]]; then
     SEEDER_BIN=$target/release/seeder
   fi
-  [[ -x $API_BIN ]] || fatal "no API binary $API_BIN (cargo build -p api)"
-  [[ -x $SEEDER_BIN ]] || fatal "no seeder binary (cargo build -p seeder)"
 }
 
 # seed_throwaway_stack STUDENTS: the throw-away stack's PostgreSQL and Redis up (STACK_SERVICES

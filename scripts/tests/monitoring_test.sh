@@ -252,8 +252,8 @@ all_up() { # all_up JOB COUNT: COUNT targets of JOB, every one up
 # folder of its own; a small data set is seeded and requests go through NGINX.
 E2E_API_BIN=${MONITORING_API_BIN:-$REPO_DIR/target/debug/api}
 E2E_LOADGEN_BIN=${MONITORING_LOADGEN_BIN:-$REPO_DIR/target/debug/loadgen}
-E2E_SEEDER_BIN=$REPO_DIR/target/release/seeder
-[[ -x $E2E_SEEDER_BIN ]] || E2E_SEEDER_BIN=$REPO_DIR/target/debug/seeder
+newest_seeder # a release seeder older than the debug API may write a marker it does not trust
+E2E_SEEDER_BIN=$SEEDER_BIN
 if [[ ! -x $E2E_API_BIN || ! -x $E2E_SEEDER_BIN ]]; then
   fail "end to end: needs $E2E_API_BIN and a seeder binary (cargo build -p api -p seeder)"
 else
