@@ -1276,12 +1276,18 @@ redis_cluster_node_ready() {
     [[ $(redis_cluster_cli "$1" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p') == "$pid" ]]
 }
 
-# Every node sees every slot served: cluster_state:ok and 16384 slots assigned.
+# Every node sees every slot served (cluster_state:ok, 16384 slots assigned) and the whole
+# topology: as many masters as replicas, none failing. Right after `--cluster create` a node can
+# still see a replica as a master without slots (a test once read four masters there).
 redis_cluster_healthy() {
-    local port
+    local port roles half=$((REDIS_CLUSTER_NODES / 2))
     for port in $(redis_cluster_ports); do
         [[ $(redis_cluster_info_field "$port" cluster_state) == ok &&
             $(redis_cluster_info_field "$port" cluster_slots_assigned) == 16384 ]] || return 1
+        roles=$(redis_cluster_cli "$port" cluster nodes 2>/dev/null | awk '
+            $3 ~ /fail/ { failing++; next } $3 ~ /master/ { m++ } $3 ~ /slave/ { r++ }
+            END { printf "%d %d %d", m, r, failing }')
+        [[ $roles == "$half $half 0" ]] || return 1
     done
 }
 
