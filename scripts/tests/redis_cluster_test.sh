@@ -178,7 +178,7 @@ LUA=$STACK_DIR/results.lua
 sed -e "s/^local first_id, last_id = .*/local first_id, last_id = $FIRST_ID, $LAST_ID/" \
   "$REPO_DIR/scripts/bench/results.lua" >"$LUA"
 grep -q "first_id, last_id = $FIRST_ID, $LAST_ID" "$LUA" || fatal "could not set the ID range in $LUA"
-bench_field() { sed -n "s/.*[ ]$1=\([0-9]*\).*/\1/p" "$2"; }
+bench_field() { sed -n "s/.*[ ]$1=\([0-9]*\).*/\1/p" "$2"; } # NAME FILE: NAME=N of a BENCH or SAME line
 wrk_clean() { # the BENCH line of wrk output $1: requests > 0, no non-2xx, no socket errors
   local f=$1 v
   [[ $(bench_field requests "$f") -gt 0 ]] || return 1
@@ -224,14 +224,13 @@ same_bodies() { # wrk with same_bodies.lua for 4 s; the SAME line in $1
   wrk -t1 -c8 -d4s --timeout 3s -s "$SCRIPT_DIR/redis_cluster/same_bodies.lua" "$PUBLIC" -- "$TRUTH" >"$1" 2>&1 || true
   say "$(grep '^SAME' "$1" || tail -3 "$1")"
 }
-same_field() { sed -n "s/.*[ ]$1=\([0-9]*\).*/\1/p" "$2"; }
 rode_through() { # $1: SAME output; $2 $3 $4: Redis hits, errors, decode errors before
   local out=$1 hits errors decode requests
   read -r hits errors _ _ _ decode < <(counters)
-  requests=$(same_field requests "$out")
+  requests=$(bench_field requests "$out")
   say "  Redis hits +$((hits - $2)) for $requests requests, Redis errors +$((errors - $3)), undecodable +$((decode - $4))"
-  [[ $requests -gt 100 && $(same_field non2xx "$out") == 0 && $(same_field errors "$out") == 0 &&
-    $(same_field mismatches "$out") == 0 && $((errors - $3)) == 0 && $((decode - $4)) == 0 &&
+  [[ $requests -gt 100 && $(bench_field non2xx "$out") == 0 && $(bench_field errors "$out") == 0 &&
+    $(bench_field mismatches "$out") == 0 && $((errors - $3)) == 0 && $((decode - $4)) == 0 &&
     $((hits - $2)) -ge $requests ]]
 }
 node_id() { cli "${PORTS[0]}" cluster nodes | awk -v a="$HOST:$1@" 'index($2, a) == 1 { print $1 }'; }
