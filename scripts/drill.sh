@@ -6,8 +6,8 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname -- "$SCRIPT_DIR")
-# The staleness bound of a corrected result through NGINX (README, "Staleness bound"): Redis
-# serves it at once, a replica's in-process cache may keep the old one API_CACHE_TTL_MS (2 s)
+# The staleness bound of a corrected result through NGINX (docs/ARCHITECTURE.md, "Staleness
+# bound"): Redis serves it at once, a replica's in-process cache may keep the old one API_CACHE_TTL_MS (2 s)
 # while Redis is down, and a client or NGINX may keep a response for max-age (5 s).
 STALENESS_BOUND_S=7
 # NGINX's client_header_timeout (nginx/nginx.conf.template): a slow client's whole head must
@@ -53,7 +53,7 @@ results database, from the postgres exporter), and checks the phase's expected o
   kill/rolling     every replica running and ready afterwards
   restart-*        the store running again afterwards
   correction       the command exits 0 and NGINX serves the new score within 7 s of its exit
-                   (README "Staleness bound": max-age 5 s + cache TTL 2 s)
+                   (docs/ARCHITECTURE.md "Staleness bound": max-age 5 s + cache TTL 2 s)
   flood            PostgreSQL lookups/s <= baseline + 2, transactions/s <= 1.25 x baseline + 2,
                    and every flood request answered as expected (400 or 404 envelope)
   slowloris        every slow connection cut by NGINX within its 5 s header timeout (+2 s)

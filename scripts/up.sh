@@ -52,7 +52,7 @@ echo
 echo "Page:    $PUBLIC_URL/   (the students' page: type a registration number such as 1000000)"
 echo "Try it:  curl -s $PUBLIC_URL/v1/results/1000000"
 echo "Watch:   $PROMETHEUS_URL   (Prometheus; the Grafana dashboard runs under compose)"
-echo "Load:    cargo run --release -p loadgen -- --help   (README: Load generator)"
+echo "Load:    cargo run --release -p loadgen -- --help   (docs/loadgen.md)"
 echo "Status:  scripts/stack.sh status   (replicas: $API_URLS)"
 echo "Logs:    ${STACK_DIR:-.stack}/log/api1.log ... (and postgres.log, redis.log)"
 exit "$status"

@@ -22,7 +22,7 @@ pub const EXIT_INVALID_FILE: u8 = 4;
 pub const EXIT_UNPUBLISHED: u8 = 5;
 
 /// The end of `seeder correct --help`: exit statuses and the staleness bound of a corrected result
-/// (the README states the same bound).
+/// (docs/ARCHITECTURE.md states the same bound).
 const STALENESS_BOUND: &str = "Exit status: 0 applied and published (or nothing to change), 1 error \
 (one line on stderr; nothing applied), 2 usage error, 4 the file has bad lines (each reported; nothing \
 applied), 5 PostgreSQL holds the correction but Redis did not get all of it (stderr says how much did; \
