@@ -7,8 +7,9 @@ set -euo pipefail
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname -- "$SCRIPT_DIR")
 # The staleness bound of a corrected result through NGINX (docs/ARCHITECTURE.md, "Staleness
-# bound"): Redis serves it at once, a replica's in-process cache may keep the old one API_CACHE_TTL_MS (2 s)
-# while Redis is down, and a client or NGINX may keep a response for max-age (5 s).
+# bound"): Redis serves it at once, a replica's in-process cache may keep the old one
+# API_CACHE_TTL_MS (2 s) while Redis is down, and a client or NGINX may keep a response for
+# max-age (5 s).
 STALENESS_BOUND_S=7
 # NGINX's client_header_timeout (nginx/nginx.conf.template): a slow client's whole head must
 # arrive within it.
