@@ -51,12 +51,22 @@ sweep() {
 
 sweep
 results=$(mktemp)
+timings=$(mktemp) # one "  SECONDS s  SUITE" line per suite, printed as a table at the end
 failed_scripts=()
-trap 'rm -f "$results"' EXIT
+trap 'rm -f "$results" "$timings"' EXIT
 whole_suite=$(($# == 0))
 [[ $whole_suite -eq 1 ]] && set -- --workspace
+timed() { # timed NAME COMMAND...: runs the command (its output also into $results), notes its time
+  local name=$1 start=$SECONDS status=0
+  shift
+  "$@" 2>&1 | tee -a "$results" || status=$?
+  printf '%6d s  %s\n' "$((SECONDS - start))" "$name" >>"$timings"
+  return "$status"
+}
+log "building the tests"
+timed "cargo build (tests)" cargo test --locked --no-run "$@"
 log "running cargo test $*"
-cargo test --locked "$@" 2>&1 | tee -a "$results"
+timed "cargo test" cargo test --locked "$@"
 if [[ $whole_suite -eq 1 ]]; then
   # The script tests: the stack script, the edge (NGINX), compose and monitoring configuration,
   # the students' page (in a headless browser).
@@ -65,9 +75,11 @@ if [[ $whole_suite -eq 1 ]]; then
   # every failing script at once instead of one per CI round.
   for script in scripts/tests/*_test.sh; do
     log "running $script"
-    bash "$script" 2>&1 | tee -a "$results" || failed_scripts+=("$script")
+    timed "$(basename "$script" .sh)" bash "$script" || failed_scripts+=("$script")
   done
 fi
+log "wall time per suite:"
+cat "$timings" >&2
 # One closing line for the whole suite, summed from cargo's and the script tests' own lines.
 awk '/^test result:/ { p += $4; f += $6 } /^[a-z0-9_]+_test: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
