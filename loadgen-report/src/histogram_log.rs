@@ -440,6 +440,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn failure_details_are_optional_so_older_logs_read_as_before() {
+        let old: KindCount =
+            serde_json::from_str(r#"{"request":"GET /x","kind":"status","count":2}"#).expect("an older entry reads");
+        assert_eq!(old.detail, None);
+        let new = KindCount { detail: Some("wrong student in body".into()), ..old.clone() };
+        let text = serde_json::to_string(&new).expect("JSON");
+        assert!(text.contains(r#""detail":"wrong student in body""#), "{text}");
+        assert!(!serde_json::to_string(&old).expect("JSON").contains("detail"), "no detail, no field");
+    }
+
+    #[test]
     fn tags_have_no_spaces_or_commas() {
         let key = SeriesKey { request: "GET a, b".into(), outcome: Outcome::Error, latency: Correction::Corrected };
         assert_eq!(key.tag(), "GET_a__b.error.corrected");

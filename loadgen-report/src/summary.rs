@@ -292,8 +292,7 @@ impl RunSummary {
         if s.co_corrected {
             let _ = writeln!(
                 out,
-                "            corrected for coordinated omission (--co-mitigation {}: HdrHistogram record_correct at \
-                 goose's per-user cadence); as measured: p95 {} p99 {}",
+                "            corrected for coordinated omission (--co-mitigation {}); as measured: p95 {} p99 {}",
                 self.co_mitigation,
                 ms(s.raw_latency.p95_ms),
                 ms(s.raw_latency.p99_ms)
