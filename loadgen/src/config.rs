@@ -38,8 +38,10 @@ SLO gate met, 1 a gate or goose --threshold missed, 2 the run could not happen."
 /// A bare `loadgen` runs a short result-day test (300 users, 20 s) against the native stack's
 /// NGINX at http://127.0.0.1:8080, checks every response, prints a one-screen summary, writes
 /// goose's HTML and JSON reports under runs/loadgen/<time>/ and exits non-zero when an SLO gate
-/// (p95, p99, error ratio) is missed. Percentiles are corrected for coordinated omission
-/// (goose --co-mitigation average) unless `--co-mitigation disabled` is given.
+/// (p95, p99, error ratio) is missed. The summary and its gates read the run's own latency
+/// histograms (HdrHistogram, latency.hlog), as `loadgen merge` does, so the merge of a run
+/// reports that run's figures exactly. Percentiles are corrected for coordinated omission at
+/// goose's per-user cadence (--co-mitigation average) unless `--co-mitigation disabled` is given.
 #[derive(Debug, Parser)]
 #[command(
     name = "loadgen",
