@@ -26,7 +26,7 @@ use crate::error::ReportError;
 use crate::figures::{Figures, count, figures, ms, total};
 use crate::folder::{fresh_run_dir, list_files};
 use crate::histogram_log::{Correction, HistogramSettings, KindCount, LatencyLog, Outcome, RunInfo, add};
-use crate::summary::{RunSummary, Slo, THROUGHPUT, Window};
+use crate::summary::{RunSummary, SUMMARY_JSON, SUMMARY_TXT, Slo, THROUGHPUT, Window};
 
 /// Where merges go without `--out`.
 pub const DEFAULT_MERGED_PARENT: &str = "runs/loadgen/merged";
@@ -339,7 +339,7 @@ pub fn run(dirs: &[PathBuf], out: Option<&Path>, slo: &Slo) -> Result<MergeRepor
         .collect();
     draw(&out.join(CHART_PNG), &merged, &lines, slo)?;
     let mut files = list_files(&out);
-    for name in [REPORT_JSON, REPORT_MD, "summary.json", "summary.txt"] {
+    for name in [REPORT_JSON, REPORT_MD, SUMMARY_JSON, SUMMARY_TXT] {
         if !files.iter().any(|f| f == name) {
             files.push(name.to_owned());
         }
@@ -347,9 +347,9 @@ pub fn run(dirs: &[PathBuf], out: Option<&Path>, slo: &Slo) -> Result<MergeRepor
     files.sort();
     report.summary.files = files;
     let write = |name: &str, bytes: &[u8]| std::fs::write(out.join(name), bytes).map_err(io(&out));
-    write("summary.txt", report.render().as_bytes())?;
+    write(SUMMARY_TXT, report.render().as_bytes())?;
     let json = |e: serde_json::Error| ReportError::Io(format!("JSON: {e}"));
-    write("summary.json", &serde_json::to_vec_pretty(&report.summary).map_err(json)?)?;
+    write(SUMMARY_JSON, &serde_json::to_vec_pretty(&report.summary).map_err(json)?)?;
     write(REPORT_JSON, &serde_json::to_vec_pretty(&report).map_err(json)?)?;
     write(REPORT_MD, report.markdown().as_bytes())?;
     Ok(report)

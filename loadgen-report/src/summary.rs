@@ -13,6 +13,11 @@ use crate::figures::{Latency, count, figures};
 use crate::folder::list_files;
 use crate::histogram_log::{LatencyLog, Outcome, RunInfo, rfc3339};
 
+/// The one-screen summary in a run (or merge) folder, text.
+pub const SUMMARY_TXT: &str = "summary.txt";
+/// The summary in a run (or merge) folder, JSON.
+pub const SUMMARY_JSON: &str = "summary.json";
+
 /// The SLO gates a run is judged by.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Slo {
@@ -363,14 +368,14 @@ impl RunSummary {
     pub fn write(&mut self) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         self.files = list_files(&self.dir);
-        for name in ["summary.txt", "summary.json"] {
+        for name in [SUMMARY_TXT, SUMMARY_JSON] {
             if !self.files.iter().any(|f| f == name) {
                 self.files.push(name.to_owned());
             }
         }
-        std::fs::write(self.dir.join("summary.txt"), self.render())?;
+        std::fs::write(self.dir.join(SUMMARY_TXT), self.render())?;
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(self.dir.join("summary.json"), json)
+        std::fs::write(self.dir.join(SUMMARY_JSON), json)
     }
 }
 
