@@ -30,14 +30,15 @@ COPY results-core/Cargo.toml results-core/Cargo.toml
 COPY seeder/Cargo.toml seeder/Cargo.toml
 COPY api/Cargo.toml api/Cargo.toml
 COPY loadgen/Cargo.toml loadgen/Cargo.toml
+COPY loadgen-report/Cargo.toml loadgen-report/Cargo.toml
 RUN set -eux; \
-    for crate in results-core seeder api loadgen; do mkdir -p "$crate/src"; done; \
-    for lib in results-core seeder api; do echo '//! placeholder' >"$lib/src/lib.rs"; done; \
+    for crate in results-core seeder api loadgen loadgen-report; do mkdir -p "$crate/src"; done; \
+    for lib in results-core seeder api loadgen-report; do echo '//! placeholder' >"$lib/src/lib.rs"; done; \
     for bin in seeder api loadgen; do echo 'fn main() {}' >"$bin/src/main.rs"; done; \
     cargo build --release --locked -p api -p seeder -p loadgen; \
     rm -rf target/release/.fingerprint/api-* target/release/.fingerprint/seeder-* \
         target/release/.fingerprint/loadgen-* target/release/.fingerprint/results-core-* \
-        results-core/src seeder/src api/src loadgen/src
+        results-core/src seeder/src api/src loadgen/src loadgen-report/src
 
 # 2. The real sources. migrations/ is embedded into the seeder at compile time (sqlx::migrate!).
 COPY migrations migrations
@@ -47,8 +48,9 @@ COPY api/src api/src
 # The OpenAPI document is embedded at compile time (include_str!, api/src/openapi.rs).
 COPY api/openapi.json api/openapi.json
 COPY loadgen/src loadgen/src
-# The capacity chart embeds its font at compile time (include_bytes!).
-COPY loadgen/assets loadgen/assets
+COPY loadgen-report/src loadgen-report/src
+# The charts embed their font at compile time (include_bytes!).
+COPY loadgen-report/assets loadgen-report/assets
 RUN set -eux; \
     cargo build --release --locked -p api -p seeder -p loadgen; \
     mkdir -p /out; \

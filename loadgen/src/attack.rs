@@ -1,5 +1,6 @@
 //! One load test: goose configured with this project's defaults, the scenarios registered, one
-//! shared HTTP client, the run executed and summarised.
+//! shared HTTP client, the run executed, its latency histograms written and summarised from them
+//! (goose's own metrics decide only its `--threshold` rules and its `report.html`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,29 +11,19 @@ use goose::client::GooseClientBuilder;
 use goose::config::{GooseConfiguration, GooseDefault, GooseDefaultType, RUN_FOLDER};
 use goose::metrics::{GooseCoordinatedOmissionMitigation, GooseMetrics};
 use goose::prelude::GooseAttack;
+use loadgen_report::folder::fresh_run_dir;
+use loadgen_report::histogram_log::DataSet;
+use loadgen_report::summary::RunSummary;
 use tokio_util::sync::CancellationToken;
 
-use crate::LoadgenError;
 use crate::client::{ClientSettings, USER_AGENT, UserClients};
 use crate::config::{
     DEFAULT_HOST, DEFAULT_INCREASE_RATE, DEFAULT_RUN_TIME_S, DEFAULT_TIMEOUT_S, DEFAULT_USERS, RunArgs,
 };
-use crate::histogram_log::{DataSet, Recorder, RunContext};
+use crate::error::LoadgenError;
 use crate::live::Live;
+use crate::recorder::{Recorder, RunContext};
 use crate::scenarios::{self, Plan};
-use crate::summary::{RunSummary, Stats, Verdict};
-
-/// A fresh run folder under `parent`: `<UTC time>`, or `<UTC time>-N` when taken.
-pub fn fresh_run_dir(parent: &std::path::Path) -> PathBuf {
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    let mut dir = parent.join(&stamp);
-    let mut n = 2;
-    while dir.exists() {
-        dir = parent.join(format!("{stamp}-{n}"));
-        n += 1;
-    }
-    dir
-}
 
 fn co_mode_name(mode: Option<&GooseCoordinatedOmissionMitigation>) -> &'static str {
     match mode {
@@ -144,19 +135,15 @@ pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Resu
     };
     let context = RunContext {
         generator: options.generator_label.clone(),
-        target: host.clone(),
+        target: host,
         users: metrics.maximum_users,
         data_set: DataSet { students: options.students, seed: options.seed },
-        co_mitigation: co_mitigation.clone(),
+        co_mitigation,
     };
-    plan.latency
-        .finish(&context)
-        .write(&dir)
-        .map_err(|e| LoadgenError::Io(format!("writing the latency histograms: {e}")))?;
-    let stats = Stats::from_metrics(&metrics);
-    let slo = options.slo();
-    let verdict = Verdict::judge(&stats, &slo, failed);
-    let mut summary = RunSummary { host, co_mitigation, stats, slo, verdict, dir, files: Vec::new() };
+    let mut log = plan.latency.finish(&context);
+    log.write(&dir).map_err(|e| LoadgenError::Io(format!("writing the latency histograms: {e}")))?;
+    // The summary and its gates read the histograms just written, as `loadgen merge` reads them.
+    let mut summary = RunSummary::of(&log, &options.slo(), failed, dir);
     summary
         .write()
         .map_err(|e| LoadgenError::Io(format!("writing the summary into {}: {e}", summary.dir.display())))?;

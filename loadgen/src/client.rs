@@ -15,8 +15,8 @@ use std::time::Duration;
 use goose::config::GooseConfiguration;
 use reqwest::Client;
 
-use crate::LoadgenError;
 use crate::config::{DEFAULT_TIMEOUT_S, Options, positive_secs};
+use crate::error::LoadgenError;
 
 /// The `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("loadgen/", env!("CARGO_PKG_VERSION"));

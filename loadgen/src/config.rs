@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use goose::config::GooseConfiguration;
 use results_core::{DEFAULT_FIRST_ID, DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec};
 
-use crate::LoadgenError;
+use loadgen_report::summary::Slo;
+
+use crate::error::LoadgenError;
 use crate::ids::IdSpace;
 
 /// Where a bare `cargo run -p loadgen` sends its requests: the native stack's NGINX.
@@ -36,8 +38,10 @@ SLO gate met, 1 a gate or goose --threshold missed, 2 the run could not happen."
 /// A bare `loadgen` runs a short result-day test (300 users, 20 s) against the native stack's
 /// NGINX at http://127.0.0.1:8080, checks every response, prints a one-screen summary, writes
 /// goose's HTML and JSON reports under runs/loadgen/<time>/ and exits non-zero when an SLO gate
-/// (p95, p99, error ratio) is missed. Percentiles are corrected for coordinated omission
-/// (goose --co-mitigation average) unless `--co-mitigation disabled` is given.
+/// (p95, p99, error ratio) is missed. The summary and its gates read the run's own latency
+/// histograms (HdrHistogram, latency.hlog), as `loadgen merge` does, so the merge of a run
+/// reports that run's figures exactly. Percentiles are corrected for coordinated omission at
+/// goose's per-user cadence (--co-mitigation average) unless `--co-mitigation disabled` is given.
 #[derive(Debug, Parser)]
 #[command(
     name = "loadgen",
@@ -79,13 +83,45 @@ pub enum Command {
     /// cadence); the gates judge the corrected one, as a run's do. Runs against another data set,
     /// with another --co-mitigation or other histogram settings are refused. Exit status: 0 every
     /// SLO gate met, 1 a gate missed, 2 an input refused.
-    Merge(crate::merge::MergeArgs),
+    Merge(MergeArgs),
     /// The result-day drill's timeline PNG from its CSVs (scripts/drill.sh writes them).
     ///
     /// Three panels on one time axis: client req/s with PostgreSQL lookups/s, client p99
     /// (log scale) and failed requests/s, each drill phase shaded and labelled (a missed expected
     /// outcome in red). Sends no request.
-    Timeline(crate::timeline::TimelineArgs),
+    Timeline(TimelineArgs),
+}
+
+/// Options of `loadgen merge`.
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Run folders to merge, each holding latency.hlog and latency.json (a merge's --out folder is
+    /// one too)
+    #[arg(required = true, value_name = "RUN_DIR")]
+    pub dirs: Vec<PathBuf>,
+    /// Folder of the merged report and histograms [default: a fresh runs/loadgen/merged/<UTC time>/]
+    #[arg(long, env = "LOADGEN_MERGE_OUT", value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// The SLO gates, as for a run.
+    #[command(flatten)]
+    pub gates: SloArgs,
+}
+
+/// Options of `loadgen timeline`.
+#[derive(Debug, Args)]
+pub struct TimelineArgs {
+    /// The series CSV: seconds,rps,p99_ms,failed_per_s,db_per_s (one row per sample)
+    #[arg(long, value_name = "FILE")]
+    pub series: PathBuf,
+    /// The phases CSV: name,start_s,end_s,passed (one row per phase)
+    #[arg(long, value_name = "FILE")]
+    pub phases: PathBuf,
+    /// The PNG to write
+    #[arg(long, value_name = "FILE", default_value = "timeline.png")]
+    pub out: PathBuf,
+    /// The title above the first panel
+    #[arg(long, default_value = "Result-day drill: load through NGINX while faults play out")]
+    pub title: String,
 }
 
 /// Options of `loadgen capacity`.
@@ -171,18 +207,9 @@ pub struct Options {
     #[arg(long, env = "LOADGEN_THINK_MAX_MS", default_value_t = 3000, help_heading = "Scenario mix")]
     pub think_max_ms: u64,
 
-    /// SLO gate: highest acceptable p95 latency, ms (coordinated-omission corrected)
-    #[arg(long, env = "LOADGEN_SLO_P95_MS", default_value_t = 25.0, help_heading = "SLO gates")]
-    pub slo_p95_ms: f64,
-    /// SLO gate: highest acceptable p99 latency, ms (coordinated-omission corrected)
-    #[arg(long, env = "LOADGEN_SLO_P99_MS", default_value_t = 50.0, help_heading = "SLO gates")]
-    pub slo_p99_ms: f64,
-    /// SLO gate: highest acceptable ratio of failed requests (0.001 = 0.1%; 0 = none)
-    #[arg(long, env = "LOADGEN_SLO_ERROR_RATIO", default_value_t = 0.001, help_heading = "SLO gates")]
-    pub slo_error_ratio: f64,
-    /// Report the SLO gates but exit 0 even when one is missed
-    #[arg(long, env = "LOADGEN_NO_SLO_EXIT", help_heading = "SLO gates")]
-    pub no_slo_exit: bool,
+    /// The SLO gates.
+    #[command(flatten)]
+    pub gates: SloArgs,
 
     /// Parent folder of the run folders (each run writes <dir>/<UTC time>/) unless --output-dir
     #[arg(long, env = "LOADGEN_RUNS_DIR", default_value = "runs/loadgen", help_heading = "Output")]
@@ -194,7 +221,7 @@ pub struct Options {
     #[arg(long, env = "LOADGEN_PROGRESS_SECS", default_value_t = 2, help_heading = "Output")]
     pub progress_secs: u64,
     /// Label of this generator in its latency histograms (latency.json), as merged reports show it
-    #[arg(long, env = "LOADGEN_GENERATOR_LABEL", default_value_t = crate::histogram_log::host_name(), help_heading = "Output")]
+    #[arg(long, env = "LOADGEN_GENERATOR_LABEL", default_value_t = host_name(), help_heading = "Output")]
     pub generator_label: String,
     /// Also print goose's own metric tables at the end
     #[arg(long, env = "LOADGEN_GOOSE_TABLES", help_heading = "Output")]
@@ -246,19 +273,42 @@ impl Options {
 
     /// The SLO gates.
     pub fn slo(&self) -> Slo {
+        self.gates.slo()
+    }
+}
+
+/// The SLO gates' options, the same for a run, a capacity curve and a merge.
+#[derive(Debug, Clone, Args)]
+pub struct SloArgs {
+    /// SLO gate: highest acceptable p95 latency, ms (coordinated-omission corrected)
+    #[arg(long, env = "LOADGEN_SLO_P95_MS", default_value_t = 25.0, help_heading = "SLO gates")]
+    pub slo_p95_ms: f64,
+    /// SLO gate: highest acceptable p99 latency, ms (coordinated-omission corrected)
+    #[arg(long, env = "LOADGEN_SLO_P99_MS", default_value_t = 50.0, help_heading = "SLO gates")]
+    pub slo_p99_ms: f64,
+    /// SLO gate: highest acceptable ratio of failed requests (0.001 = 0.1%; 0 = none)
+    #[arg(long, env = "LOADGEN_SLO_ERROR_RATIO", default_value_t = 0.001, help_heading = "SLO gates")]
+    pub slo_error_ratio: f64,
+    /// Report the SLO gates but exit 0 even when one is missed
+    #[arg(long, env = "LOADGEN_NO_SLO_EXIT", help_heading = "SLO gates")]
+    pub no_slo_exit: bool,
+}
+
+impl SloArgs {
+    /// The SLO gates.
+    pub fn slo(&self) -> Slo {
         Slo { p95_ms: self.slo_p95_ms, p99_ms: self.slo_p99_ms, error_ratio: self.slo_error_ratio }
     }
 }
 
-/// The SLO gates a run is judged by.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
-pub struct Slo {
-    /// Highest acceptable p95, milliseconds.
-    pub p95_ms: f64,
-    /// Highest acceptable p99, milliseconds.
-    pub p99_ms: f64,
-    /// Highest acceptable failed/total ratio.
-    pub error_ratio: f64,
+/// This machine's host name, the default generator label.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Where the live `/metrics` endpoint listens.
@@ -331,5 +381,20 @@ mod tests {
         assert_eq!(cli.run.options.metrics_listen, Listen::Off);
         let cli = Cli::try_parse_from(["loadgen", "capacity", "--steps", "10,20", "--step-secs", "1"]).expect("parses");
         assert!(matches!(cli.command, Some(Command::Capacity(ref c)) if c.steps == [10, 20]));
+    }
+
+    #[test]
+    fn merge_gates_default_to_a_runs_and_parse_the_same_flags() {
+        let run = Cli::try_parse_from(["loadgen"]).expect("parses").run.options.slo();
+        let merge = Cli::try_parse_from(["loadgen", "merge", "x"]).expect("parses");
+        let Some(Command::Merge(args)) = merge.command else { panic!("merge parses") };
+        assert_eq!(args.gates.slo(), run);
+        let strict = ["--slo-p95-ms", "1", "--slo-p99-ms", "2", "--slo-error-ratio", "0", "--no-slo-exit"];
+        let run = Cli::try_parse_from(["loadgen"].into_iter().chain(strict)).expect("parses").run.options.gates;
+        let merge = Cli::try_parse_from(["loadgen", "merge", "x"].into_iter().chain(strict)).expect("parses");
+        let Some(Command::Merge(args)) = merge.command else { panic!("merge parses") };
+        assert_eq!(args.gates.slo(), run.slo());
+        assert_eq!(run.slo(), Slo { p95_ms: 1.0, p99_ms: 2.0, error_ratio: 0.0 });
+        assert!(run.no_slo_exit && args.gates.no_slo_exit);
     }
 }

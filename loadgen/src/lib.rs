@@ -1,35 +1,38 @@
-//! The load generator: result-day load tests against the results API, built on goose.
+//! The load generator's engine: result-day load tests against the results API, built on goose.
 //! `main.rs` parses the command line and calls [`run`]; tests drive [`attack::run`] and
-//! [`capacity::run`] directly against an API spawned in-process.
+//! [`capacity::run`] directly against an API spawned in-process. What a run leaves behind (its
+//! latency histograms, summary and gates, merges, charts) is made by the `loadgen-report` crate.
 //!
-//! - [`config`]: goose's flags plus this project's `LOADGEN_…` options (data set, mix, SLO, output).
+//! - [`config`]: the command line: goose's flags plus this project's `LOADGEN_…` options.
+//! - [`request`]: the requests made, named by route template (shared vocabulary).
+//! - [`failure`]: why a request failed: kinds and body mismatches (shared vocabulary).
 //! - [`ids`]: which IDs users ask for, from the data set's specification alone (no database).
-//! - [`scenarios`]: the kinds of users, one file each, and the checked request they share.
 //! - [`validate`]: cheap checks of every response body (the requested student, the error envelope).
-//! - [`attack`]: one load test: goose's defaults, the users' clients, execute, summarise.
+//! - [`scenarios`]: the kinds of users, one file each, and the checked request they share.
 //! - [`client`]: the users' HTTP clients (one shared pool, idle connections closed before the server does).
-//! - [`summary`]: figures (coordinated-omission corrected), SLO gates, the one-screen summary.
+//! - [`recorder`]: every request's latency into HdrHistograms per worker shard, for the run folder.
 //! - [`live`]: the client-side Prometheus `/metrics` endpoint and the progress line.
-//! - [`histogram_log`]: every request's latency in HdrHistogram form, written into the run folder.
-//! - [`merge`]: `loadgen merge`: several generators' runs as one exact report.
-//! - [`capacity`]: steps of growing user counts, recorded to CSV.
-//! - [`chart`]: the capacity curve PNG (plotters, bundled font) with the SLO knee marked.
+//! - [`attack`]: one load test: goose's defaults, the users' clients, execute, summarise.
+//! - [`capacity`]: steps of growing user counts, each a load test.
 //! - [`limits`]: the open-file limit thousands of users need.
-//! - [`timeline`]: the result-day drill's timeline PNG (`loadgen timeline`, `scripts/drill.sh`).
+//! - [`error`]: [`LoadgenError`] and the exit statuses.
+//!
+//! Module graph (no cycles): the leaves `error`, `request`, `failure`, `ids`, `limits`; then
+//! `validate`, `config`, `live`, `recorder`, `client`; `scenarios` on those; `attack` on
+//! `scenarios`; `capacity` on `attack`; [`run`], here, at the top.
 
 pub mod attack;
 pub mod capacity;
-pub mod chart;
 pub mod client;
 pub mod config;
-pub mod histogram_log;
+pub mod error;
+pub mod failure;
 pub mod ids;
 pub mod limits;
 pub mod live;
-pub mod merge;
+pub mod recorder;
+pub mod request;
 pub mod scenarios;
-pub mod summary;
-pub mod timeline;
 pub mod validate;
 
 use std::process::ExitCode;
@@ -38,35 +41,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Cli, Command, Listen, Options};
+pub use crate::error::{EXIT_FAILED, EXIT_SLO_MISSED, LoadgenError};
 use crate::live::Live;
-
-/// Exit status of a run that missed an SLO gate or a goose threshold.
-pub const EXIT_SLO_MISSED: u8 = 1;
-/// Exit status of a run that could not happen (configuration, I/O).
-pub const EXIT_FAILED: u8 = 2;
-
-/// Everything that stops the load generator before or instead of a verdict.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadgenError {
-    /// A refused option.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// goose refused the configuration or could not run.
-    #[error("goose: {0}")]
-    Goose(String),
-    /// The metrics recorder could not be built.
-    #[error("metrics: {0}")]
-    Metrics(String),
-    /// A file could not be written.
-    #[error("{0}")]
-    Io(String),
-    /// The capacity chart could not be drawn.
-    #[error("chart: {0}")]
-    Chart(String),
-    /// Run folders that cannot be read or do not merge exactly.
-    #[error("merge: {0}")]
-    Merge(String),
-}
 
 /// Starts the live `/metrics` endpoint when `options` ask for one; returns its address.
 pub async fn start_metrics(
@@ -102,7 +78,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, LoadgenError> {
             }
             let summary = attack::run(&args, &live, None).await?;
             print!("{}", summary.render());
-            if summary.verdict.passed() || args.options.no_slo_exit {
+            if summary.verdict.passed() || args.options.gates.no_slo_exit {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_SLO_MISSED)
@@ -118,16 +94,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode, LoadgenError> {
             ExitCode::SUCCESS
         }
         Some(Command::Merge(args)) => {
-            let report = merge::run(&args)?;
+            let report = loadgen_report::merge::run(&args.dirs, args.out.as_deref(), &args.gates.slo())?;
             print!("{}", report.render());
-            if report.summary.verdict.passed() || args.no_slo_exit {
+            if report.summary.verdict.passed() || args.gates.no_slo_exit {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_SLO_MISSED)
             }
         }
         Some(Command::Timeline(args)) => {
-            println!("timeline: {}", timeline::run(&args)?.display());
+            loadgen_report::timeline::run(&args.series, &args.phases, &args.out, &args.title)?;
+            println!("timeline: {}", args.out.display());
             ExitCode::SUCCESS
         }
     };

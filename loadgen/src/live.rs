@@ -21,8 +21,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::LoadgenError;
-use crate::scenarios::Request;
+use crate::error::LoadgenError;
+use crate::failure::ErrorKind;
+use crate::request::Request;
 
 /// Client latency histogram name.
 pub const DURATION: &str = "loadgen_request_duration_seconds";
@@ -36,31 +37,6 @@ pub const USERS: &str = "loadgen_users";
 /// Histogram buckets, seconds: the API's (one list in results-core), so client- and server-side
 /// latency compare bucket for bucket.
 pub use results_core::latency::LATENCY_BUCKETS;
-
-/// Why a request failed, as counted by `loadgen_request_errors_total{kind}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// Connection refused, reset, timed out.
-    Transport,
-    /// An unexpected HTTP status.
-    Status,
-    /// The body was not the expected one.
-    Body,
-}
-
-impl ErrorKind {
-    /// Every kind, in discriminant order.
-    pub const ALL: [ErrorKind; 3] = [ErrorKind::Transport, ErrorKind::Status, ErrorKind::Body];
-
-    /// The `kind` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Transport => "transport",
-            ErrorKind::Status => "status",
-            ErrorKind::Body => "body",
-        }
-    }
-}
 
 struct RequestHandles {
     ok_duration: Histogram,

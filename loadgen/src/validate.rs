@@ -4,22 +4,7 @@
 
 use serde::Deserialize;
 
-/// Why a response is not the one expected. The text of each kind is the error goose groups by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Mismatch {
-    /// The body is not a JSON result object.
-    #[error("body is not a result")]
-    NotAResult,
-    /// The body is a result of another student.
-    #[error("wrong student in body")]
-    WrongStudent,
-    /// The body is not the JSON error envelope with the expected status and code.
-    #[error("wrong error body")]
-    WrongErrorBody,
-    /// The body could not be read.
-    #[error("body not read")]
-    Unreadable,
-}
+use crate::failure::Mismatch;
 
 #[derive(Deserialize)]
 struct ResultProbe {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use goose::goose::{GooseUser, Scenario, TransactionResult};
 
-use super::{Plan, Request, Target, fetch, plan_transaction};
+use super::{Plan, Target, fetch, plan_transaction};
+use crate::request::Request;
 
 /// The scenario.
 pub fn scenario(plan: &Arc<Plan>) -> Scenario {

@@ -21,48 +21,15 @@ use goose::goose::{
     GooseRequest, GooseResponse, GooseUser, Scenario, Transaction, TransactionFunction, TransactionResult,
 };
 
-use crate::LoadgenError;
 use crate::client::UserClients;
 use crate::config::Options;
-use crate::histogram_log::Recorder;
+use crate::error::LoadgenError;
+use crate::failure::{Failure, Mismatch};
 use crate::ids::IdSpace;
-use crate::live::{ErrorKind, Live};
-use crate::validate::{Mismatch, check_error, check_result};
-
-/// The requests the load generator makes, each named by its route template.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Request {
-    /// `GET /v1/results/{id}` of a seeded student.
-    Result = 0,
-    /// `GET /student/{id}` of a seeded student.
-    Alias = 1,
-    /// `GET /v1/results/{id}` of a well-formed unknown ID.
-    Unknown = 2,
-    /// `GET /v1/results/{id}` of a malformed ID.
-    Malformed = 3,
-}
-
-impl Request {
-    /// Every request, in discriminant order.
-    pub const ALL: [Request; 4] = [Request::Result, Request::Alias, Request::Unknown, Request::Malformed];
-
-    /// The name in reports and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Request::Result => "/v1/results/{id}",
-            Request::Alias => "/student/{id}",
-            Request::Unknown => "/v1/results/{id} unknown",
-            Request::Malformed => "/v1/results/{id} malformed",
-        }
-    }
-
-    fn prefix(self) -> &'static str {
-        match self {
-            Request::Alias => "/student/",
-            Request::Result | Request::Unknown | Request::Malformed => "/v1/results/",
-        }
-    }
-}
+use crate::live::Live;
+use crate::recorder::Recorder;
+use crate::request::Request;
+use crate::validate::{check_error, check_result};
 
 /// Whom a request asks for, and so what answer is right.
 #[derive(Debug, Clone, Copy)]
@@ -133,10 +100,10 @@ impl PathBuf {
 }
 
 /// Records a completed request in the live metrics and the run's histograms.
-fn done(plan: &Plan, request: Request, started: Instant, cadence_ms: u64, error: Option<ErrorKind>) {
+fn done(plan: &Plan, request: Request, started: Instant, cadence_ms: u64, error: Option<Failure>) {
     let now = Instant::now();
     let elapsed = now.saturating_duration_since(started);
-    plan.live.record(request, elapsed, error);
+    plan.live.record(request, elapsed, error.map(Failure::kind));
     plan.latency.record_at(now, request, elapsed, cadence_ms, error);
 }
 
@@ -155,18 +122,18 @@ pub async fn fetch(user: &mut GooseUser, plan: &Plan, request: Request, target: 
         Ok(response) => response,
         Err(_) => {
             // goose has counted the failure and logged the error.
-            done(plan, request, started, cadence, Some(ErrorKind::Transport));
+            done(plan, request, started, cadence, Some(Failure::Transport));
             return Ok(());
         }
     };
     if response.status().as_u16() != expected {
-        done(plan, request, started, cadence, Some(ErrorKind::Status));
+        done(plan, request, started, cadence, Some(Failure::Status));
         return Ok(());
     }
     let body = match response.bytes().await {
         Ok(body) => body,
         Err(_) => {
-            done(plan, request, started, cadence, Some(ErrorKind::Body));
+            done(plan, request, started, cadence, Some(Failure::Body(Mismatch::Unreadable)));
             return user.set_failure(&Mismatch::Unreadable.to_string(), &mut metric, None, None);
         }
     };
@@ -176,7 +143,7 @@ pub async fn fetch(user: &mut GooseUser, plan: &Plan, request: Request, target: 
             Ok(())
         }
         Err(mismatch) => {
-            done(plan, request, started, cadence, Some(ErrorKind::Body));
+            done(plan, request, started, cadence, Some(Failure::Body(mismatch)));
             let body = String::from_utf8_lossy(&body);
             user.set_failure(&mismatch.to_string(), &mut metric, None, Some(&body))
         }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use goose::goose::{GooseUser, Scenario, TransactionResult};
 use rand::Rng;
 
-use super::{Plan, Request, Target, fetch, plan_transaction};
+use super::{Plan, Target, fetch, plan_transaction};
+use crate::request::Request;
 
 /// The student a user is.
 #[derive(Debug, Clone, Copy)]

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use goose::goose::{GooseUser, Scenario, TransactionResult};
 use rand::Rng;
 
-use super::{Plan, Request, Target, fetch, plan_transaction};
+use super::{Plan, Target, fetch, plan_transaction};
 use crate::ids::malformed;
+use crate::request::Request;
 
 /// The scenario.
 pub fn scenario(plan: &Arc<Plan>) -> Scenario {

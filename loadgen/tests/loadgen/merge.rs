@@ -11,9 +11,11 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use loadgen::config::Cli;
-use loadgen::histogram_log::{self, Correction, DataSet, LOG_FILE, LatencyLog, META_FILE, Recorder, RunContext};
-use loadgen::live::{ErrorKind, Live};
-use loadgen::scenarios::Request;
+use loadgen::failure::{Failure, Mismatch};
+use loadgen::live::Live;
+use loadgen::recorder::{Recorder, RunContext};
+use loadgen::request::Request;
+use loadgen_report::histogram_log::{self, Correction, DataSet, LOG_FILE, LatencyLog, META_FILE};
 
 use crate::helpers::{SEED, STUDENTS, one_load_at_a_time, run_args, spawn_api};
 
@@ -28,7 +30,7 @@ fn context(generator: &str) -> RunContext {
 }
 
 /// A known sample: request, latency µs, the user's cadence ms, failure.
-type Sample = (Request, u64, u64, Option<ErrorKind>);
+type Sample = (Request, u64, u64, Option<Failure>);
 
 /// 30,000 samples from 40 µs to 30 s, mostly around a few ms, with failures and cadences.
 fn samples() -> Vec<Sample> {
@@ -48,9 +50,9 @@ fn samples() -> Vec<Sample> {
             let us = 10f64.powf(exponent) as u64;
             let cadence = if i % 3 == 0 { 0 } else { 1 + (r >> 50) % 20 };
             let error = match (r >> 40) % 50 {
-                0 => Some(ErrorKind::Status),
-                1 => Some(ErrorKind::Body),
-                2 => Some(ErrorKind::Transport),
+                0 => Some(Failure::Status),
+                1 => Some(Failure::Body(Mismatch::WrongStudent)),
+                2 => Some(Failure::Transport),
                 _ => None,
             };
             (request, us, cadence, error)
@@ -79,7 +81,7 @@ fn merge_cli(dirs: &[&Path], out: &Path, extra: &[&str]) -> Cli {
 const LENIENT: [&str; 6] = ["--slo-p95-ms", "100000", "--slo-p99-ms", "100000", "--slo-error-ratio", "1"];
 
 fn sum(log: &LatencyLog, latency: Correction) -> Histogram<u64> {
-    loadgen::merge::total(log, |_, _, c| c == latency)
+    loadgen_report::figures::total(log, |_, _, c| c == latency)
 }
 
 /// Every percentile (0 to 100 in steps of 0.01, and the far tail), min, max, mean and count agree.
@@ -224,9 +226,8 @@ async fn two_real_runs_merge_into_their_sum() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(live_total as u64, count(&meta_b, "requests"), "live counters and histograms agree");
-    // And about as many as goose counted (goose stops users mid-request; a few may differ).
-    let goose_b = summary_b.stats.requests as u64;
-    assert!(count(&meta_b, "requests").abs_diff(goose_b) * 20 <= goose_b, "{goose_b} by goose, {meta_b}");
+    // And the run's summary counts exactly what its histograms hold.
+    assert_eq!(summary_b.stats.requests as u64, count(&meta_b, "requests"), "{meta_b}");
 
     let out = tmp.path().join("merged");
     let code = loadgen::run(merge_cli(&[&a, &b], &out, &LENIENT)).await.expect("the merge happens");
@@ -282,6 +283,54 @@ async fn two_real_runs_merge_into_their_sum() {
     let lenient = ["--slo-p99-ms", "0.001", "--no-slo-exit"];
     let code = loadgen::run(merge_cli(&[&a, &b], &tmp.path().join("lenient"), &lenient)).await.expect("merges");
     assert_eq!(code, ExitCode::SUCCESS);
+}
+
+/// One percentile engine: a run's own summary and gates, and `loadgen merge` of that one run,
+/// read the same histograms the same way, so they agree exactly, down to a gate set at the
+/// observed p99 itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_and_the_merge_of_that_run_agree_exactly() {
+    let api = spawn_api().await;
+    let _one = one_load_at_a_time().await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let run = tmp.path().join("run");
+    let live = Live::new().expect("live");
+    // Some users pause (so goose has a cadence and corrects stalls), on one shared pool.
+    let paced = ["--think-min-ms", "0", "--think-max-ms", "20", "--generator-label", "gen-one"];
+    let summary = loadgen::attack::run(&run_args(&api.base, &run, 6, &paced), &live, None).await.expect("run");
+    assert!(summary.stats.requests > 20, "{}", summary.render());
+    let json = |path: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+            .expect("JSON")
+    };
+    let ran = json(run.join("summary.json"));
+    let p99 = summary.stats.latency.p99_ms;
+    // The run's gates at its defaults; then a p99 gate exactly at the observed p99 (passes: the
+    // limit is inclusive), and one a microsecond below it (fails).
+    let limit = format!("{p99}");
+    let below = format!("{}", p99 - 0.001);
+    for (name, p99_limit, exit) in [
+        ("default", None, ExitCode::SUCCESS),
+        ("at", Some(&limit), ExitCode::SUCCESS),
+        ("below", Some(&below), ExitCode::from(loadgen::EXIT_SLO_MISSED)),
+    ] {
+        let out = tmp.path().join(name);
+        let mut extra = vec!["--slo-p95-ms", "2000", "--slo-p99-ms", "4000"];
+        if let Some(p99_limit) = p99_limit {
+            extra[3] = p99_limit;
+        }
+        let code = loadgen::run(merge_cli(&[&run], &out, &extra)).await.expect("the merge happens");
+        assert_eq!(code, exit, "{name}: p99 {p99} ms");
+        let merged = json(out.join("summary.json"));
+        assert_eq!(merged["stats"], ran["stats"], "{name}: every figure, count and error row");
+        if p99_limit.is_none() {
+            assert_eq!(merged["verdict"], ran["verdict"], "the same gates, the same verdict");
+        }
+    }
+    let text = std::fs::read_to_string(tmp.path().join("at").join("summary.txt")).expect("summary.txt");
+    let latency_line = summary.render().lines().find(|l| l.starts_with("latency ")).map(str::to_owned);
+    assert!(latency_line.is_some_and(|line| text.contains(&line)), "the same latency line: {text}");
+    assert!(text.contains("PASS  p99"), "{text}");
 }
 
 async fn refusal(dirs: &[&Path], out: &Path) -> String {

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use loadgen::config::{CapacityArgs, Listen};
 use loadgen::live::Live;
-use loadgen::scenarios::Request;
+use loadgen::request::Request;
+use loadgen_report::summary::{RequestRow, RunSummary};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{cli, one_load_at_a_time, run_args, spawn_api, spawn_liar};
 
-fn row(summary: &loadgen::summary::RunSummary, request: Request) -> &loadgen::summary::RequestRow {
+fn row(summary: &RunSummary, request: Request) -> &RequestRow {
     let name = format!("GET {}", request.name());
     summary.stats.by_request.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("no row {name}: {summary:#?}"))
 }
@@ -116,7 +117,7 @@ async fn reports_and_the_capacity_csv_exist_and_parse_and_the_png_is_drawn() {
     let csv = std::fs::read_to_string(&curve.csv).expect("capacity.csv");
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().expect("header").split(',').collect();
-    assert_eq!(header, loadgen::capacity::CSV_HEADER.split(',').collect::<Vec<_>>());
+    assert_eq!(header, loadgen_report::capacity::CSV_HEADER.split(',').collect::<Vec<_>>());
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     assert_eq!(rows.len(), 2, "{csv}");
     for (row, users) in rows.iter().zip(["2", "4"]) {

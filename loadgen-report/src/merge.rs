@@ -2,7 +2,8 @@
 //! result. goose 0.19 has no distributed mode, so each generator runs on its own and writes its
 //! latency histograms into its run folder ([`crate::histogram_log`]); merging adds them, which is
 //! exact: HdrHistogram buckets of the same settings add count for count, so the merged percentiles
-//! are those of one histogram fed every sample of every run.
+//! are those of one histogram fed every sample of every run. The merged summary is made as a
+//! run's is ([`RunSummary::of`]): the merge of one run reports that run's figures and verdict.
 //!
 //! - Inputs must agree on the data set, `--co-mitigation` and the histogram settings, and hold no
 //!   run twice (a merge's output is an input like a run's folder); anything else is refused with
@@ -10,25 +11,22 @@
 //! - Throughput is all requests over the union of the runs' measured windows: overlapping
 //!   windows (parallel generators) count once, gaps between windows not at all. The span, first
 //!   start to last end, is reported beside it.
-//! - The SLO gates judge the corrected latency, as a run's do, with the same flags and variables.
+//! - The SLO gates judge the corrected latency, as a run's do.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::LoadgenError;
-use crate::attack::fresh_run_dir;
 use crate::chart::{FAMILY, chart_error, dashed, register_font};
-use crate::config::Slo;
-use crate::histogram_log::{
-    Correction, HistogramSettings, KindCount, LatencyLog, Outcome, RunInfo, add, new_histogram, rfc3339,
-};
-use crate::summary::{ErrorRow, Latency, RequestRow, RunSummary, Stats, Verdict, list_files};
+use crate::error::ReportError;
+use crate::figures::{Figures, count, figures, ms, total};
+use crate::folder::{fresh_run_dir, list_files};
+use crate::histogram_log::{Correction, HistogramSettings, KindCount, LatencyLog, Outcome, RunInfo, add};
+use crate::summary::{RunSummary, SUMMARY_JSON, SUMMARY_TXT, Slo, THROUGHPUT, Window};
 
 /// Where merges go without `--out`.
 pub const DEFAULT_MERGED_PARENT: &str = "runs/loadgen/merged";
@@ -42,116 +40,6 @@ pub const CHART_PNG: &str = "percentiles.png";
 /// How the corrected series are made, as reports say it.
 pub const CORRECTION: &str = "corrected = every measured latency plus HdrHistogram's record_correct at goose's \
 per-user expected cadence (--co-mitigation); raw = every measured latency once";
-/// How throughput is computed, as reports say it.
-pub const THROUGHPUT: &str =
-    "throughput = all requests / union of the runs' measured windows (overlaps once, gaps not at all)";
-
-/// Options of `loadgen merge`.
-#[derive(Debug, Clone, Args)]
-pub struct MergeArgs {
-    /// Run folders to merge, each holding latency.hlog and latency.json (a merge's --out folder is
-    /// one too)
-    #[arg(required = true, value_name = "RUN_DIR")]
-    pub dirs: Vec<PathBuf>,
-    /// Folder of the merged report and histograms [default: a fresh runs/loadgen/merged/<UTC time>/]
-    #[arg(long, env = "LOADGEN_MERGE_OUT", value_name = "DIR")]
-    pub out: Option<PathBuf>,
-    /// SLO gate: highest acceptable p95 latency, ms (coordinated-omission corrected), as for a run
-    #[arg(long, env = "LOADGEN_SLO_P95_MS", default_value_t = 25.0, help_heading = "SLO gates")]
-    pub slo_p95_ms: f64,
-    /// SLO gate: highest acceptable p99 latency, ms (coordinated-omission corrected), as for a run
-    #[arg(long, env = "LOADGEN_SLO_P99_MS", default_value_t = 50.0, help_heading = "SLO gates")]
-    pub slo_p99_ms: f64,
-    /// SLO gate: highest acceptable ratio of failed requests (0.001 = 0.1%; 0 = none)
-    #[arg(long, env = "LOADGEN_SLO_ERROR_RATIO", default_value_t = 0.001, help_heading = "SLO gates")]
-    pub slo_error_ratio: f64,
-    /// Report the SLO gates but exit 0 even when one is missed
-    #[arg(long, env = "LOADGEN_NO_SLO_EXIT", help_heading = "SLO gates")]
-    pub no_slo_exit: bool,
-}
-
-impl MergeArgs {
-    /// The SLO gates.
-    pub fn slo(&self) -> Slo {
-        Slo { p95_ms: self.slo_p95_ms, p99_ms: self.slo_p99_ms, error_ratio: self.slo_error_ratio }
-    }
-}
-
-/// Exact figures of one histogram, milliseconds (HdrHistogram: a value is reported as the highest
-/// value of its bucket, within 0.1%).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Percentiles {
-    /// Values.
-    pub count: u64,
-    /// Smallest.
-    pub min_ms: f64,
-    /// Mean.
-    pub mean_ms: f64,
-    /// Median.
-    pub p50_ms: f64,
-    /// 90th percentile.
-    pub p90_ms: f64,
-    /// 95th percentile.
-    pub p95_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// 99.9th percentile.
-    pub p99_9_ms: f64,
-    /// 99.99th percentile.
-    pub p99_99_ms: f64,
-    /// Largest.
-    pub max_ms: f64,
-}
-
-fn ms(us: u64) -> f64 {
-    us as f64 / 1000.0
-}
-
-impl Percentiles {
-    /// The figures of `histogram` (zeros when empty).
-    pub fn of(histogram: &Histogram<u64>) -> Self {
-        if histogram.is_empty() {
-            return Self {
-                count: 0,
-                min_ms: 0.0,
-                mean_ms: 0.0,
-                p50_ms: 0.0,
-                p90_ms: 0.0,
-                p95_ms: 0.0,
-                p99_ms: 0.0,
-                p99_9_ms: 0.0,
-                p99_99_ms: 0.0,
-                max_ms: 0.0,
-            };
-        }
-        let q = |quantile: f64| ms(histogram.value_at_quantile(quantile));
-        Self {
-            count: histogram.len(),
-            min_ms: ms(histogram.min()),
-            mean_ms: histogram.mean() / 1000.0,
-            p50_ms: q(0.50),
-            p90_ms: q(0.90),
-            p95_ms: q(0.95),
-            p99_ms: q(0.99),
-            p99_9_ms: q(0.999),
-            p99_99_ms: q(0.9999),
-            max_ms: ms(histogram.max()),
-        }
-    }
-
-    fn latency(&self) -> Latency {
-        Latency { p50_ms: self.p50_ms, p95_ms: self.p95_ms, p99_ms: self.p99_ms, max_ms: self.max_ms }
-    }
-}
-
-/// Raw and corrected figures of a set of series.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Figures {
-    /// Every measured latency once.
-    pub raw: Percentiles,
-    /// With the coordinated-omission correction.
-    pub corrected: Percentiles,
-}
 
 /// One request name's merged figures.
 #[derive(Debug, Clone, Serialize)]
@@ -164,21 +52,6 @@ pub struct RequestFigures {
     pub failures: u64,
     /// Latency of all of them, successes and failures.
     pub latency: Figures,
-}
-
-/// The measured windows of the merged runs.
-#[derive(Debug, Clone, Serialize)]
-pub struct Window {
-    /// Earliest start (RFC 3339).
-    pub start: String,
-    /// Latest end (RFC 3339).
-    pub end: String,
-    /// First start to last end, seconds.
-    pub span_seconds: f64,
-    /// Union of the windows, seconds: the throughput's denominator.
-    pub union_seconds: f64,
-    /// [`THROUGHPUT`].
-    pub throughput: &'static str,
 }
 
 /// What `loadgen merge` reports (`merge.json`).
@@ -208,12 +81,12 @@ pub struct MergeReport {
     pub by_request: Vec<RequestFigures>,
     /// Failures by request and kind.
     pub failures_by_kind: Vec<KindCount>,
-    /// The one-screen summary's figures and the SLO verdict (corrected latency).
+    /// The one-screen summary's figures and the SLO verdict (corrected latency), as a run's.
     pub summary: RunSummary,
 }
 
-fn refused(detail: String) -> LoadgenError {
-    LoadgenError::Merge(detail)
+fn refused(detail: String) -> ReportError {
+    ReportError::Merge(detail)
 }
 
 /// Adds the logs of `inputs` (folder, log) into one.
@@ -221,7 +94,7 @@ fn refused(detail: String) -> LoadgenError {
 /// # Errors
 /// No input, or inputs that do not merge exactly: another data set, `--co-mitigation` mode or
 /// histogram settings, or a run present twice.
-pub fn merge(inputs: &[(PathBuf, LatencyLog)]) -> Result<LatencyLog, LoadgenError> {
+pub fn merge(inputs: &[(PathBuf, LatencyLog)]) -> Result<LatencyLog, ReportError> {
     let Some((first_dir, first)) = inputs.first() else {
         return Err(refused("no run folder to merge".into()));
     };
@@ -269,142 +142,47 @@ pub fn merge(inputs: &[(PathBuf, LatencyLog)]) -> Result<LatencyLog, LoadgenErro
     let mut merged = LatencyLog::new(first.meta.clone());
     merged.meta.runs = inputs.iter().flat_map(|(_, log)| log.meta.runs.iter().cloned()).collect();
     merged.meta.runs.sort_by(|a, b| (a.start_unix_us, &a.run_id).cmp(&(b.start_unix_us, &b.run_id)));
-    let mut kinds: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut kinds: BTreeMap<(String, String, Option<String>), u64> = BTreeMap::new();
     for (_, log) in inputs {
         for (key, histogram) in &log.series {
             add(merged.series_mut(key.clone()), histogram);
         }
         for kind in &log.meta.failures_by_kind {
-            *kinds.entry((kind.request.clone(), kind.kind.clone())).or_default() += kind.count;
+            *kinds.entry((kind.request.clone(), kind.kind.clone(), kind.detail.clone())).or_default() += kind.count;
         }
     }
     merged.meta.failures_by_kind =
-        kinds.into_iter().map(|((request, kind), count)| KindCount { request, kind, count }).collect();
+        kinds.into_iter().map(|((request, kind, detail), count)| KindCount { request, kind, detail, count }).collect();
     merged.refresh_meta();
     Ok(merged)
-}
-
-/// Length of the union of `[start, end)` windows, µs.
-pub fn union_us(windows: &[(u64, u64)]) -> u64 {
-    let mut windows: Vec<(u64, u64)> = windows.iter().map(|&(start, end)| (start, end.max(start))).collect();
-    windows.sort_unstable();
-    let mut total = 0;
-    let mut current: Option<(u64, u64)> = None;
-    for (start, end) in windows {
-        current = match current {
-            Some((from, to)) if start <= to => Some((from, to.max(end))),
-            Some((from, to)) => {
-                total += to - from;
-                Some((start, end))
-            }
-            None => Some((start, end)),
-        };
-    }
-    total + current.map_or(0, |(from, to)| to - from)
-}
-
-/// The sum of the series of `log` that `keep` selects.
-pub fn total(log: &LatencyLog, keep: impl Fn(&str, Outcome, Correction) -> bool) -> Histogram<u64> {
-    let mut sum = new_histogram();
-    for (key, histogram) in &log.series {
-        if keep(&key.request, key.outcome, key.latency) {
-            add(&mut sum, histogram);
-        }
-    }
-    sum
-}
-
-fn figures(log: &LatencyLog, request: Option<&str>) -> Figures {
-    let of = |latency: Correction| {
-        Percentiles::of(&total(log, |r, _, c| c == latency && request.is_none_or(|name| name == r)))
-    };
-    Figures { raw: of(Correction::Raw), corrected: of(Correction::Corrected) }
 }
 
 /// The report of `merged` (read from `inputs`), judged against `slo`, to be written into `out`.
 pub fn report(inputs: &[PathBuf], merged: &LatencyLog, slo: &Slo, out: &Path) -> MergeReport {
     let meta = &merged.meta;
-    let windows: Vec<(u64, u64)> = meta.runs.iter().map(|r| (r.start_unix_us, r.end_unix_us)).collect();
-    let start = windows.iter().map(|w| w.0).min().unwrap_or(0);
-    let end = windows.iter().map(|w| w.1).max().unwrap_or(start);
-    let union_seconds = union_us(&windows) as f64 / 1e6;
-    let window = Window {
-        start: rfc3339(start),
-        end: rfc3339(end),
-        span_seconds: end.saturating_sub(start) as f64 / 1e6,
-        union_seconds,
-        throughput: THROUGHPUT,
-    };
-    let rps = if union_seconds > 0.0 { meta.requests as f64 / union_seconds } else { 0.0 };
-    let error_ratio = if meta.requests == 0 { 0.0 } else { meta.failures as f64 / meta.requests as f64 };
-    let all = figures(merged, None);
+    let summary = RunSummary::of(merged, slo, Vec::new(), out.to_owned());
     let mut names: Vec<&str> = merged.series.keys().map(|k| k.request.as_str()).collect();
     names.dedup();
-    let by_request: Vec<RequestFigures> = names
+    let by_request = names
         .into_iter()
-        .map(|name| {
-            let count = |outcome: Option<Outcome>| {
-                total(merged, |r, o, c| r == name && c == Correction::Raw && outcome.is_none_or(|x| x == o)).len()
-            };
-            RequestFigures {
-                request: name.to_owned(),
-                requests: count(None),
-                failures: count(Some(Outcome::Error)),
-                latency: figures(merged, Some(name)),
-            }
+        .map(|name| RequestFigures {
+            request: name.to_owned(),
+            requests: count(merged, Some(name), None),
+            failures: count(merged, Some(name), Some(Outcome::Error)),
+            latency: figures(merged, Some(name)),
         })
         .collect();
-    let mut errors: Vec<ErrorRow> = meta
-        .failures_by_kind
-        .iter()
-        .map(|k| ErrorRow { error: format!("{}: {}", k.request, k.kind), count: k.count as usize })
-        .collect();
-    errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error.cmp(&b.error)));
-    let stats = Stats {
-        users: meta.runs.iter().map(|r| r.users).sum(),
-        seconds: union_seconds.round() as usize,
-        requests: meta.requests as usize,
-        failures: meta.failures as usize,
-        error_ratio,
-        rps,
-        co_corrected: all.corrected.count > all.raw.count,
-        latency: all.corrected.latency(),
-        raw_latency: all.raw.latency(),
-        by_request: by_request
-            .iter()
-            .map(|r| RequestRow {
-                name: r.request.clone(),
-                requests: r.requests as usize,
-                failures: r.failures as usize,
-                latency: r.latency.corrected.latency(),
-            })
-            .collect(),
-        errors,
-    };
-    let verdict = Verdict::judge(&stats, slo, Vec::new());
-    let mut targets: Vec<&str> = meta.runs.iter().map(|r| r.target.as_str()).collect();
-    targets.sort_unstable();
-    targets.dedup();
-    let summary = RunSummary {
-        host: targets.join(", "),
-        co_mitigation: meta.co_mitigation.clone(),
-        stats,
-        slo: *slo,
-        verdict,
-        dir: out.to_owned(),
-        files: Vec::new(),
-    };
     MergeReport {
         inputs: inputs.to_vec(),
         runs: meta.runs.clone(),
-        window,
-        requests: meta.requests,
-        failures: meta.failures,
-        error_ratio,
-        rps,
+        window: Window::of(&meta.runs),
+        requests: summary.stats.requests as u64,
+        failures: summary.stats.failures as u64,
+        error_ratio: summary.stats.error_ratio,
+        rps: summary.stats.rps,
         co_mitigation: meta.co_mitigation.clone(),
         correction: CORRECTION,
-        all,
+        all: figures(merged, None),
         by_request,
         failures_by_kind: meta.failures_by_kind.clone(),
         summary,
@@ -434,10 +212,6 @@ impl MergeReport {
             "window      {:.1} s union of the runs' windows ({:.1} s span); throughput = requests / union",
             self.window.union_seconds, self.window.span_seconds
         );
-        if self.co_mitigation != "disabled" {
-            let _ =
-                writeln!(out, "            corrected = measured + HdrHistogram record_correct at goose's user cadence");
-        }
         out.push_str(&self.summary.render());
         out
     }
@@ -529,20 +303,21 @@ impl MergeReport {
     }
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> LoadgenError + '_ {
-    move |e| LoadgenError::Io(format!("writing {}: {e}", path.display()))
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ReportError + '_ {
+    move |e| ReportError::Io(format!("writing {}: {e}", path.display()))
 }
 
-/// Reads the folders of `args`, merges them, writes the merged histograms, reports and chart into
-/// the output folder, and returns the report (its verdict decides the exit status).
+/// Reads the run folders `dirs`, merges them, writes the merged histograms, reports and chart into
+/// `out` (a fresh folder under [`DEFAULT_MERGED_PARENT`] when `None`), and returns the report
+/// judged against `slo` (its verdict decides the exit status).
 ///
 /// # Errors
-/// An input that cannot be read or does not merge ([`LoadgenError::Merge`]), an output that
+/// An input that cannot be read or does not merge ([`ReportError::Merge`]), an output that
 /// cannot be written.
-pub fn run(args: &MergeArgs) -> Result<MergeReport, LoadgenError> {
-    let out = args.out.clone().unwrap_or_else(|| fresh_run_dir(Path::new(DEFAULT_MERGED_PARENT)));
-    let mut inputs = Vec::with_capacity(args.dirs.len());
-    for dir in &args.dirs {
+pub fn run(dirs: &[PathBuf], out: Option<&Path>, slo: &Slo) -> Result<MergeReport, ReportError> {
+    let out = out.map_or_else(|| fresh_run_dir(Path::new(DEFAULT_MERGED_PARENT)), Path::to_path_buf);
+    let mut inputs = Vec::with_capacity(dirs.len());
+    for dir in dirs {
         if same_folder(dir, &out) {
             return Err(refused(format!(
                 "--out {} is one of the inputs: the merge would overwrite its histograms",
@@ -553,18 +328,18 @@ pub fn run(args: &MergeArgs) -> Result<MergeReport, LoadgenError> {
         inputs.push((dir.clone(), log));
     }
     let mut merged = merge(&inputs)?;
-    merged.write(&out).map_err(|e| LoadgenError::Io(e.to_string()))?;
+    merged.write(&out).map_err(|e| ReportError::Io(e.to_string()))?;
     let dirs: Vec<PathBuf> = inputs.iter().map(|(dir, _)| dir.clone()).collect();
-    let mut report = report(&dirs, &merged, &args.slo(), &out);
+    let mut report = report(&dirs, &merged, slo, &out);
     let lines: Vec<(String, Histogram<u64>)> = inputs
         .iter()
         .flat_map(|(_, log)| {
             log.meta.runs.first().map(|run| (run.generator.clone(), total(log, |_, _, c| c == Correction::Corrected)))
         })
         .collect();
-    draw(&out.join(CHART_PNG), &merged, &lines, &args.slo())?;
+    draw(&out.join(CHART_PNG), &merged, &lines, slo)?;
     let mut files = list_files(&out);
-    for name in [REPORT_JSON, REPORT_MD, "summary.json", "summary.txt"] {
+    for name in [REPORT_JSON, REPORT_MD, SUMMARY_JSON, SUMMARY_TXT] {
         if !files.iter().any(|f| f == name) {
             files.push(name.to_owned());
         }
@@ -572,9 +347,9 @@ pub fn run(args: &MergeArgs) -> Result<MergeReport, LoadgenError> {
     files.sort();
     report.summary.files = files;
     let write = |name: &str, bytes: &[u8]| std::fs::write(out.join(name), bytes).map_err(io(&out));
-    write("summary.txt", report.render().as_bytes())?;
-    let json = |e: serde_json::Error| LoadgenError::Io(format!("JSON: {e}"));
-    write("summary.json", &serde_json::to_vec_pretty(&report.summary).map_err(json)?)?;
+    write(SUMMARY_TXT, report.render().as_bytes())?;
+    let json = |e: serde_json::Error| ReportError::Io(format!("JSON: {e}"));
+    write(SUMMARY_JSON, &serde_json::to_vec_pretty(&report.summary).map_err(json)?)?;
     write(REPORT_JSON, &serde_json::to_vec_pretty(&report).map_err(json)?)?;
     write(REPORT_MD, report.markdown().as_bytes())?;
     Ok(report)
@@ -604,12 +379,7 @@ fn percentile_label(x: f64) -> String {
 ///
 /// # Errors
 /// When drawing or writing fails.
-pub fn draw(
-    path: &Path,
-    merged: &LatencyLog,
-    runs: &[(String, Histogram<u64>)],
-    slo: &Slo,
-) -> Result<(), LoadgenError> {
+pub fn draw(path: &Path, merged: &LatencyLog, runs: &[(String, Histogram<u64>)], slo: &Slo) -> Result<(), ReportError> {
     register_font()?;
     let corrected = total(merged, |_, _, c| c == Correction::Corrected);
     let raw = total(merged, |_, _, c| c == Correction::Raw);
@@ -697,10 +467,9 @@ pub fn draw(
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::histogram_log::{DataSet, FORMAT, HistogramSettings, Meta, SeriesKey};
+    use crate::histogram_log::{DataSet, FORMAT, HistogramSettings, Meta, SeriesKey, rfc3339};
+    use crate::summary::union_us;
 
     fn log(run_id: &str, start_s: u64, end_s: u64, samples: &[(Outcome, u64)]) -> LatencyLog {
         let mut log = LatencyLog::new(Meta {
@@ -769,6 +538,27 @@ mod tests {
     }
 
     #[test]
+    fn the_merge_of_one_run_reports_that_runs_figures_and_verdict() {
+        let mut one = log("a", 100, 110, &[(Outcome::Ok, 1_000), (Outcome::Ok, 3_000), (Outcome::Error, 45_000)]);
+        one.meta.failures_by_kind = vec![KindCount {
+            request: "GET /x".into(),
+            kind: "body".into(),
+            detail: Some("wrong student in body".into()),
+            count: 1,
+        }];
+        // The p99 gate sits between the run's p95 and p99: a different engine would flip it.
+        let slo = Slo { p95_ms: 50.0, p99_ms: 44.0, error_ratio: 0.5 };
+        let run = RunSummary::of(&one, &slo, Vec::new(), PathBuf::from("run"));
+        let merged = merge(&[(PathBuf::from("run"), one)]).expect("merges");
+        let merge = report(&[PathBuf::from("run")], &merged, &slo, Path::new("out"));
+        assert_eq!(merge.summary.stats, run.stats);
+        assert_eq!(merge.summary.verdict, run.verdict);
+        assert_eq!(run.verdict.gates.iter().map(|g| g.passed).collect::<Vec<_>>(), [true, false, true]);
+        assert_eq!(run.stats.errors[0].error, "GET /x: body (wrong student in body)");
+        assert_eq!(run.host, "http://127.0.0.1:1");
+    }
+
+    #[test]
     fn incompatible_inputs_are_refused_with_the_difference_named() {
         let a = || log("a", 0, 1, &[(Outcome::Ok, 1_000)]);
         let mut other_set = log("b", 0, 1, &[(Outcome::Ok, 1_000)]);
@@ -790,14 +580,6 @@ mod tests {
             assert!(error.contains(expected) && error.contains("second"), "{error}");
         }
         assert!(merge(&[]).is_err());
-    }
-
-    #[test]
-    fn merge_gates_default_to_a_runs() {
-        let run = crate::config::Cli::try_parse_from(["loadgen"]).expect("parses").run.options.slo();
-        let merge = crate::config::Cli::try_parse_from(["loadgen", "merge", "x"]).expect("parses");
-        let Some(crate::config::Command::Merge(args)) = merge.command else { panic!("merge parses") };
-        assert_eq!(args.slo(), run);
     }
 
     #[test]

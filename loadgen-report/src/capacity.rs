@@ -1,45 +1,182 @@
+//! The capacity curve's outputs: one row per step of growing user counts (throughput,
+//! corrected percentiles and errors, from each step's run summary) in `capacity.csv`, and
 //! `capacity.png`: latency percentiles (log scale) against offered load (users), the SLO limits
-//! as dashed lines and the knee marked; below, throughput and failures. Drawn with plotters'
-//! bitmap backend and a bundled font (DejaVu Sans Mono, `assets/`), so no system font is needed.
+//! as dashed lines and the knee, the first step that misses an SLO gate, marked; below,
+//! throughput and failures. The load generator runs the steps; this module writes what they gave.
 
-use std::path::Path;
-use std::sync::OnceLock;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use plotters::prelude::*;
-use plotters::style::FontStyle;
+use serde::Serialize;
 
-use crate::LoadgenError;
-use crate::capacity::Step;
-use crate::config::Slo;
+use crate::chart::{FAMILY, chart_error, dashed, register_font};
+use crate::error::ReportError;
+use crate::summary::{RunSummary, Slo};
 
-/// The bundled font (its licence is `assets/DejaVu-LICENSE.txt`).
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSansMono.ttf");
-/// The font family the charts register the bundled font under.
-pub(crate) const FAMILY: &str = "sans-serif";
+/// The CSV header, one column per [`Step`] field.
+pub const CSV_HEADER: &str =
+    "users,seconds,requests,rps,failures,error_ratio,p50_ms,p95_ms,p99_ms,max_ms,co_corrected,slo_passed,run_dir";
 
-/// Registers the bundled font once (every chart calls it before drawing).
-pub(crate) fn register_font() -> Result<(), LoadgenError> {
-    static REGISTERED: OnceLock<bool> = OnceLock::new();
-    let ok = *REGISTERED.get_or_init(|| {
-        [FontStyle::Normal, FontStyle::Bold]
-            .iter()
-            .all(|style| plotters::style::register_font(FAMILY, *style, FONT).is_ok())
-    });
-    if ok { Ok(()) } else { Err(LoadgenError::Chart("the bundled font is not readable".into())) }
+/// One step's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// Users of the step (the offered load).
+    pub users: usize,
+    /// Seconds measured.
+    pub seconds: usize,
+    /// Requests made.
+    pub requests: usize,
+    /// Requests per second.
+    pub rps: f64,
+    /// Failed requests.
+    pub failures: usize,
+    /// failures / requests.
+    pub error_ratio: f64,
+    /// Median, ms.
+    pub p50_ms: f64,
+    /// 95th percentile, ms.
+    pub p95_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Slowest, ms.
+    pub max_ms: f64,
+    /// The percentiles hold a coordinated-omission correction (a stall was corrected).
+    pub co_corrected: bool,
+    /// Every SLO gate passed.
+    pub slo_passed: bool,
+    /// The step's run folder (goose's reports).
+    pub run_dir: PathBuf,
 }
 
-/// A plotters error as a [`LoadgenError::Chart`].
-pub(crate) fn chart_error(e: impl std::fmt::Display) -> LoadgenError {
-    LoadgenError::Chart(e.to_string())
+impl Step {
+    /// The step of `users` users whose run `summary` describes.
+    pub fn of(users: usize, summary: &RunSummary) -> Self {
+        let s = &summary.stats;
+        Self {
+            users,
+            seconds: s.seconds,
+            requests: s.requests,
+            rps: s.rps,
+            failures: s.failures,
+            error_ratio: s.error_ratio,
+            p50_ms: s.latency.p50_ms,
+            p95_ms: s.latency.p95_ms,
+            p99_ms: s.latency.p99_ms,
+            max_ms: s.latency.max_ms,
+            co_corrected: s.co_corrected,
+            slo_passed: summary.verdict.passed(),
+            run_dir: summary.dir.clone(),
+        }
+    }
+
+    fn csv_row(&self) -> String {
+        format!(
+            "{},{},{},{:.2},{},{:.6},{:.3},{:.3},{:.3},{:.3},{},{},{}",
+            self.users,
+            self.seconds,
+            self.requests,
+            self.rps,
+            self.failures,
+            self.error_ratio,
+            self.p50_ms,
+            self.p95_ms,
+            self.p99_ms,
+            self.max_ms,
+            self.co_corrected,
+            self.slo_passed,
+            self.run_dir.display()
+        )
+    }
+}
+
+/// A finished capacity curve.
+#[derive(Debug, Clone, Serialize)]
+pub struct Curve {
+    /// The steps run, in order.
+    pub steps: Vec<Step>,
+    /// The SLO the steps were judged by.
+    pub slo: Slo,
+    /// Index in `steps` of the first step that missed an SLO gate.
+    pub knee: Option<usize>,
+    /// The folder holding the CSV, the PNG and one folder per step.
+    pub dir: PathBuf,
+    /// `capacity.csv`.
+    pub csv: PathBuf,
+    /// `capacity.png`.
+    pub png: PathBuf,
+}
+
+impl Curve {
+    /// The table printed at the end.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "── loadgen capacity curve ──────────────────────────────────────────────────────");
+        let _ = writeln!(
+            out,
+            "{:>7}{:>11}{:>10}{:>10}{:>10}{:>10}{:>10}  SLO (p95 <= {} ms, p99 <= {} ms, errors <= {}%)",
+            "users",
+            "req/s",
+            "errors",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            self.slo.p95_ms,
+            self.slo.p99_ms,
+            self.slo.error_ratio * 100.0
+        );
+        for (i, step) in self.steps.iter().enumerate() {
+            let mark = match (step.slo_passed, Some(i) == self.knee) {
+                (true, _) => "pass",
+                (false, true) => "FAIL  <- knee",
+                (false, false) => "FAIL",
+            };
+            let _ = writeln!(
+                out,
+                "{:>7}{:>11.1}{:>10}{:>10.2}{:>10.2}{:>10.2}{:>10.1}  {mark}",
+                step.users, step.rps, step.failures, step.p50_ms, step.p95_ms, step.p99_ms, step.max_ms
+            );
+        }
+        match self.knee {
+            Some(i) => {
+                let _ = writeln!(out, "knee: the SLO is first missed at {} users", self.steps[i].users);
+            }
+            None => {
+                let _ = writeln!(out, "knee: not reached; every step met the SLO");
+            }
+        }
+        let _ = writeln!(out, "csv: {}\npng: {}", self.csv.display(), self.png.display());
+        out
+    }
+}
+
+/// Writes `steps` as CSV to `path`.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_csv(path: &Path, steps: &[Step]) -> std::io::Result<()> {
+    let mut text = String::from(CSV_HEADER);
+    text.push('\n');
+    for step in steps {
+        text.push_str(&step.csv_row());
+        text.push('\n');
+    }
+    std::fs::write(path, text)
+}
+
+/// Index of the first step that missed the SLO.
+pub fn knee(steps: &[Step]) -> Option<usize> {
+    steps.iter().position(|s| !s.slo_passed)
 }
 
 /// Draws the capacity curve of `steps` into `path` (PNG, 1200 × 900).
 ///
 /// # Errors
 /// When there is no step, or drawing or writing fails.
-pub fn draw(path: &Path, steps: &[Step], slo: &Slo, knee: Option<usize>) -> Result<(), LoadgenError> {
+pub fn draw(path: &Path, steps: &[Step], slo: &Slo, knee: Option<usize>) -> Result<(), ReportError> {
     if steps.is_empty() {
-        return Err(LoadgenError::Chart("no step to draw".into()));
+        return Err(ReportError::Chart("no step to draw".into()));
     }
     register_font()?;
     let root = BitMapBackend::new(path, (1200, 900)).into_drawing_area();
@@ -166,9 +303,3 @@ pub fn draw(path: &Path, steps: &[Step], slo: &Slo, knee: Option<usize>) -> Resu
 
 /// A percentile line: its name, colour and value of a step.
 type Series = (&'static str, RGBColor, fn(&Step) -> f64);
-
-/// A horizontal dashed line at `y` from `x0` to `x1`, as segments.
-pub(crate) fn dashed(x0: f64, x1: f64, y: f64) -> Vec<Vec<(f64, f64)>> {
-    let step = (x1 - x0) / 60.0;
-    (0..60).step_by(2).map(|i| vec![(x0 + step * f64::from(i), y), (x0 + step * f64::from(i + 1), y)]).collect()
-}

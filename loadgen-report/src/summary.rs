@@ -1,57 +1,116 @@
-//! The end of a run: figures from goose's metrics (percentiles from the coordinated-omission
-//! corrected data when goose has it), the SLO gates, and the one-screen text summary.
+//! A run's figures, its SLO gates and the one-screen text summary, all read from the run's
+//! latency histograms ([`crate::histogram_log`]) through the one percentile engine
+//! ([`crate::figures`]). A run and `loadgen merge` build their summaries with the same
+//! [`RunSummary::of`], so a run and the merge of that one run print the same figures and reach
+//! the same verdict.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use goose::goose::GooseMethod;
-use goose::metrics::{GooseMetrics, GooseRequestMetricTimingData};
 use serde::Serialize;
 
-use crate::config::Slo;
+use crate::figures::{Latency, count, figures};
+use crate::folder::list_files;
+use crate::histogram_log::{LatencyLog, Outcome, RunInfo, rfc3339};
 
-/// Latency figures of a set of requests, milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Latency {
-    /// Median.
-    pub p50_ms: f64,
-    /// 95th percentile.
+/// The one-screen summary in a run (or merge) folder, text.
+pub const SUMMARY_TXT: &str = "summary.txt";
+/// The summary in a run (or merge) folder, JSON.
+pub const SUMMARY_JSON: &str = "summary.json";
+
+/// The SLO gates a run is judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Slo {
+    /// Highest acceptable p95, milliseconds.
     pub p95_ms: f64,
-    /// 99th percentile.
+    /// Highest acceptable p99, milliseconds.
     pub p99_ms: f64,
-    /// Slowest.
-    pub max_ms: f64,
+    /// Highest acceptable failed/total ratio.
+    pub error_ratio: f64,
 }
 
 /// One request name's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestRow {
-    /// `METHOD name`, as goose's reports name it.
+    /// `METHOD name` (`GET /v1/results/{id}`).
     pub name: String,
     /// Requests made.
     pub requests: usize,
     /// Requests that failed.
     pub failures: usize,
-    /// Latency (corrected when the run is).
+    /// Latency (corrected for coordinated omission, as the gates judge it).
     pub latency: Latency,
 }
 
 /// One kind of error and how often it happened.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ErrorRow {
-    /// `METHOD name: error`.
+    /// `METHOD name: kind` (`…: body (wrong student in body)`).
     pub error: String,
     /// Occurrences.
     pub count: usize,
 }
 
-/// The figures of a run.
-#[derive(Debug, Clone, Serialize)]
+/// How throughput is computed, as reports say it.
+pub const THROUGHPUT: &str =
+    "throughput = all requests / union of the runs' measured windows (overlaps once, gaps not at all)";
+
+/// Length of the union of `[start, end)` windows, µs.
+pub fn union_us(windows: &[(u64, u64)]) -> u64 {
+    let mut windows: Vec<(u64, u64)> = windows.iter().map(|&(start, end)| (start, end.max(start))).collect();
+    windows.sort_unstable();
+    let mut total = 0;
+    let mut current: Option<(u64, u64)> = None;
+    for (start, end) in windows {
+        current = match current {
+            Some((from, to)) if start <= to => Some((from, to.max(end))),
+            Some((from, to)) => {
+                total += to - from;
+                Some((start, end))
+            }
+            None => Some((start, end)),
+        };
+    }
+    total + current.map_or(0, |(from, to)| to - from)
+}
+
+/// The measured windows of one run or of merged runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Window {
+    /// Earliest start (RFC 3339).
+    pub start: String,
+    /// Latest end (RFC 3339).
+    pub end: String,
+    /// First start to last end, seconds.
+    pub span_seconds: f64,
+    /// Union of the windows, seconds: the throughput's denominator.
+    pub union_seconds: f64,
+    /// [`THROUGHPUT`].
+    pub throughput: &'static str,
+}
+
+impl Window {
+    /// The windows of `runs`.
+    pub fn of(runs: &[RunInfo]) -> Self {
+        let windows: Vec<(u64, u64)> = runs.iter().map(|r| (r.start_unix_us, r.end_unix_us)).collect();
+        let start = windows.iter().map(|w| w.0).min().unwrap_or(0);
+        let end = windows.iter().map(|w| w.1).max().unwrap_or(start);
+        Self {
+            start: rfc3339(start),
+            end: rfc3339(end),
+            span_seconds: end.saturating_sub(start) as f64 / 1e6,
+            union_seconds: union_us(&windows) as f64 / 1e6,
+            throughput: THROUGHPUT,
+        }
+    }
+}
+
+/// The figures of a run (or of merged runs).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
-    /// Most users running at once.
+    /// Users the runs were configured with, added up.
     pub users: usize,
-    /// Seconds measured (after the ramp-up unless goose's --no-reset-metrics).
+    /// Seconds measured (the union of the measured windows, rounded).
     pub seconds: usize,
     /// Requests made.
     pub requests: usize,
@@ -59,13 +118,13 @@ pub struct Stats {
     pub failures: usize,
     /// failures / requests.
     pub error_ratio: f64,
-    /// Requests per second over `seconds`.
+    /// Requests per second over the union of the measured windows.
     pub rps: f64,
-    /// Whether `latency` includes goose's coordinated-omission backfill.
+    /// Whether `latency` holds a coordinated-omission correction (a stall was corrected).
     pub co_corrected: bool,
-    /// Latency of every request (corrected when `co_corrected`).
+    /// Latency of every request, corrected for coordinated omission (what the gates judge).
     pub latency: Latency,
-    /// Latency as measured, without the backfill.
+    /// Latency as measured, every request once.
     pub raw_latency: Latency,
     /// Per request name.
     pub by_request: Vec<RequestRow>,
@@ -73,125 +132,48 @@ pub struct Stats {
     pub errors: Vec<ErrorRow>,
 }
 
-/// Merged response-time buckets.
-#[derive(Default)]
-struct Times {
-    buckets: BTreeMap<u64, usize>,
-    total: usize,
-    min_us: u64,
-    max_us: u64,
-}
-
-impl Times {
-    fn add(&mut self, data: &GooseRequestMetricTimingData) {
-        if data.counter == 0 {
-            return;
-        }
-        for (&floor, &count) in data.times_us.iter() {
-            *self.buckets.entry(floor).or_default() += count;
-            self.total += count;
-        }
-        self.min_us = if self.min_us == 0 { data.minimum_time_us } else { self.min_us.min(data.minimum_time_us) };
-        self.max_us = self.max_us.max(data.maximum_time_us);
-    }
-
-    /// goose's buckets: exact below 128 µs, then 64 per power of two; a bucket reports its middle.
-    fn middle(floor: u64) -> u64 {
-        if floor < 128 { floor } else { floor + ((1u64 << (63 - floor.leading_zeros() - 6)) >> 1) }
-    }
-
-    fn percentile_us(&self, quantile: f64) -> u64 {
-        if self.total == 0 {
-            return 0;
-        }
-        let rank = ((self.total as f64) * quantile).ceil().max(1.0) as usize;
-        let mut seen = 0;
-        for (&floor, &count) in &self.buckets {
-            seen += count;
-            if seen >= rank {
-                return Self::middle(floor).clamp(self.min_us, self.max_us);
-            }
-        }
-        self.max_us
-    }
-
-    fn latency(&self) -> Latency {
-        let ms = |us: u64| us as f64 / 1000.0;
-        Latency {
-            p50_ms: ms(self.percentile_us(0.50)),
-            p95_ms: ms(self.percentile_us(0.95)),
-            p99_ms: ms(self.percentile_us(0.99)),
-            max_ms: ms(self.max_us),
-        }
-    }
-}
-
-fn method_label(method: &GooseMethod) -> String {
-    format!("{method}").to_uppercase()
-}
-
 impl Stats {
-    /// The figures of `metrics`.
-    pub fn from_metrics(metrics: &GooseMetrics) -> Self {
-        let mut all = Times::default();
-        let mut all_raw = Times::default();
-        let mut co_corrected = false;
-        let mut requests = 0;
-        let mut failures = 0;
-        let mut by_request = Vec::new();
-        // goose counts its coordinated-omission backfill as requests (successes, when the
-        // original's body check had not failed it yet): real requests are the measured times,
-        // and real failures the error summary's occurrences, which never include the backfill.
-        let mut failed_by_request: BTreeMap<String, usize> = BTreeMap::new();
-        for error in metrics.errors.values() {
-            *failed_by_request.entry(format!("{} {}", method_label(&error.method), error.name)).or_default() +=
-                error.occurrences;
-        }
-        let errors_summarised = !metrics.errors.is_empty() || metrics.requests.values().all(|a| a.fail_count == 0);
-        let mut names: Vec<_> = metrics.requests.iter().collect();
-        names.sort_by(|a, b| a.0.cmp(b.0));
-        for (key, aggregate) in names {
-            let data = aggregate.coordinated_omission_data.as_ref().unwrap_or(&aggregate.raw_data);
-            co_corrected |= aggregate.coordinated_omission_data.is_some();
-            let mut one = Times::default();
-            one.add(data);
-            all.add(data);
-            all_raw.add(&aggregate.raw_data);
-            let name = if key.is_empty() {
-                format!("{} {}", method_label(&aggregate.method), aggregate.path)
-            } else {
-                key.clone()
-            };
-            let made = aggregate.raw_data.counter;
-            let failed = if errors_summarised {
-                failed_by_request.get(&name).copied().unwrap_or(0)
-            } else {
-                aggregate.fail_count.min(made)
-            };
-            requests += made;
-            failures += failed;
-            by_request.push(RequestRow { name, requests: made, failures: failed, latency: one.latency() });
-        }
-        let mut errors: Vec<ErrorRow> = metrics
-            .errors
-            .values()
-            .map(|e| ErrorRow {
-                error: format!("{} {}: {}", method_label(&e.method), e.name, e.error),
-                count: e.occurrences,
+    /// The figures of `log`: counts of its raw series (the backfill is never a request), latency
+    /// of its corrected and raw series, throughput over the union of its runs' windows.
+    pub fn of(log: &LatencyLog) -> Self {
+        let meta = &log.meta;
+        let union_seconds = Window::of(&meta.runs).union_seconds;
+        let requests = count(log, None, None);
+        let failures = count(log, None, Some(Outcome::Error));
+        let all = figures(log, None);
+        let mut names: Vec<&str> = log.series.keys().map(|k| k.request.as_str()).collect();
+        names.dedup();
+        let by_request = names
+            .into_iter()
+            .map(|name| RequestRow {
+                name: name.to_owned(),
+                requests: count(log, Some(name), None) as usize,
+                failures: count(log, Some(name), Some(Outcome::Error)) as usize,
+                latency: figures(log, Some(name)).corrected.latency(),
+            })
+            .collect();
+        let mut errors: Vec<ErrorRow> = meta
+            .failures_by_kind
+            .iter()
+            .map(|k| {
+                let error = match &k.detail {
+                    Some(detail) => format!("{}: {} ({detail})", k.request, k.kind),
+                    None => format!("{}: {}", k.request, k.kind),
+                };
+                ErrorRow { error, count: k.count as usize }
             })
             .collect();
         errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.error.cmp(&b.error)));
-        let seconds = metrics.duration.max(1);
         Stats {
-            users: metrics.maximum_users,
-            seconds: metrics.duration,
-            requests,
-            failures,
+            users: meta.runs.iter().map(|r| r.users).sum(),
+            seconds: union_seconds.round() as usize,
+            requests: requests as usize,
+            failures: failures as usize,
             error_ratio: if requests == 0 { 0.0 } else { failures as f64 / requests as f64 },
-            rps: requests as f64 / seconds as f64,
-            co_corrected,
-            latency: all.latency(),
-            raw_latency: all_raw.latency(),
+            rps: if union_seconds > 0.0 { requests as f64 / union_seconds } else { 0.0 },
+            co_corrected: all.corrected.count > all.raw.count,
+            latency: all.corrected.latency(),
+            raw_latency: all.raw.latency(),
             by_request,
             errors,
         }
@@ -199,7 +181,7 @@ impl Stats {
 }
 
 /// One SLO gate, judged.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Gate {
     /// `p95`, `p99` or `error ratio`.
     pub name: &'static str,
@@ -212,7 +194,7 @@ pub struct Gate {
 }
 
 /// The SLO gates and goose's own `--threshold` rules, judged.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
     /// This project's gates.
     pub gates: Vec<Gate>,
@@ -243,10 +225,10 @@ impl Verdict {
     }
 }
 
-/// What a finished run leaves behind.
+/// What a finished run (or a merge) leaves behind.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
-    /// The target.
+    /// The target (the targets of merged runs, comma-separated).
     pub host: String,
     /// goose's coordinated-omission mitigation mode (`average`, …, or `disabled`).
     pub co_mitigation: String,
@@ -271,6 +253,25 @@ fn pct(ratio: f64) -> String {
 }
 
 impl RunSummary {
+    /// The summary of `log` judged against `slo` (goose's failed `--threshold` rules added, for a
+    /// run), to be written into `dir`; `files` is filled on [`RunSummary::write`].
+    pub fn of(log: &LatencyLog, slo: &Slo, failed_thresholds: Vec<String>, dir: PathBuf) -> Self {
+        let stats = Stats::of(log);
+        let verdict = Verdict::judge(&stats, slo, failed_thresholds);
+        let mut targets: Vec<&str> = log.meta.runs.iter().map(|r| r.target.as_str()).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        Self {
+            host: targets.join(", "),
+            co_mitigation: log.meta.co_mitigation.clone(),
+            stats,
+            slo: *slo,
+            verdict,
+            dir,
+            files: Vec::new(),
+        }
+    }
+
     /// The one-screen text summary.
     pub fn render(&self) -> String {
         let s = &self.stats;
@@ -296,7 +297,7 @@ impl RunSummary {
         if s.co_corrected {
             let _ = writeln!(
                 out,
-                "            corrected for coordinated omission (goose --co-mitigation {}); as measured: p95 {} p99 {}",
+                "            corrected for coordinated omission (--co-mitigation {}); as measured: p95 {} p99 {}",
                 self.co_mitigation,
                 ms(s.raw_latency.p95_ms),
                 ms(s.raw_latency.p99_ms)
@@ -332,7 +333,11 @@ impl RunSummary {
                 let _ = writeln!(out, "  {:>8} × {}", row.count, row.error);
             }
             if s.errors.len() > 6 {
-                let _ = writeln!(out, "  … {} more kinds (report.html)", s.errors.len() - 6);
+                let _ = writeln!(
+                    out,
+                    "  … {} more kinds (summary.json; every failed request in errors.json)",
+                    s.errors.len() - 6
+                );
             }
         }
         let _ = writeln!(out, "SLO gates");
@@ -363,43 +368,20 @@ impl RunSummary {
     pub fn write(&mut self) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         self.files = list_files(&self.dir);
-        for name in ["summary.txt", "summary.json"] {
+        for name in [SUMMARY_TXT, SUMMARY_JSON] {
             if !self.files.iter().any(|f| f == name) {
                 self.files.push(name.to_owned());
             }
         }
-        std::fs::write(self.dir.join("summary.txt"), self.render())?;
+        std::fs::write(self.dir.join(SUMMARY_TXT), self.render())?;
         let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(self.dir.join("summary.json"), json)
+        std::fs::write(self.dir.join(SUMMARY_JSON), json)
     }
-}
-
-/// The file names in `dir`, sorted.
-pub fn list_files(dir: &Path) -> Vec<String> {
-    let mut files: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| !name.starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bucket_middles_follow_goose() {
-        assert_eq!(Times::middle(100), 100);
-        assert_eq!(Times::middle(128), 129);
-        assert_eq!(Times::middle(1024), 1032);
-    }
 
     #[test]
     fn gates_pass_at_the_limit_and_fail_beyond() {

@@ -2,39 +2,21 @@
 //! files the drill writes from Prometheus range queries and draws three panels sharing one time
 //! axis: client req/s with PostgreSQL lookups/s, client p99 latency (log scale) and failed
 //! requests/s, with every phase of the drill (baseline, each fault) shaded and labelled, a missed
-//! expected outcome in red. Drawn like [`crate::chart`]: plotters' bitmap backend, bundled font.
+//! expected outcome in red. Drawn as every chart here (`chart`: the bundled font).
 //!
 //! - series CSV: header `seconds,rps,p99_ms,failed_per_s,db_per_s` (seconds since the drill's
 //!   start; an empty or `NaN` cell is a gap, e.g. p99 with no request in its window).
 //! - phases CSV: header `name,start_s,end_s,passed` (`passed` `true`/`false`/`skipped`).
 
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use clap::Args;
 use plotters::coord::Shift;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
-use crate::LoadgenError;
 use crate::chart::{FAMILY, chart_error, register_font};
-
-/// Options of `loadgen timeline`.
-#[derive(Debug, Args)]
-pub struct TimelineArgs {
-    /// The series CSV: seconds,rps,p99_ms,failed_per_s,db_per_s (one row per sample)
-    #[arg(long, value_name = "FILE")]
-    pub series: PathBuf,
-    /// The phases CSV: name,start_s,end_s,passed (one row per phase)
-    #[arg(long, value_name = "FILE")]
-    pub phases: PathBuf,
-    /// The PNG to write
-    #[arg(long, value_name = "FILE", default_value = "timeline.png")]
-    pub out: PathBuf,
-    /// The title above the first panel
-    #[arg(long, default_value = "Result-day drill: load through NGINX while faults play out")]
-    pub title: String,
-}
+use crate::error::ReportError;
 
 /// One sample of the series CSV.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,12 +57,12 @@ pub struct Phase {
     pub verdict: Verdict,
 }
 
-fn parse_error(path: &Path, line: usize, what: impl std::fmt::Display) -> LoadgenError {
-    LoadgenError::Config(format!("{} line {line}: {what}", path.display()))
+fn parse_error(path: &Path, line: usize, what: impl std::fmt::Display) -> ReportError {
+    ReportError::Input(format!("{} line {line}: {what}", path.display()))
 }
 
 /// The columns of `header` in the order `names` asks for them.
-fn columns(path: &Path, header: &str, names: &[&str]) -> Result<Vec<usize>, LoadgenError> {
+fn columns(path: &Path, header: &str, names: &[&str]) -> Result<Vec<usize>, ReportError> {
     let cells: Vec<&str> = header.split(',').map(str::trim).collect();
     names
         .iter()
@@ -94,7 +76,7 @@ fn cell<'a>(cells: &[&'a str], index: usize) -> &'a str {
     cells.get(index).copied().unwrap_or("").trim()
 }
 
-fn optional(path: &Path, line: usize, text: &str) -> Result<Option<f64>, LoadgenError> {
+fn optional(path: &Path, line: usize, text: &str) -> Result<Option<f64>, ReportError> {
     if text.is_empty() || text.eq_ignore_ascii_case("nan") {
         return Ok(None);
     }
@@ -106,7 +88,7 @@ fn optional(path: &Path, line: usize, text: &str) -> Result<Option<f64>, Loadgen
 ///
 /// # Errors
 /// A missing column or a cell that is not a number.
-pub fn parse_series(path: &Path, text: &str) -> Result<Vec<Sample>, LoadgenError> {
+pub fn parse_series(path: &Path, text: &str) -> Result<Vec<Sample>, ReportError> {
     let mut lines = text.lines();
     let header = lines.next().ok_or_else(|| parse_error(path, 1, "empty file"))?;
     let cols = columns(path, header, &["seconds", "rps", "p99_ms", "failed_per_s", "db_per_s"])?;
@@ -131,7 +113,7 @@ pub fn parse_series(path: &Path, text: &str) -> Result<Vec<Sample>, LoadgenError
 ///
 /// # Errors
 /// A missing column, a bound that is not a number or an end before its start.
-pub fn parse_phases(path: &Path, text: &str) -> Result<Vec<Phase>, LoadgenError> {
+pub fn parse_phases(path: &Path, text: &str) -> Result<Vec<Phase>, ReportError> {
     let mut lines = text.lines();
     let header = lines.next().ok_or_else(|| parse_error(path, 1, "empty file"))?;
     let cols = columns(path, header, &["name", "start_s", "end_s", "passed"])?;
@@ -156,18 +138,17 @@ pub fn parse_phases(path: &Path, text: &str) -> Result<Vec<Phase>, LoadgenError>
     Ok(phases)
 }
 
-/// Reads both CSVs `args` name and draws the PNG; returns its path.
+/// Reads the series and phases CSVs and draws the PNG `out` titled `title`.
 ///
 /// # Errors
 /// An unreadable or malformed CSV, no sample, or a PNG that cannot be drawn.
-pub fn run(args: &TimelineArgs) -> Result<PathBuf, LoadgenError> {
+pub fn run(series: &Path, phases: &Path, out: &Path, title: &str) -> Result<(), ReportError> {
     let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|e| LoadgenError::Io(format!("reading {}: {e}", path.display())))
+        std::fs::read_to_string(path).map_err(|e| ReportError::Input(format!("reading {}: {e}", path.display())))
     };
-    let samples = parse_series(&args.series, &read(&args.series)?)?;
-    let phases = parse_phases(&args.phases, &read(&args.phases)?)?;
-    draw(&args.out, &args.title, &samples, &phases)?;
-    Ok(args.out.clone())
+    let samples = parse_series(series, &read(series)?)?;
+    let phases = parse_phases(phases, &read(phases)?)?;
+    draw(out, title, &samples, &phases)
 }
 
 /// A light fill per phase, alternating so neighbours differ; a missed outcome is red.
@@ -184,7 +165,7 @@ fn shade<'a>(
     chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     phases: &[Phase],
     y: Range<f64>,
-) -> Result<(), LoadgenError> {
+) -> Result<(), ReportError> {
     chart
         .draw_series(
             phases
@@ -200,9 +181,9 @@ fn shade<'a>(
 ///
 /// # Errors
 /// When there is no sample, or drawing or writing fails.
-pub fn draw(path: &Path, title: &str, samples: &[Sample], phases: &[Phase]) -> Result<(), LoadgenError> {
+pub fn draw(path: &Path, title: &str, samples: &[Sample], phases: &[Phase]) -> Result<(), ReportError> {
     if samples.is_empty() {
-        return Err(LoadgenError::Chart("no sample to draw (is the series CSV empty?)".into()));
+        return Err(ReportError::Chart("no sample to draw (is the series CSV empty?)".into()));
     }
     register_font()?;
     let root = BitMapBackend::new(path, (1400, 1000)).into_drawing_area();
@@ -306,7 +287,7 @@ fn panel<'a>(
     caption: &str,
     x: Range<f64>,
     y: Range<f64>,
-) -> Result<ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>, LoadgenError> {
+) -> Result<ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>, ReportError> {
     ChartBuilder::on(area)
         .caption(caption, (FAMILY, 18).into_font())
         .margin(12)
@@ -320,7 +301,7 @@ fn panel<'a>(
 fn mesh<'a>(
     chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     y_desc: &str,
-) -> Result<(), LoadgenError> {
+) -> Result<(), ReportError> {
     chart
         .configure_mesh()
         .x_desc("seconds since the drill started")

@@ -1,43 +1,33 @@
-//! Mergeable latency histograms: every measured request's latency recorded once, exactly
+//! A run's latency histograms as files: every measured request's latency once, exactly
 //! (HdrHistogram, microseconds, 3 significant digits, auto-resizing), per request name, outcome
-//! and correction, and written into the run folder as `latency.hlog` (HdrHistogram interval log:
-//! one tagged interval per series, V2 deflate, base64) beside `latency.json` (the run's
-//! metadata), so that `loadgen merge` (see [`crate::merge`]) adds several generators' runs into
-//! exact percentiles.
+//! and correction, in the run folder as `latency.hlog` (HdrHistogram interval log: one tagged
+//! interval per series, V2 deflate, base64) beside `latency.json` (the run's metadata). The load
+//! generator writes them (its recorder); a run's summary ([`crate::summary`]) and `loadgen merge`
+//! ([`crate::merge`]) read their figures from them, so both judge the same numbers.
 //!
 //! Coordinated omission: every series exists twice. `raw` holds each measured latency once;
 //! `corrected` holds the same plus HdrHistogram's at-recording correction (`record_correct`): a
 //! request slower than twice the user's expected cadence adds the requests it held up, at
 //! latency − k × cadence. The expected cadence is goose's own per-user figure under
 //! `--co-mitigation` (the average, minimum or maximum of the user's loop time, think time
-//! excluded), handed back on every request; it is 0, so nothing is added, when mitigation is
-//! disabled and for a user's first loops. goose's own backfill (its report, the run summary) uses
-//! the same cadence but anchors its synthetic times on the request after the stall, so corrected
-//! tails differ slightly from goose's; raw series are the measured requests, one each.
+//! excluded); it is 0, so nothing is added, when mitigation is disabled and for a user's first
+//! loops. goose's own backfill (its `report.html`) uses the same cadence but anchors its synthetic
+//! times on the request after the stall, so goose's corrected tails differ slightly from these.
 //!
 //! The measured window follows goose: when goose resets its metrics after the ramp-up (a plain
-//! `--users` run without `--no-reset-metrics`), the histograms are reset when the last user
-//! arrives, and the window starts there.
-//!
-//! Recording is cheap, as the generator's CPU is part of what a load test measures: one shard of
-//! histograms per worker thread (a thread-local index into a few mutexes, so locks are
-//! uncontended), each histogram allocated on its shard's first sample, no allocation per request.
+//! `--users` run without `--no-reset-metrics`), the window starts when the last user arrives, and
+//! it ends when the last request completed.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, IntervalLogWriterBuilder, LogEntry, Tag};
 use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
-
-use crate::live::ErrorKind;
-use crate::scenarios::Request;
 
 /// The histograms file in a run folder.
 pub const LOG_FILE: &str = "latency.hlog";
@@ -201,6 +191,10 @@ pub struct KindCount {
     pub request: String,
     /// `transport`, `status` or `body`.
     pub kind: String,
+    /// What was wrong with a `body` (`wrong student in body`, …); absent otherwise, and in logs
+    /// written before loadgen recorded it (they read as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// Occurrences.
     pub count: u64,
 }
@@ -441,309 +435,19 @@ impl LatencyLog {
     }
 }
 
-/// Where every latency of a run is recorded while it runs (see the module docs).
-#[derive(Debug)]
-pub struct Recorder {
-    shards: Box<[Mutex<Shard>]>,
-    window: Mutex<(SystemTime, bool)>,
-    arrivals: AtomicUsize,
-    reset_after: Option<usize>,
-}
-
-/// Series per shard: request × outcome × correction.
-const SERIES: usize = Request::ALL.len() * 2 * 2;
-
-#[derive(Debug)]
-struct Shard {
-    histograms: [Option<Histogram<u64>>; SERIES],
-    kinds: [[u64; 3]; Request::ALL.len()],
-    /// When the shard's latest request completed: the window ends at the last of them, not after
-    /// goose has stopped its users and written its reports.
-    last: Option<Instant>,
-}
-
-impl Shard {
-    fn new() -> Self {
-        Self { histograms: std::array::from_fn(|_| None), kinds: [[0; 3]; Request::ALL.len()], last: None }
-    }
-}
-
-fn series_index(request: Request, outcome: Outcome, latency: Correction) -> usize {
-    (request as usize) * 4 + (outcome as usize) * 2 + latency as usize
-}
-
-fn request_label(request: Request) -> String {
-    format!("GET {}", request.name())
-}
-
-/// The shard a thread records into: threads take indices in turn, so each worker thread of a
-/// runtime has a shard of its own while there are at least as many shards as workers.
-fn thread_shard() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    SHARD.with(|shard| *shard)
-}
-
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while recording leaves counts that are still counts.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// What a run's log says about the run, besides the histograms.
-#[derive(Debug, Clone)]
-pub struct RunContext {
-    /// The generator's label.
-    pub generator: String,
-    /// goose's `--host`.
-    pub target: String,
-    /// Configured users.
-    pub users: usize,
-    /// The data set.
-    pub data_set: DataSet,
-    /// goose's `--co-mitigation` mode.
-    pub co_mitigation: String,
-}
-
-impl Recorder {
-    /// A recorder whose window starts now; with `reset_after`, it starts over when that many
-    /// users have arrived (goose's metrics reset after the ramp-up).
-    pub fn new(reset_after: Option<usize>) -> Self {
-        let threads = std::thread::available_parallelism().map_or(2, usize::from);
-        let shards = (threads * 2).clamp(4, 64);
-        Self {
-            shards: (0..shards).map(|_| Mutex::new(Shard::new())).collect(),
-            window: Mutex::new((SystemTime::now(), false)),
-            arrivals: AtomicUsize::new(0),
-            reset_after,
-        }
-    }
-
-    /// Records one request completed now: its latency, the user's expected cadence (goose's
-    /// `user_cadence`, ms; 0 for none) and why it failed, if it did.
-    pub fn record(&self, request: Request, elapsed: Duration, cadence_ms: u64, error: Option<ErrorKind>) {
-        self.record_at(Instant::now(), request, elapsed, cadence_ms, error);
-    }
-
-    /// [`Recorder::record`] of a request completed at `finished` (the caller's clock reading, so
-    /// recording reads no clock).
-    pub fn record_at(
-        &self,
-        finished: Instant,
-        request: Request,
-        elapsed: Duration,
-        cadence_ms: u64,
-        error: Option<ErrorKind>,
-    ) {
-        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let outcome = if error.is_some() { Outcome::Error } else { Outcome::Ok };
-        let mut shard = locked(&self.shards[thread_shard() % self.shards.len()]);
-        let raw = shard.histograms[series_index(request, outcome, Correction::Raw)].get_or_insert_with(new_histogram);
-        if raw.record(us).is_err() {
-            raw.saturating_record(us);
-        }
-        let corrected =
-            shard.histograms[series_index(request, outcome, Correction::Corrected)].get_or_insert_with(new_histogram);
-        if corrected.record_correct(us, cadence_ms.saturating_mul(1000)).is_err() {
-            corrected.saturating_record(us);
-        }
-        if let Some(kind) = error {
-            shard.kinds[request as usize][kind as usize] += 1;
-        }
-        shard.last = shard.last.max(Some(finished));
-    }
-
-    /// A user arrived; the last of the ramp-up starts the window over.
-    pub fn arrived(&self) {
-        let arrived = self.arrivals.fetch_add(1, Ordering::Relaxed) + 1;
-        if Some(arrived) == self.reset_after {
-            for shard in self.shards.iter() {
-                let mut shard = locked(shard);
-                for histogram in shard.histograms.iter_mut().flatten() {
-                    histogram.reset();
-                }
-                shard.kinds = [[0; 3]; Request::ALL.len()];
-                shard.last = None;
-            }
-            *locked(&self.window) = (SystemTime::now(), true);
-        }
-    }
-
-    /// The log of everything recorded so far; the window ends when the last request completed
-    /// (now, when none did).
-    pub fn finish(&self, context: &RunContext) -> LatencyLog {
-        let (start, ramp_up_excluded) = *locked(&self.window);
-        let last = self.shards.iter().filter_map(|shard| locked(shard).last).max();
-        let end = match last {
-            Some(last) => SystemTime::now().checked_sub(last.elapsed()).unwrap_or(start).max(start),
-            None => SystemTime::now(),
-        };
-        let mut log = LatencyLog::new(Meta {
-            format: FORMAT.to_owned(),
-            runs: Vec::new(),
-            data_set: context.data_set,
-            co_mitigation: context.co_mitigation.clone(),
-            histograms: HistogramSettings::default(),
-            requests: 0,
-            failures: 0,
-            failures_by_kind: Vec::new(),
-            series: Vec::new(),
-        });
-        let mut kinds = [[0u64; 3]; Request::ALL.len()];
-        for shard in self.shards.iter() {
-            let shard = locked(shard);
-            for request in Request::ALL {
-                for outcome in [Outcome::Ok, Outcome::Error] {
-                    for latency in [Correction::Raw, Correction::Corrected] {
-                        let Some(histogram) = &shard.histograms[series_index(request, outcome, latency)] else {
-                            continue;
-                        };
-                        if histogram.is_empty() {
-                            continue;
-                        }
-                        let key = SeriesKey { request: request_label(request), outcome, latency };
-                        add(log.series_mut(key), histogram);
-                    }
-                }
-                for (sum, count) in kinds[request as usize].iter_mut().zip(shard.kinds[request as usize]) {
-                    *sum += count;
-                }
-            }
-        }
-        for request in Request::ALL {
-            for kind in ErrorKind::ALL {
-                let count = kinds[request as usize][kind as usize];
-                if count > 0 {
-                    log.meta.failures_by_kind.push(KindCount {
-                        request: request_label(request),
-                        kind: kind.as_str().to_owned(),
-                        count,
-                    });
-                }
-            }
-        }
-        log.refresh_meta();
-        let (start_unix_us, end_unix_us) = (unix_us(start), unix_us(end));
-        log.meta.runs.push(RunInfo {
-            run_id: new_run_id(),
-            generator: context.generator.clone(),
-            target: context.target.clone(),
-            users: context.users,
-            start: rfc3339(start_unix_us),
-            end: rfc3339(end_unix_us),
-            start_unix_us,
-            end_unix_us,
-            ramp_up_excluded,
-            requests: log.meta.requests,
-            failures: log.meta.failures,
-        });
-        log
-    }
-}
-
-/// This machine's host name, the default generator label.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn context() -> RunContext {
-        RunContext {
-            generator: "test".into(),
-            target: "http://127.0.0.1:1".into(),
-            users: 2,
-            data_set: DataSet { students: 10, seed: 1 },
-            co_mitigation: "average".into(),
-        }
-    }
-
     #[test]
-    fn raw_holds_each_request_once_and_corrected_adds_the_held_up_ones() {
-        let recorder = Recorder::new(None);
-        recorder.record(Request::Result, Duration::from_micros(1_234), 0, None);
-        // 10 ms against a 2 ms cadence: 4 held-up requests at 8, 6, 4 and 2 ms.
-        recorder.record(Request::Result, Duration::from_millis(10), 2, None);
-        recorder.record(Request::Alias, Duration::from_micros(700), 0, Some(ErrorKind::Status));
-        let log = recorder.finish(&context());
-        let key = |latency| SeriesKey { request: "GET /v1/results/{id}".into(), outcome: Outcome::Ok, latency };
-        let raw = &log.series[&key(Correction::Raw)];
-        assert_eq!(raw.len(), 2);
-        assert_eq!(raw.min(), 1_234);
-        assert!(raw.equivalent(raw.max(), 10_000));
-        let corrected = &log.series[&key(Correction::Corrected)];
-        assert_eq!(corrected.len(), 6);
-        for value in [2_000, 4_000, 6_000, 8_000] {
-            assert_eq!(corrected.count_at(value), 1, "{value} µs backfilled");
-        }
-        assert_eq!((log.meta.requests, log.meta.failures), (3, 1));
-        assert_eq!(
-            log.meta.failures_by_kind,
-            [KindCount { request: "GET /student/{id}".into(), kind: "status".into(), count: 1 }]
-        );
-        assert_eq!(log.meta.runs.len(), 1);
-        assert!(!log.meta.runs[0].ramp_up_excluded);
-    }
-
-    #[test]
-    fn the_last_arrival_starts_the_window_over() {
-        let recorder = Recorder::new(Some(2));
-        recorder.record(Request::Result, Duration::from_millis(1), 0, None);
-        recorder.arrived();
-        recorder.record(Request::Result, Duration::from_millis(2), 0, None);
-        recorder.arrived();
-        recorder.record(Request::Result, Duration::from_millis(3), 0, Some(ErrorKind::Body));
-        let log = recorder.finish(&context());
-        assert_eq!((log.meta.requests, log.meta.failures), (1, 1), "{:?}", log.meta);
-        assert!(log.meta.runs[0].ramp_up_excluded);
-    }
-
-    #[test]
-    fn the_window_ends_at_the_last_completed_request() {
-        let recorder = Recorder::new(None);
-        recorder.record(Request::Result, Duration::from_millis(1), 0, None);
-        std::thread::sleep(Duration::from_millis(300));
-        let log = recorder.finish(&context());
-        let run = &log.meta.runs[0];
-        let now = unix_us(SystemTime::now());
-        assert!(now - run.end_unix_us >= 250_000, "the end is the request's, not the finish's: {run:?}");
-        assert!(run.end_unix_us >= run.start_unix_us, "never before the start: {run:?}");
-        // A request completed before the window (before a reset) does not end it before its start.
-        let recorder = Recorder::new(None);
-        let long_ago = Instant::now().checked_sub(Duration::from_secs(5)).expect("an instant 5 s ago");
-        recorder.record_at(long_ago, Request::Result, Duration::from_millis(1), 0, None);
-        let run = &recorder.finish(&context()).meta.runs[0];
-        assert_eq!(run.end_unix_us, run.start_unix_us, "{run:?}");
-    }
-
-    #[test]
-    fn a_log_reads_back_as_written() {
-        let recorder = Recorder::new(None);
-        for us in [1u64, 17, 999, 1_000, 123_456, 7_000_000_000] {
-            recorder.record(Request::Unknown, Duration::from_micros(us), 0, None);
-        }
-        let mut log = recorder.finish(&context());
-        let dir = tempfile::tempdir().expect("tempdir");
-        log.write(dir.path()).expect("written");
-        let back = LatencyLog::read(dir.path()).expect("read");
-        assert_eq!(back.meta, log.meta);
-        assert_eq!(back.series, log.series);
-        let raw = &back.series[&SeriesKey {
-            request: "GET /v1/results/{id} unknown".into(),
-            outcome: Outcome::Ok,
-            latency: Correction::Raw,
-        }];
-        assert!(raw.equivalent(raw.max(), 7_000_000_000), "beyond the initial 60 s: {}", raw.max());
-        let text = std::fs::read_to_string(dir.path().join(LOG_FILE)).expect("log");
-        assert!(text.contains("Tag=GET_/v1/results/{id}_unknown.ok.raw,"), "{text}");
+    fn failure_details_are_optional_so_older_logs_read_as_before() {
+        let old: KindCount =
+            serde_json::from_str(r#"{"request":"GET /x","kind":"status","count":2}"#).expect("an older entry reads");
+        assert_eq!(old.detail, None);
+        let new = KindCount { detail: Some("wrong student in body".into()), ..old.clone() };
+        let text = serde_json::to_string(&new).expect("JSON");
+        assert!(text.contains(r#""detail":"wrong student in body""#), "{text}");
+        assert!(!serde_json::to_string(&old).expect("JSON").contains("detail"), "no detail, no field");
     }
 
     #[test]
