@@ -1,0 +1,149 @@
+//! The command line: `cargo xtask stack up | down [--purge] | stop SERVICE... | status | env |
+//! help` and `cargo xtask install PACKAGE...`. Parses, loads the configuration, runs, and maps
+//! the outcome to an exit status (1 on an error, 3 when `status` finds a chosen service down).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::config::{Config, Environment};
+use crate::facts::{API_DRAIN_DELAY_MS, VARIABLES};
+use crate::{apt, stack};
+
+/// The project's automation.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the native stack: our own PostgreSQL, Redis, API replicas, NGINX, Prometheus and
+    /// exporters as local processes on loopback ports, data under $STACK_DIR.
+    #[command(subcommand)]
+    Stack(StackCommand),
+    /// Install Debian packages that are missing (apt-get; no system service is started).
+    Install {
+        /// Packages whose program of the same name is missing.
+        #[arg(required = true)]
+        packages: Vec<String>,
+    },
+}
+
+/// `cargo xtask stack ...`.
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Start the services chosen by STACK_SERVICES (default: all but the opt-in ones).
+    /// Installs missing Debian packages (needs root), creates the PostgreSQL cluster on first
+    /// use, creates the application role and database, starts the API replicas after the
+    /// stores, waits until everything answers and prints where it runs. Idempotent: whatever
+    /// already runs is left alone (NGINX is reloaded when its settings changed, Prometheus
+    /// re-reads its configuration).
+    Up,
+    /// Stop everything of ours that runs, in reverse order: Prometheus and the exporters,
+    /// NGINX (graceful quit), the API replicas (SIGTERM, they drain; SIGKILL after
+    /// STACK_TIMEOUT), Redis (it saves its snapshot) and PostgreSQL (fast shutdown). Data is
+    /// kept. Ignores STACK_SERVICES. Idempotent.
+    Down {
+        /// Then delete $STACK_DIR entirely (only a folder this tool created).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Stop only these services (names as in STACK_SERVICES: pg, redis, api, apiN, nginx,
+    /// exporters, prometheus ...), the same way as down, in reverse start order; the rest
+    /// keeps running. `up` with STACK_SERVICES=SERVICE starts one again (scripts/drill.sh).
+    Stop {
+        /// The services to stop.
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// One line per service: running/stopped, pid, address and what it reports. Exit status 0
+    /// when every service chosen by STACK_SERVICES runs, 3 otherwise.
+    Status,
+    /// Print `export KEY='value'` lines for DATABASE_URL, REDIS_URL, DATABASE_REPLICA_URLS
+    /// (while the read replica runs), API_URLS, PUBLIC_URL and PROMETHEUS_URL, whether or not
+    /// the stack is up: eval "$(cargo xtask stack env)".
+    Env,
+}
+
+/// The environment variables, their defaults and what they set: generated from `facts`.
+pub fn variables_help() -> String {
+    let mut text = String::from("Environment variables [default]:\n");
+    for v in VARIABLES {
+        let default = if v.default.is_empty() { String::new() } else { format!("[{}] ", v.default) };
+        let _ = writeln!(text, "  {}\n      {default}{}", v.name, v.help);
+    }
+    let _ = write!(
+        text,
+        "\nEach API replica gets DATABASE_URL and REDIS_URL as 'env' prints them (and \
+         DATABASE_REPLICA_URLS while the read replica runs), API_LISTEN and API_ADMIN_LISTEN on \
+         STACK_HOST, API_KEY_PREFIX, API_DRAIN_DELAY_MS={API_DRAIN_DELAY_MS} and \
+         API_WORKER_THREADS (1 unless set); other API_* variables of the environment of 'up' \
+         pass through.\n\nFiles: settings in redis/redis.conf, postgres/postgresql.conf, \
+         nginx/nginx.conf.template (rendered by nginx/render.sh) and prometheus/ of the \
+         repository. Logs in $STACK_DIR/log (postgres.log, postgres-replica.log, redis.log, \
+         redis-cluster-PORT.log, apiN.log, nginx.log, <exporter>.log, prometheus.log), pid \
+         files in $STACK_DIR/run. As root, PostgreSQL runs as the 'postgres' system user. Only \
+         processes found through our own pid files and data folders are ever stopped. To run a \
+         second stack side by side, give it its own STACK_DIR and ports, and pass the same \
+         variables to its 'down'.\n"
+    );
+    text
+}
+
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("stack", |s| s.after_long_help(variables_help()))
+}
+
+/// Parses the arguments, runs the command, and returns the process' exit status.
+pub fn main() -> ExitCode {
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("stack: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(services: Option<&[String]>) -> Result<Config> {
+    let cwd = std::env::current_dir()?;
+    match services {
+        None => Config::load(&Environment, &cwd),
+        Some(names) => {
+            let mut vars: HashMap<String, String> = std::env::vars().collect();
+            vars.insert("STACK_SERVICES".into(), names.join(" "));
+            Config::load(&vars, &cwd)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Install { packages } => {
+            let missing: Vec<String> = packages.into_iter().filter(|p| !crate::supervise::have(p)).collect();
+            apt::install(&missing)?;
+        }
+        Command::Stack(StackCommand::Up) => stack::up(&load(None)?)?,
+        Command::Stack(StackCommand::Down { purge }) => stack::down(&load(None)?, purge)?,
+        Command::Stack(StackCommand::Stop { services }) => stack::stop_selected(&load(Some(&services))?)?,
+        Command::Stack(StackCommand::Env) => stack::env(&load(None)?)?,
+        Command::Stack(StackCommand::Status) => {
+            if !stack::status(&load(None)?)? {
+                return Ok(ExitCode::from(stack::STATUS_NOT_RUNNING));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,33 @@
+//! The project's automation behind `cargo xtask` (the rust-analyzer model: typed, tested Rust
+//! instead of shell). Today: the native stack, `cargo xtask stack up | down [--purge] | stop
+//! SERVICE... | status | env`, and `cargo xtask install PACKAGE...`.
+//!
+//! Modules, leaves first:
+//! - [`facts`]: every `STACK_*` variable with its default and help, fixed values, repo paths.
+//! - [`service`]: the services, their start order, the `STACK_SERVICES` selection.
+//! - [`config`]: the variables read, validated (loopback only, no shared ports) and typed.
+//! - [`supervise`]: pid files checked against `/proc`, detached launch, SIGTERM then SIGKILL,
+//!   waits with a deadline, log tails.
+//! - [`net`]: port probes, a small HTTP/1.0 client and a small Redis client for health checks.
+//! - [`apt`]: missing Debian packages, installed without starting system services.
+//! - [`pg`]: PostgreSQL (initdb, settings, role and database) and its streaming read replica.
+//! - [`redis`]: the single Redis and the six-node Redis Cluster.
+//! - [`api`]: the API replicas api1..apiN.
+//! - [`nginx`]: the edge, rendered from nginx/nginx.conf.template, reloaded on change.
+//! - [`monitor`]: Prometheus (configuration and targets written per stack) and four exporters.
+//! - [`stack`]: the commands, dispatching to the services in order under the folder's lock.
+//! - [`cli`]: the command line and exit statuses.
+
+pub mod api;
+pub mod apt;
+pub mod cli;
+pub mod config;
+pub mod facts;
+pub mod monitor;
+pub mod net;
+pub mod nginx;
+pub mod pg;
+pub mod redis;
+pub mod service;
+pub mod stack;
+pub mod supervise;
