@@ -1,0 +1,317 @@
+//! `cargo xtask stack` against the real servers: each test stands up its own throw-away stack in
+//! a temporary folder on free loopback ports (never the developer's stack), drives the built
+//! `xtask` binary as a user would, and takes the stack down again.
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The next port to try. Below Linux's ephemeral range (32768-60999), where an outgoing
+/// connection could take a port between our check and the server's bind; 27000-27099 is this
+/// suite's (scripts/tests/lib.sh gives each script test its own hundred).
+static NEXT_PORT: Mutex<u16> = Mutex::new(27000);
+
+/// `count` consecutive ports nothing listens on, never handed out twice in this process.
+fn free_ports(count: u16) -> u16 {
+    let mut next = NEXT_PORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    'search: loop {
+        let first = *next;
+        assert!(first < 32000, "no free ports left below the ephemeral range");
+        for p in first..first + count {
+            if std::net::TcpStream::connect(("127.0.0.1", p)).is_ok() {
+                *next = p + 1;
+                continue 'search;
+            }
+        }
+        *next = first + count;
+        return first;
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+}
+
+/// target/debug/api, built when missing (`cargo test --workspace` builds it anyway).
+fn api_bin() -> PathBuf {
+    let bin = repo().join("target/debug/api");
+    if !bin.exists() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "-p", "api"])
+            .current_dir(repo())
+            .status()
+            .expect("cargo runs")
+            .success();
+        assert!(ok, "cargo build -p api failed");
+    }
+    bin
+}
+
+/// A throw-away stack: its own folder and ports; `down --purge` when dropped.
+struct TestStack {
+    dir: tempfile::TempDir,
+    vars: HashMap<String, String>,
+}
+
+impl TestStack {
+    fn new(services: &str) -> TestStack {
+        let dir = tempfile::Builder::new().prefix("xt-").tempdir_in("/tmp").expect("temp dir");
+        // The postgres system user (and NGINX's workers) must reach it.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let mut vars = HashMap::new();
+        let mut set = |k: &str, v: String| vars.insert(k.to_owned(), v);
+        set("STACK_DIR", dir.path().join("stack").display().to_string());
+        for var in [
+            "STACK_PG_PORT",
+            "STACK_REDIS_PORT",
+            "STACK_PG_REPLICA_PORT",
+            "STACK_NGINX_PORT",
+            "STACK_NGINX_STATUS_PORT",
+            "STACK_PROMETHEUS_PORT",
+            "STACK_NODE_EXPORTER_PORT",
+            "STACK_NGINX_EXPORTER_PORT",
+            "STACK_REDIS_EXPORTER_PORT",
+            "STACK_PG_EXPORTER_PORT",
+            "STACK_LOADGEN_METRICS_PORT",
+        ] {
+            set(var, free_ports(1).to_string());
+        }
+        set("STACK_API_PORT", free_ports(3).to_string());
+        set("STACK_API_ADMIN_PORT", free_ports(3).to_string());
+        set("STACK_REDIS_CLUSTER_PORT", free_ports(6).to_string());
+        set("STACK_REDIS_CLUSTER_BUS_PORT", free_ports(6).to_string());
+        set("STACK_API_BIN", api_bin().display().to_string());
+        set("STACK_SERVICES", services.to_owned());
+        set("STACK_TIMEOUT", "30".to_owned());
+        TestStack { dir, vars }
+    }
+
+    fn folder(&self) -> PathBuf {
+        PathBuf::from(&self.vars["STACK_DIR"])
+    }
+
+    fn port(&self, var: &str) -> u16 {
+        self.vars[var].parse().expect("a port")
+    }
+
+    /// `xtask ARGS` with this stack's variables (and none of the caller's STACK_*), plus `extra`.
+    fn xtask(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("STACK_")) {
+            c.env_remove(k);
+        }
+        c.args(args).envs(&self.vars).envs(extra.iter().copied());
+        c.output().expect("xtask runs")
+    }
+
+    /// Runs `xtask ARGS`, asserting it succeeds; its stdout and stderr.
+    fn ok(&self, args: &[&str], extra: &[(&str, &str)]) -> (String, String) {
+        let out = self.xtask(args, extra);
+        let (stdout, stderr) = texts(&out);
+        assert!(out.status.success(), "xtask {args:?} failed ({}):\n{stdout}\n{stderr}", out.status);
+        (stdout, stderr)
+    }
+
+    fn pid(&self, file: &str) -> u32 {
+        let text = std::fs::read_to_string(self.folder().join(file)).unwrap_or_default();
+        text.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("no pid in {file}"))
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        let _ = self.xtask(&["stack", "down", "--purge"], &[]);
+    }
+}
+
+fn texts(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Alive and not a zombie (this container's init may never reap a daemon).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()))
+        .is_some_and(|state| state != 'Z')
+}
+
+fn gone_soon(pid: u32) -> bool {
+    (0..50).any(|_| {
+        if alive(pid) {
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        } else {
+            true
+        }
+    })
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let r = xtask::net::http("GET", "127.0.0.1", port, path, Duration::from_secs(5)).expect("HTTP answers");
+    (r.status, r.body)
+}
+
+fn psql(url: &str, sql: &str) -> Output {
+    Command::new("psql").args([url, "-X", "-At", "-c", sql]).output().expect("psql runs")
+}
+
+#[test]
+fn stores_come_up_idempotently_keep_their_data_and_go_down_without_a_trace() {
+    let s = TestStack::new("pg redis");
+    let (_, first) = s.ok(&["stack", "up"], &[]);
+    assert!(first.contains("postgres: created role 'results'"), "{first}");
+    let pg_pid = s.pid("postgres/data/postmaster.pid");
+    let redis_pid = s.pid("run/redis.pid");
+
+    let (_, again) = s.ok(&["stack", "up"], &[]);
+    assert!(again.contains("postgres: already running") && again.contains("redis: already running"), "{again}");
+    assert_eq!((s.pid("postgres/data/postmaster.pid"), s.pid("run/redis.pid")), (pg_pid, redis_pid));
+
+    let status = s.xtask(&["stack", "status"], &[]);
+    assert_eq!(status.status.code(), Some(0), "{:?}", texts(&status));
+    let (status_text, _) = texts(&status);
+    assert!(status_text.lines().any(|l| l.starts_with("postgres ") && l.contains(" running ")), "{status_text}");
+
+    // env: eval-able lines, exactly as callers parse them.
+    let (env, _) = s.ok(&["stack", "env"], &[]);
+    let (pg, redis) = (s.port("STACK_PG_PORT"), s.port("STACK_REDIS_PORT"));
+    let database_url = format!("postgres://results:results-local-only@127.0.0.1:{pg}/results");
+    assert!(env.lines().any(|l| l == format!("export DATABASE_URL='{database_url}'")), "{env}");
+    assert!(env.lines().any(|l| l == format!("export REDIS_URL='redis://127.0.0.1:{redis}'")), "{env}");
+    assert!(env.lines().all(|l| l.starts_with("export ") && l.ends_with('\'')), "{env}");
+    assert!(!env.contains("DATABASE_REPLICA_URLS"), "no replica runs: {env}");
+
+    assert!(psql(&database_url, "CREATE TABLE kept (x int); INSERT INTO kept VALUES (42)").status.success());
+    let wrong = database_url.replace("results-local-only", "wrong");
+    assert!(!psql(&wrong, "SELECT 1").status.success(), "a wrong password must be refused");
+    let set = xtask::net::redis("127.0.0.1", redis, &["SET", "kept", "1"]).expect("redis answers");
+    assert_eq!(set, xtask::net::Reply::Simple("OK".into()));
+    let listpack = xtask::net::redis("127.0.0.1", redis, &["CONFIG", "GET", "hash-max-listpack-value"]);
+    assert!(format!("{listpack:?}").contains("\"128\""), "redis/redis.conf applies: {listpack:?}");
+
+    s.ok(&["stack", "down"], &[]);
+    assert!(gone_soon(pg_pid) && gone_soon(redis_pid), "down stops both");
+    assert_eq!(s.xtask(&["stack", "status"], &[]).status.code(), Some(3), "status says stopped");
+    let (_, idle) = s.ok(&["stack", "down"], &[]);
+    assert!(idle.contains("redis: already stopped"), "down again is idempotent: {idle}");
+
+    s.ok(&["stack", "up"], &[]);
+    let kept = psql(&database_url, "SELECT x FROM kept");
+    assert_eq!(String::from_utf8_lossy(&kept.stdout).trim(), "42", "PostgreSQL data survives a restart");
+    let get = xtask::net::redis_text("127.0.0.1", redis, &["GET", "kept"]);
+    assert_eq!(get.as_deref(), Some("1"), "Redis data survives a restart");
+
+    let (pg_pid, redis_pid) = (s.pid("postgres/data/postmaster.pid"), s.pid("run/redis.pid"));
+    s.ok(&["stack", "down", "--purge"], &[]);
+    assert!(!s.folder().exists(), "down --purge removes the folder");
+    assert!(gone_soon(pg_pid) && gone_soon(redis_pid), "nothing of ours runs after down --purge");
+}
+
+#[test]
+fn replicas_and_nginx_come_up_and_one_replica_stops_and_comes_back() {
+    let s = TestStack::new("pg redis api nginx");
+    s.ok(&["stack", "up"], &[]);
+    let (api, admin, edge) = (s.port("STACK_API_PORT"), s.port("STACK_API_ADMIN_PORT"), s.port("STACK_NGINX_PORT"));
+    for n in 0..3 {
+        let (code, body) = http_get(api + n, "/readyz");
+        assert_eq!(code, 200, "api{} ready: {body}", n + 1);
+        assert!(body.contains("\"postgres\":\"up\"") && body.contains("\"redis\":\"up\""), "{body}");
+        let (code, metrics) = http_get(admin + n, "/metrics");
+        assert!(code == 200 && metrics.contains("http_requests_total"), "admin port serves /metrics");
+    }
+    assert_eq!(http_get(edge, "/healthz").0, 200, "NGINX answers");
+    assert_eq!(http_get(edge, "/metrics").0, 404, "the admin routes are not public");
+
+    let pids: Vec<u32> = (1..=3).map(|n| s.pid(&format!("run/api{n}.pid"))).collect();
+    let (_, again) = s.ok(&["stack", "up"], &[]);
+    assert_eq!(again.matches(": already running").count(), 6, "{again}");
+    assert_eq!((1..=3).map(|n| s.pid(&format!("run/api{n}.pid"))).collect::<Vec<_>>(), pids);
+
+    let (env, _) = s.ok(&["stack", "env"], &[]);
+    let urls: Vec<String> = (0..3).map(|n| format!("http://127.0.0.1:{}", api + n)).collect();
+    assert!(env.lines().any(|l| l == format!("export API_URLS='{}'", urls.join(","))), "{env}");
+    assert!(env.lines().any(|l| l == format!("export PUBLIC_URL='http://127.0.0.1:{edge}'")), "{env}");
+
+    // The drill's step: stop one replica, the rest keeps serving, up brings it back.
+    s.ok(&["stack", "stop", "api2"], &[]);
+    assert!(gone_soon(pids[1]), "api2 stopped");
+    assert!(alive(pids[0]) && alive(pids[2]), "the others keep running");
+    let status = s.xtask(&["stack", "status"], &[]);
+    let (text, _) = texts(&status);
+    assert_eq!(status.status.code(), Some(3), "a chosen service is down: {text}");
+    assert!(text.lines().any(|l| l.starts_with("api2 ") && l.contains(" stopped ")), "{text}");
+    assert_eq!(http_get(edge, "/readyz").0, 200, "NGINX still has ready replicas");
+    s.ok(&["stack", "up"], &[("STACK_SERVICES", "api2")]);
+    let new_pid = s.pid("run/api2.pid");
+    assert!(new_pid != pids[1] && alive(new_pid), "api2 runs again as a new process");
+    let (text, _) = s.ok(&["stack", "status"], &[]);
+    assert_eq!(text.lines().filter(|l| l.starts_with("api") && l.ends_with(" ready")).count(), 3, "{text}");
+
+    // A changed NGINX setting reloads the running master instead of restarting it.
+    let nginx_pid = s.pid("nginx/nginx.pid");
+    let (_, reload) = s.ok(&["stack", "up"], &[("STACK_SERVICES", "nginx"), ("STACK_NGINX_RATE_LIMIT", "on")]);
+    assert!(reload.contains("nginx: settings changed; reloading"), "{reload}");
+    assert_eq!(s.pid("nginx/nginx.pid"), nginx_pid);
+    let (text, _) = s.ok(&["stack", "status"], &[]);
+    assert!(text.lines().any(|l| l.starts_with("nginx ") && l.contains("rate_limit=on")), "{text}");
+
+    let all: Vec<u32> = [pids[0], new_pid, pids[2], nginx_pid, s.pid("run/redis.pid")].into();
+    s.ok(&["stack", "down"], &[]);
+    for pid in all {
+        assert!(gone_soon(pid), "pid {pid} still runs after down");
+    }
+    assert!(
+        std::fs::read_dir(s.folder().join("run"))
+            .expect("run/")
+            .flatten()
+            .all(|e| { !e.file_name().to_string_lossy().ends_with(".pid") })
+    );
+}
+
+#[test]
+fn a_port_taken_by_a_foreign_process_is_refused_before_anything_starts() {
+    let s = TestStack::new("pg redis");
+    let foreign = TcpListener::bind(("127.0.0.1", s.port("STACK_REDIS_PORT"))).expect("bind");
+    let out = s.xtask(&["stack", "up"], &[]);
+    let (_, err) = texts(&out);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("port {} on 127.0.0.1 is already in use by another process", s.port("STACK_REDIS_PORT"))),
+        "{err}"
+    );
+    assert!(err.contains("Set STACK_REDIS_PORT to a free port"), "{err}");
+    assert!(!s.folder().exists(), "nothing was created or started");
+    drop(foreign);
+}
+
+#[test]
+fn a_non_loopback_host_is_refused() {
+    let s = TestStack::new("pg redis");
+    for host in ["0.0.0.0", "192.168.1.10"] {
+        let out = s.xtask(&["stack", "env"], &[("STACK_HOST", host)]);
+        let (stdout, err) = texts(&out);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stdout.is_empty(), "nothing to eval: {stdout}");
+        assert!(err.contains(&format!("STACK_HOST='{host}' is not a loopback address")), "{err}");
+    }
+}
+
+#[test]
+fn wrong_settings_are_refused_with_what_to_do() {
+    let s = TestStack::new("pg redis");
+    let out = s.xtask(&["stack", "env"], &[("STACK_SERVICES", "pg bogus")]);
+    assert!(!out.status.success() && texts(&out).1.contains("unknown service 'bogus'"));
+    let missing = s.folder().join("no-api");
+    let out = s.xtask(&["stack", "up"], &[("STACK_SERVICES", "api"), ("STACK_API_BIN", &missing.to_string_lossy())]);
+    assert!(!out.status.success());
+    assert!(texts(&out).1.contains("build it first: cargo build --release -p api"), "{:?}", texts(&out));
+    let out = s.xtask(&["stack", "stop"], &[]);
+    assert_eq!(out.status.code(), Some(2), "stop needs a service");
+    let out = s.xtask(&["stack", "stop", "redis"], &[]);
+    assert!(texts(&out).1.contains("does not exist; nothing is running from it"), "{:?}", texts(&out));
+}
