@@ -53,6 +53,7 @@ fn api_bin() -> PathBuf {
 
 /// A throw-away stack: its own folder and ports; `down --purge` when dropped.
 struct TestStack {
+    #[expect(dead_code, reason = "held so the folder is deleted when the test ends")]
     dir: tempfile::TempDir,
     vars: HashMap<String, String>,
 }
