@@ -38,7 +38,7 @@
 # Goals: api/ceiling >= 0.5; api peak RSS < 100 MB; 0 non-2xx responses (enforced).
 #
 # Usage: scripts/bench_api.sh [RUNS]        (default 3 rounds; about 2 min + 50 s per round)
-# Needs: the native stack up (scripts/stack.sh up), wrk, nginx and curl (missing Debian packages
+# Needs: the native stack up (cargo xtask stack up), wrk, nginx and curl (missing Debian packages
 #        are installed with apt-get when run as root), cargo unless BENCH_BUILD=0.
 # Environment (defaults in brackets):
 #   BENCH_KEY_PREFIX      [bench]  Redis key prefix of the data set; the script runs
@@ -54,7 +54,7 @@
 #   BENCH_RESULT_FILE     [docs/bench/api.json]  the machine-readable result (medians per target,
 #                                  scripts/bench/result_json.py) read by scripts/capacity_model.py;
 #                                  empty: not written (it is always in the run folder as api.json).
-#   DATABASE_URL, REDIS_URL        default: from `scripts/stack.sh env`; loopback only.
+#   DATABASE_URL, REDIS_URL        default: from `cargo xtask stack env`; loopback only.
 # Any API_* (SEEDER_*) variables of the caller's environment are NOT passed to the API processes
 # (the seeder): they run with the defaults, plus API_CACHE_CAPACITY=0 for api-nocache.
 # Output: the summary on stdout (progress on stderr), also written to

@@ -13,7 +13,7 @@
 # Usage: scripts/bench_import.sh [RUNS]   (default 3 runs at 674,823 rows, 1 at 10x)
 # Environment: BENCH_SIZES ["674823 6748230"], BENCH_RUNS_10X [1], SEEDER_PG_CONNECTIONS [2],
 #   BENCH_RESULT_FILE [docs/bench/import.json] (empty: not written),
-#   DATABASE_URL (a PostgreSQL whose user may create databases; default: scripts/stack.sh's).
+#   DATABASE_URL (a PostgreSQL whose user may create databases; default: cargo xtask stack's).
 # Redis: a private redis-server on a free loopback port with the project's redis.conf but no
 #   memory cap and no persistence (10x the results need ~0.5 GB; the stack's is capped at 512 MB),
 #   stopped at exit.
@@ -37,8 +37,8 @@ seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 if [[ -z ${DATABASE_URL:-} ]]; then
-  STACK_SERVICES="pg" bash scripts/stack.sh up
-  eval "$(bash scripts/stack.sh env)"
+  STACK_SERVICES="pg" cargo xtask stack up
+  eval "$(cargo xtask stack env)"
 fi
 
 OUT=$REPO_DIR/runs/bench-import/$(date -u +%Y%m%dT%H%M%SZ)

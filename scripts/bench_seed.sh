@@ -11,7 +11,7 @@
 # Environment: BENCH_STUDENTS [674823], BENCH_SEED [2026], SEEDER_PG_CONNECTIONS [2],
 #              BENCH_RESULT_FILE [docs/bench/seed.json] (the machine-readable medians, read by
 #              scripts/capacity_model.py for Redis memory per result; empty: not written),
-#              plus the STACK_* variables of scripts/stack.sh.
+#              plus the STACK_* variables of cargo xtask stack.
 # Output: a table on stdout, also written to runs/bench-seed/<timestamp>/summary.txt with the
 #         per-run figures in runs.csv. The machine's cores are shared by the seeder, PostgreSQL
 #         and Redis, as in production on one box.
@@ -35,8 +35,8 @@ now() { date +%s.%N; }
 seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-STACK_SERVICES="pg redis" bash scripts/stack.sh up
-eval "$(bash scripts/stack.sh env)"
+STACK_SERVICES="pg redis" cargo xtask stack up
+eval "$(cargo xtask stack env)"
 REDIS_PORT=${REDIS_URL##*:}
 redis() { redis-cli -p "$REDIS_PORT" "$@"; }
 used_memory() { redis info memory | tr -d '\r' | sed -n 's/^used_memory://p'; }

@@ -46,7 +46,7 @@
 #        an X-Cache-Status HIT with the micro-cache on (enforced: the script fails otherwise).
 #
 # Usage: scripts/bench_stack.sh [RUNS]      (default 3 rounds; about 1 min + 50 s per round)
-# Needs: the native stack's PostgreSQL and Redis up (scripts/stack.sh up) holding the default
+# Needs: the native stack's PostgreSQL and Redis up (cargo xtask stack up) holding the default
 #        data set, wrk, nginx, envsubst (gettext-base) and curl (missing Debian packages are
 #        installed with apt-get when run as root), cargo unless BENCH_BUILD=0.
 # Environment (defaults in brackets):
@@ -59,9 +59,9 @@
 #   BENCH_THREADS         [1]      wrk threads (keep 1: wrk shares the cores with the servers).
 #   BENCH_BUILD           [1]      0: use the existing target/release/{api,seeder}, no cargo build.
 #   BENCH_START_TIMEOUT   [60]     seconds to wait for a server to become ready.
-#   BENCH_API_THREADS     [1]      API_WORKER_THREADS of each replica, as scripts/stack.sh and
+#   BENCH_API_THREADS     [1]      API_WORKER_THREADS of each replica, as cargo xtask stack and
 #                                  compose run them (empty: the API's default, one per core).
-#   DATABASE_URL, REDIS_URL        default: from `scripts/stack.sh env`; loopback only.
+#   DATABASE_URL, REDIS_URL        default: from `cargo xtask stack env`; loopback only.
 #   TMPDIR                [/tmp]   where the NGINX directories (temp paths, the micro-cache) are
 #                                  made. It matters for stack-cache: every miss writes a cache
 #                                  file, so a disk file system costs far more than tmpfs

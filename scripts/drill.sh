@@ -23,7 +23,7 @@ usage() {
   cat <<'EOF'
 Usage: scripts/drill.sh [OPTIONS]
 
-The result-day drill. Brings up a throw-away full stack (scripts/stack.sh in its own /tmp
+The result-day drill. Brings up a throw-away full stack (cargo xtask stack in its own /tmp
 folder on free ports from --base: PostgreSQL, Redis, 3 API replicas, NGINX, the exporters and
 Prometheus scraping every 1 s), seeds it, and runs a sustained load through NGINX (loadgen,
 result-day pacing) while these phases play out, one after another, each followed by a quiet
@@ -31,7 +31,7 @@ recovery gap inside its own window:
 
   ramp-up          the users start (not a fault; its requests count too)
   baseline         nothing happens
-  kill-replica     SIGKILL api2, bring it back (stack.sh up)
+  kill-replica     SIGKILL api2, bring it back (xtask stack up)
   rolling-restart  api1..api3 one at a time: SIGTERM, wait until gone, start, wait ready
   restart-redis    Redis stopped (SHUTDOWN saves its snapshot) and started again
   restart-postgres PostgreSQL stopped (fast) and started again
@@ -89,7 +89,7 @@ Options (environment variable in brackets; default after the colon):
 Binaries: DRILL_API_BIN, DRILL_SEEDER_BIN, DRILL_LOADGEN_BIN [target/release/api, seeder,
 loadgen; built with `cargo build --release --locked -p api -p seeder -p loadgen` unless
 --no-build]. DRILL_NGINX_MICROCACHE [off]: NGINX's micro-cache, as the stack's default.
-Needs: curl, jq, python3 (and what scripts/stack.sh installs).
+Needs: curl, jq, python3 (and what cargo xtask stack installs).
 EOF
 }
 
@@ -182,21 +182,21 @@ cleanup() {
   for pid in $USERS_PID $FLOOD_PID; do kill -INT "$pid" 2>/dev/null || true; done
   for pid in $USERS_PID $FLOOD_PID; do wait "$pid" 2>/dev/null || true; done
   mkdir -p "$OUT/stack-logs" && cp -f "$STACK_DIR"/log/*.log "$OUT/stack-logs/" 2>/dev/null || true
-  bash "$STACK" down --purge >/dev/null 2>&1 || true
+  "$XTASK" stack down --purge >/dev/null 2>&1 || true
   rm -rf "$STACK_DIR"
 }
 trap cleanup EXIT
 trap 'exit 2' INT TERM
 
-stack() { bash "$STACK" "$@" >>"$OUT/drill.log" 2>&1; }
+stack() { "$XTASK" stack "$@" >>"$OUT/drill.log" 2>&1; }
 say "stack in $STACK_DIR: nginx $STACK_NGINX_PORT, prometheus $STACK_PROMETHEUS_PORT, replicas $STACK_API_PORT.., admin $STACK_API_ADMIN_PORT.."
-stack up || fatal "stack.sh up (pg redis) failed; read $OUT/drill.log"
-eval "$(bash "$STACK" env)"
+stack up || fatal "xtask stack up (pg redis) failed; read $OUT/drill.log"
+eval "$("$XTASK" stack env)"
 export DATABASE_URL REDIS_URL
 say "seeding $STUDENTS students"
 SEEDER_PROGRESS=quiet SEEDER_KEY_PREFIX=$STACK_KEY_PREFIX "$SEEDER_BIN" --students "$STUDENTS" >>"$OUT/drill.log" 2>&1 ||
   fatal "seeding failed; read $OUT/drill.log"
-STACK_SERVICES="api nginx exporters prometheus" stack up || fatal "stack.sh up (api nginx exporters prometheus) failed; read $OUT/drill.log"
+STACK_SERVICES="api nginx exporters prometheus" stack up || fatal "xtask stack up (api nginx exporters prometheus) failed; read $OUT/drill.log"
 
 query() { # query EXPR TIME: the first value of an instant query at TIME (epoch s), or 0
   curl -s --max-time 10 --data-urlencode "query=$1" --data-urlencode "time=$2" "$PROM/api/v1/query" |
@@ -213,8 +213,8 @@ targets_up || fatal "Prometheus does not scrape every replica and exporter; read
 now() { date +%s.%N | cut -c1-14; } # epoch seconds with centiseconds
 seconds_since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 api_pid() { cat "$STACK_DIR/run/api$1.pid" 2>/dev/null; }
-# (stack.sh status exits 3 while a service is down: its output is read whole, never piped)
-stack_status() { bash "$STACK" status 2>/dev/null || true; }
+# (xtask stack status exits 3 while a service is down: its output is read whole, never piped)
+stack_status() { "$XTASK" stack status 2>/dev/null || true; }
 ready_count() { grep -cE '^api[1-9] +running .* ready$' <<<"$(stack_status)" || true; }
 running() { grep -qE "^$1 +running " <<<"$(stack_status)"; }
 

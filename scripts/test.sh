@@ -6,7 +6,7 @@
 # then runs every test of the workspace against those real servers, and the script tests in
 # scripts/tests/. Extra arguments go to `cargo test` (e.g. scripts/test.sh -p seeder killed).
 #
-# Environment: the STACK_* variables of scripts/stack.sh (ports, data folder) apply here too.
+# Environment: the STACK_* variables of cargo xtask stack (ports, data folder) apply here too.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -17,13 +17,14 @@ export PGOPTIONS="-c client_min_messages=warning" # no "skipping" notices from p
 
 log() { printf 'test: %s\n' "$*" >&2; }
 
-STACK_SERVICES="pg redis" bash scripts/stack.sh up
-# What the script tests need beyond stack.sh's packages (which installs the exporters itself
-# when a test's throw-away stack asks for them): wrk for the edge test's loads under chaos.
-if ! command -v wrk >/dev/null; then
-  LOG_PREFIX='test' bash -c 'source scripts/lib/common.sh && apt_install wrk'
-fi
-eval "$(bash scripts/stack.sh env)"
+# The stack tool, built once: the script tests call the binary (XTASK) for their many up/downs.
+cargo build -q --locked -p xtask
+export XTASK=${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug/xtask
+STACK_SERVICES="pg redis" "$XTASK" stack up
+# What the script tests need beyond the stack's packages (it installs the exporters itself when a
+# test's throw-away stack asks for them): wrk for the edge test's loads under chaos.
+command -v wrk >/dev/null || "$XTASK" install wrk
+eval "$("$XTASK" stack env)"
 export DATABASE_URL REDIS_URL
 
 redis_host_port() { # redis://host:port -> "-h host -p port"

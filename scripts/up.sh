@@ -2,7 +2,7 @@
 # scripts/up.sh - the newcomer's first command: bring the native stack up, seed it, start the API,
 # then show it working under a short result-day load test.
 #
-# Starts PostgreSQL and Redis (scripts/stack.sh up, installing what is missing), builds the
+# Starts PostgreSQL and Redis (cargo xtask stack up, installing what is missing), builds the
 # release seeder, API and load generator, loads the default data set (674,823 students; a no-op
 # when already loaded), checks that PostgreSQL and Redis agree, starts the rest of the stack (three
 # API replicas 127.0.0.1:8081-8083 behind NGINX on 127.0.0.1:8080, ...), and ends with the load
@@ -11,16 +11,16 @@
 # non-zero when an SLO gate was missed.
 #
 # Environment: SEEDER_STUDENTS, SEEDER_SEED, SEEDER_FIRST_ID, SEEDER_FORCE, SEEDER_KEY_PREFIX (see `seeder --help`),
-# the STACK_* variables of scripts/stack.sh (the replicas read SEEDER_KEY_PREFIX's keys unless
+# the STACK_* variables of cargo xtask stack (the replicas read SEEDER_KEY_PREFIX's keys unless
 # STACK_KEY_PREFIX says otherwise), UP_LOAD_TEST=off to skip the load test, and the LOADGEN_*
-# variables of `loadgen --help`. Stop everything with scripts/stack.sh down.
+# variables of `loadgen --help`. Stop everything with cargo xtask stack down.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 cd "$(dirname -- "$SCRIPT_DIR")"
 
-STACK_SERVICES="pg redis" bash scripts/stack.sh up
-eval "$(bash scripts/stack.sh env)"
+STACK_SERVICES="pg redis" cargo xtask stack up
+eval "$(cargo xtask stack env)"
 export DATABASE_URL REDIS_URL
 
 cargo build --release --locked -p seeder -p api -p loadgen
@@ -29,9 +29,9 @@ cargo build --release --locked -p seeder -p api -p loadgen
 
 # The replicas start after the seeder, so they find the complete data set at once.
 export STACK_KEY_PREFIX=${STACK_KEY_PREFIX:-${SEEDER_KEY_PREFIX:-results}}
-bash scripts/stack.sh up
+cargo xtask stack up
 
-eval "$(bash scripts/stack.sh env)"
+eval "$(cargo xtask stack env)"
 
 status=0
 if [[ ${UP_LOAD_TEST:-on} != off ]]; then
@@ -53,6 +53,6 @@ echo "Page:    $PUBLIC_URL/   (the students' page: type a registration number su
 echo "Try it:  curl -s $PUBLIC_URL/v1/results/1000000"
 echo "Watch:   $PROMETHEUS_URL   (Prometheus; the Grafana dashboard runs under compose)"
 echo "Load:    cargo run --release -p loadgen -- --help   (docs/loadgen.md)"
-echo "Status:  scripts/stack.sh status   (replicas: $API_URLS)"
+echo "Status:  cargo xtask stack status   (replicas: $API_URLS)"
 echo "Logs:    ${STACK_DIR:-.stack}/log/api1.log ... (and postgres.log, redis.log)"
 exit "$status"

@@ -96,7 +96,7 @@ bench_prepare() {
         apt_install "${missing[@]}"
 
     if [[ -z ${DATABASE_URL:-} || -z ${REDIS_URL:-} ]]; then
-        eval "$(bash scripts/stack.sh env)"
+        eval "$(cargo xtask stack env)"
     fi
     [[ $REDIS_URL =~ ^redis://([^:/@]+):([0-9]+)/?$ ]] || die "REDIS_URL must be redis://host:port here (got $REDIS_URL)"
     redis_host=${BASH_REMATCH[1]} redis_port=${BASH_REMATCH[2]}
@@ -105,9 +105,9 @@ bench_prepare() {
     is_loopback_ip "$redis_host" || die "REDIS_URL must point at a loopback address (got $redis_host)"
     is_loopback_ip "$pg_host" || die "DATABASE_URL must point at a loopback address (got $pg_host)"
     port_in_use "$redis_host" "$redis_port" ||
-        die "Redis is not reachable at $redis_host:$redis_port: start the stack with 'bash scripts/stack.sh up'"
+        die "Redis is not reachable at $redis_host:$redis_port: start the stack with 'cargo xtask stack up'"
     port_in_use "$pg_host" "$pg_port" ||
-        die "PostgreSQL is not reachable at $pg_host:$pg_port: start the stack with 'bash scripts/stack.sh up'"
+        die "PostgreSQL is not reachable at $pg_host:$pg_port: start the stack with 'cargo xtask stack up'"
 
     if ((BUILD)); then
         log "building the release api and seeder"

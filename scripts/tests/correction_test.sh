@@ -10,7 +10,7 @@
 # `seeder publish` publishes them and `seeder verify` agrees.
 #
 # Needs: target/debug/api, target/release/seeder or target/debug/seeder, nginx, redis-cli, psql,
-# curl (scripts/stack.sh installs the Debian packages it knows).
+# curl (cargo xtask stack installs the Debian packages it knows).
 # Prints "correction_test: N passed, M failed" last; exit status 1 if anything failed.
 set -euo pipefail
 
@@ -37,7 +37,7 @@ cleanup() {
     say "last lines of the replicas' and nginx's logs:"
     tail -n 5 "$STACK_DIR"/log/api*.log "$STACK_DIR/log/nginx.log" 2>/dev/null | sed 's/^/    /' >&2 || true
   fi
-  bash "$STACK" down --purge >/dev/null 2>&1 || true
+  "$XTASK" stack down --purge >/dev/null 2>&1 || true
   rm -rf "$STACK_DIR"
 }
 trap cleanup EXIT
@@ -45,8 +45,8 @@ trap cleanup EXIT
 say "stack in $STACK_DIR: pg $STACK_PG_PORT, redis $STACK_REDIS_PORT, api $STACK_API_PORT.., nginx $STACK_NGINX_PORT"
 seed_throwaway_stack "$STUDENTS"
 STACK_SERVICES="pg redis api nginx"
-bash "$STACK" up >"$STACK_DIR/up.log" 2>&1 || fatal "stack.sh up (api nginx) failed: $(tail -5 "$STACK_DIR/up.log")"
-eval "$(bash "$STACK" env)"
+"$XTASK" stack up >"$STACK_DIR/up.log" 2>&1 || fatal "xtask stack up (api nginx) failed: $(tail -5 "$STACK_DIR/up.log")"
+eval "$("$XTASK" stack env)"
 export DATABASE_URL REDIS_URL SEEDER_KEY_PREFIX=$STACK_KEY_PREFIX
 PUBLIC=$PUBLIC_URL
 IFS=, read -r -a REPLICAS <<<"$API_URLS"
@@ -188,7 +188,7 @@ read -r status _ < <(get "$PUBLIC/v1/results/$ID_A")
 check "with Redis down NGINX keeps answering (200)" test "$status" = 200
 
 # Redis back (with its snapshot: the old values): verify names the pending results; publish fixes.
-STACK_SERVICES=redis bash "$STACK" up >"$STACK_DIR/up-redis.log" 2>&1 || fatal "restarting Redis failed: $(tail -3 "$STACK_DIR/up-redis.log")"
+STACK_SERVICES=redis "$XTASK" stack up >"$STACK_DIR/up-redis.log" 2>&1 || fatal "restarting Redis failed: $(tail -3 "$STACK_DIR/up-redis.log")"
 rc=0
 "$SEEDER_BIN" verify >"$STACK_DIR/verify1.out" 2>&1 || rc=$?
 check "after Redis restarts, verify exits 3" test "$rc" -eq 3

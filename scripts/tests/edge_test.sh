@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/tests/edge_test.sh - tests NGINX, the edge (nginx/nginx.conf.template, service `nginx`
-# of scripts/stack.sh), on a second, throw-away stack (own folder, own free ports) so the
+# of cargo xtask stack), on a second, throw-away stack (own folder, own free ports) so the
 # developer's stack is never touched. It seeds a small data set (20,000 students), starts three
 # API replicas and NGINX, and checks through NGINX's public port: results, the JSON error
 # envelope (400/404), admin routes hidden (404), the micro-cache header, gzip, stub_status only
@@ -9,14 +9,13 @@
 # restarted one after another (SIGTERM, drain, start) - with zero failed requests each time.
 #
 # Needs: target/debug/api (or EDGE_API_BIN), target/release/seeder or target/debug/seeder,
-# nginx, wrk, curl (scripts/stack.sh installs the Debian packages it knows; wrk: apt-get install wrk).
+# nginx, wrk, curl (cargo xtask stack installs the Debian packages it knows; wrk: apt-get install wrk).
 # Prints "edge_test: N passed, M failed" last; exit status 1 if anything failed.
 # EDGE_KEEP_LOGS=DIR keeps the stack's logs and wrk's output there.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd -- "$SCRIPT_DIR/../.." && pwd)
-STACK=$REPO_DIR/scripts/stack.sh
 STUDENTS=20000
 FIRST_ID=1000000
 LAST_ID=$((FIRST_ID + STUDENTS - 1))
@@ -46,7 +45,7 @@ cleanup() {
     say "last lines of nginx's error log:"
     tail -n 20 "$STACK_DIR/log/nginx.log" | sed 's/^/    /' >&2
   fi
-  bash "$STACK" down --purge >/dev/null 2>&1 || true
+  "$XTASK" stack down --purge >/dev/null 2>&1 || true
   rm -rf "$STACK_DIR"
 }
 trap cleanup EXIT
@@ -55,17 +54,17 @@ say "stack in $STACK_DIR: pg $STACK_PG_PORT, redis $STACK_REDIS_PORT, api $STACK
 seed_throwaway_stack "$STUDENTS"
 
 STACK_SERVICES="pg redis api nginx"
-check "up starts the replicas and nginx" bash "$STACK" up
+check "up starts the replicas and nginx" "$XTASK" stack up
 PUBLIC=http://127.0.0.1:$STACK_NGINX_PORT
 STATUS=http://127.0.0.1:$STACK_NGINX_STATUS_PORT
 
-# --- stack.sh integration ----------------------------------------------------------------
+# --- xtask stack integration ----------------------------------------------------------------
 nginx_pid() { cat "$STACK_DIR/nginx/nginx.pid" 2>/dev/null; }
 pid1=$(nginx_pid)
 check "up again leaves nginx running (same pid, already running)" bash -c \
-  "bash '$STACK' up 2>&1 | grep -q 'nginx: already running' && [[ \$(cat '$STACK_DIR/nginx/nginx.pid') == '$pid1' ]]"
-check "status shows nginx running" bash -c "bash '$STACK' status | grep -q '^nginx .* running '"
-check "env prints PUBLIC_URL" bash -c "bash '$STACK' env | grep -qxF \"export PUBLIC_URL='$PUBLIC'\""
+  "'$XTASK' stack up 2>&1 | grep -q 'nginx: already running' && [[ \$(cat '$STACK_DIR/nginx/nginx.pid') == '$pid1' ]]"
+check "status shows nginx running" bash -c "'$XTASK' stack status | grep -q '^nginx .* running '"
+check "env prints PUBLIC_URL" bash -c "'$XTASK' stack env | grep -qxF \"export PUBLIC_URL='$PUBLIC'\""
 check "the rendered configuration names the three replicas" bash -c \
   "grep -c 'server 127.0.0.1:[0-9]* max_fails=3 fail_timeout=2s;' '$STACK_DIR/nginx/nginx.conf' | grep -qx 3"
 
@@ -117,7 +116,7 @@ check "stub_status answers on the status port" bash -c "curl -fs '$STATUS/stub_s
 check "the status port serves nothing else" test "$(code "$STATUS/v1/results/$id")" = 404
 
 # --- rate limit ------------------------------------------------------------------------------
-check "reload with the rate limit on (5 r/s)" env STACK_SERVICES=nginx STACK_NGINX_RATE_LIMIT=on STACK_NGINX_RATE=5 bash "$STACK" up
+check "reload with the rate limit on (5 r/s)" env STACK_SERVICES=nginx STACK_NGINX_RATE_LIMIT=on STACK_NGINX_RATE=5 "$XTASK" stack up
 codes_of() { # one curl, keep-alive, requests for IDs $1..$2: their status codes, one a line
   local args=() i
   for ((i = $1; i <= $2; i++)); do args+=(-o /dev/null "$PUBLIC/v1/results/$i"); done
@@ -139,10 +138,10 @@ limited() {
     $b == *'{"error":{"status":429,"code":"rate_limited","message":'* ]]
 }
 check "a 429 has the JSON envelope rate_limited and Retry-After: 1" limited
-check "status shows the rate limit on" bash -c "bash '$STACK' status | grep -q '^nginx .*rate_limit=on'"
+check "status shows the rate limit on" bash -c "'$XTASK' stack status | grep -q '^nginx .*rate_limit=on'"
 
 # --- load spread (micro-cache off) -----------------------------------------------------------
-check "reload with the micro-cache off, rate limit off" env STACK_SERVICES=nginx STACK_NGINX_MICROCACHE=off bash "$STACK" up
+check "reload with the micro-cache off, rate limit off" env STACK_SERVICES=nginx STACK_NGINX_MICROCACHE=off "$XTASK" stack up
 STACK_NGINX_MICROCACHE=off
 results_count() { # replica N's http_requests_total for the results route, all statuses
   curl -fs --max-time 5 "http://127.0.0.1:$((STACK_API_ADMIN_PORT + $1 - 1))/metrics" |
@@ -188,7 +187,7 @@ wait "$WRK_PID" || true
 WRK_PID=''
 say "$(grep '^BENCH' "$out" || tail -3 "$out")"
 check "SIGKILL of a replica under load: zero non-2xx, zero socket errors" wrk_clean "$out"
-check "the killed replica starts again (stack.sh up of api2)" env STACK_SERVICES=api2 bash "$STACK" up
+check "the killed replica starts again (xtask stack up of api2)" env STACK_SERVICES=api2 "$XTASK" stack up
 sleep 2.5 # past fail_timeout, so NGINX uses api2 again
 
 # 2. Rolling restart of all three replicas mid-load.
@@ -202,7 +201,7 @@ for n in 1 2 3; do
   say "chaos: restarting api$n (pid $pid): SIGTERM, drain, start"
   kill -TERM "$pid"
   for ((i = 0; i < 100; i++)); do gone "$pid" && break; sleep 0.1; done
-  STACK_SERVICES=api$n bash "$STACK" up >>"$STACK_DIR/rolling.log" 2>&1 && rolled=$((rolled + 1))
+  STACK_SERVICES=api$n "$XTASK" stack up >>"$STACK_DIR/rolling.log" 2>&1 && rolled=$((rolled + 1))
   sleep 2.5 # past fail_timeout before the next one goes down
 done
 wait "$WRK_PID" || true
@@ -210,15 +209,15 @@ WRK_PID=''
 say "$(grep '^BENCH' "$out" || tail -3 "$out")"
 check "all three replicas restarted during the load" test "$rolled" = 3
 check "rolling restart under load: zero non-2xx, zero socket errors" wrk_clean "$out"
-check "every replica is ready afterwards" bash -c "bash '$STACK' status | grep -c '^api[123] .* running .* ready\$' | grep -qx 3"
+check "every replica is ready afterwards" bash -c "'$XTASK' stack status | grep -c '^api[123] .* running .* ready\$' | grep -qx 3"
 
 # --- down ---------------------------------------------------------------------------------
 pid1=$(nginx_pid)
-check "down stops nginx" bash "$STACK" down
+check "down stops nginx" "$XTASK" stack down
 check "the nginx master is gone" gone "$pid1"
 check "nothing answers on the public port any more" bash -c "! curl -s --max-time 2 -o /dev/null '$PUBLIC/healthz'"
 keep_logs
-check "down --purge removes the folder" bash -c "bash '$STACK' down --purge && [[ ! -e '$STACK_DIR' ]]"
+check "down --purge removes the folder" bash -c "'$XTASK' stack down --purge && [[ ! -e '$STACK_DIR' ]]"
 
 printf 'edge_test: %d passed, %d failed\n' "$passed" "$failed"
 [[ $failed -eq 0 ]]

@@ -34,14 +34,14 @@ command -v curl >/dev/null || fatal "curl is missing (apt-get install curl)"
 STACK_API_BIN=$API_BIN
 throwaway_stack hostile-test 27700
 cleanup() {
-  bash "$STACK" down --purge >/dev/null 2>&1 || true
+  "$XTASK" stack down --purge >/dev/null 2>&1 || true
   rm -rf "$STACK_DIR"
 }
 trap cleanup EXIT
 
 say "stack in $STACK_DIR: nginx $STACK_NGINX_PORT, replicas $STACK_API_PORT.., admin $STACK_API_ADMIN_PORT.."
 seed_throwaway_stack "$STUDENTS"
-STACK_SERVICES="api nginx" bash "$STACK" up >"$STACK_DIR/up.log" 2>&1 || fatal "stack.sh up (api nginx): $(tail -5 "$STACK_DIR/up.log")"
+STACK_SERVICES="api nginx" "$XTASK" stack up >"$STACK_DIR/up.log" 2>&1 || fatal "xtask stack up (api nginx): $(tail -5 "$STACK_DIR/up.log")"
 PORT=$STACK_NGINX_PORT
 PUBLIC=http://127.0.0.1:$PORT
 

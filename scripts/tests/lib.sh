@@ -66,27 +66,40 @@ newest_seeder() {
   fi
 }
 
+# xtask_bin: sets and exports XTASK, the built `cargo xtask` binary (target/debug/xtask). Script
+# tests run many stack up/downs: calling the binary spares each one cargo's lock and freshness
+# checks. Built here unless XTASK already names one (scripts/test.sh builds it once for all).
+xtask_bin() {
+  if [[ -z ${XTASK:-} || ! -x $XTASK ]]; then
+    local repo
+    repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
+    (cd "$repo" && cargo build -q --locked -p xtask) || fatal "cargo build -p xtask failed"
+    XTASK=${CARGO_TARGET_DIR:-$repo/target}/debug/xtask
+  fi
+  export XTASK
+}
+
 # seed_throwaway_stack STUDENTS: the throw-away stack's PostgreSQL and Redis up (STACK_SERVICES
 # as set) and STUDENTS students seeded with SEEDER_BIN (test_binaries), or the test's `fatal`.
 # Logs in $STACK_DIR/up-stores.log and seed.log.
 seed_throwaway_stack() {
-  bash "$STACK" up >"$STACK_DIR/up-stores.log" 2>&1 ||
-    fatal "stack.sh up (pg redis) failed: $(tail -5 "$STACK_DIR/up-stores.log")"
-  eval "$(bash "$STACK" env)"
+  "$XTASK" stack up >"$STACK_DIR/up-stores.log" 2>&1 ||
+    fatal "xtask stack up (pg redis) failed: $(tail -5 "$STACK_DIR/up-stores.log")"
+  eval "$("$XTASK" stack env)"
   SEEDER_PROGRESS=quiet "$SEEDER_BIN" --students "$1" >"$STACK_DIR/seed.log" 2>&1 ||
     fatal "seeding $1 students failed: $(tail -5 "$STACK_DIR/seed.log")"
 }
 
-# throwaway_stack NAME BASE: settings for a second, throw-away stack (scripts/stack.sh) in a new
+# throwaway_stack NAME BASE: settings for a second, throw-away stack (cargo xtask stack) in a new
 # /tmp/NAME.XXXXXX folder on free ports from BASE up, so a developer's stack is never touched.
 # Each script test takes its own BASE (100 apart) below Linux's ephemeral range (32768-60999):
 # a port inside it can be taken as the local port of any outgoing connection between the check
 # and the bind (a CI run lost its node exporter's 58190 that way). Exports every
-# STACK_* the script reads (STACK_SERVICES="pg redis": callers choose what `up` starts next) and
-# sets STACK to the script's path. The API binary is target/debug/api unless STACK_API_BIN is
-# set; the caller stops it with `bash "$STACK" down --purge` and removes "$STACK_DIR".
+# STACK_* the stack reads (STACK_SERVICES="pg redis": callers choose what `up` starts next) and
+# sets XTASK (xtask_bin). The API binary is target/debug/api unless STACK_API_BIN is set; the
+# caller stops it with `"$XTASK" stack down --purge` and removes "$STACK_DIR".
 throwaway_stack() {
-  STACK=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)/stack.sh
+  xtask_bin
   STACK_DIR=$(mktemp -d "/tmp/$1.XXXXXX")
   chmod 755 "$STACK_DIR" # the postgres system user (and NGINX's workers) must reach it
   local base=$2
@@ -103,7 +116,7 @@ throwaway_stack() {
   STACK_PG_EXPORTER_PORT=$(free_port $((STACK_REDIS_EXPORTER_PORT + 1)))
   STACK_LOADGEN_METRICS_PORT=$(free_port $((STACK_PG_EXPORTER_PORT + 1)))
   STACK_PG_REPLICA_PORT=$(free_port $((STACK_LOADGEN_METRICS_PORT + 1)))
-  STACK_API_BIN=${STACK_API_BIN:-$(dirname -- "$STACK")/../target/debug/api}
+  STACK_API_BIN=${STACK_API_BIN:-$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)/target/debug/api}
   STACK_API_REPLICAS=3 STACK_KEY_PREFIX=results STACK_SERVICES="pg redis"
   STACK_NGINX_MICROCACHE=on STACK_NGINX_RATE_LIMIT=off
   export STACK_DIR STACK_PG_PORT STACK_REDIS_PORT STACK_API_PORT STACK_API_ADMIN_PORT STACK_NGINX_PORT \

@@ -9,7 +9,7 @@
 #   3. grafana/dashboards/*.json: valid JSON, unique panel ids, every (non-row) panel on
 #      datasource uid `prometheus` with at least one query, every query valid PromQL (written as
 #      recording rules panel_<id>_<n> and parsed by promtool), the provisioning files in place.
-#   4. End to end on a throw-away native stack (scripts/stack.sh on free ports in a folder of its
+#   4. End to end on a throw-away native stack (cargo xtask stack on free ports in a folder of its
 #      own: PostgreSQL, Redis, three replicas, NGINX, the node/nginx/redis/postgres exporters and
 #      Prometheus with this repository's config and rules, scraping every 1 s): every target is up,
 #      ~300 requests go through NGINX while target/debug/loadgen runs 8 s of load with its
@@ -67,7 +67,7 @@ cleanup() {
     wait "$PROM_PID" 2>/dev/null
   fi
   if [[ -n ${E2E_STACK:-} ]]; then
-    bash "$STACK" down --purge >/dev/null 2>&1 || true
+    "$XTASK" stack down --purge >/dev/null 2>&1 || true
     rm -rf "$STACK_DIR"
   fi
   rm -rf "$WORK"
@@ -247,7 +247,7 @@ all_up() { # all_up JOB COUNT: COUNT targets of JOB, every one up
 }
 
 # --- 4. end to end on a throw-away native stack ------------------------------------------------
-# scripts/stack.sh brings up PostgreSQL, Redis, three replicas, NGINX, the four exporters and
+# cargo xtask stack brings up PostgreSQL, Redis, three replicas, NGINX, the four exporters and
 # Prometheus (the repository's configuration and rules, scraping every 1 s) on free ports in a
 # folder of its own; a small data set is seeded and requests go through NGINX.
 E2E_API_BIN=${MONITORING_API_BIN:-$REPO_DIR/target/debug/api}
@@ -263,29 +263,29 @@ else
   export STACK_PROMETHEUS_INTERVAL
   E2E_STACK=1
   log "end to end: a throw-away stack in $STACK_DIR (nginx $STACK_NGINX_PORT, prometheus $STACK_PROMETHEUS_PORT)"
-  if ! bash "$STACK" up >"$WORK/up-stores.log" 2>&1; then
-    fail "stack.sh up (pg redis) for the end-to-end part"
+  if ! "$XTASK" stack up >"$WORK/up-stores.log" 2>&1; then
+    fail "xtask stack up (pg redis) for the end-to-end part"
     tail -n 15 "$WORK/up-stores.log" | sed 's/^/    /' >&2
-  elif ! (eval "$(bash "$STACK" env)" && export DATABASE_URL REDIS_URL &&
+  elif ! (eval "$("$XTASK" stack env)" && export DATABASE_URL REDIS_URL &&
     SEEDER_PROGRESS=quiet "$E2E_SEEDER_BIN" --students 3000 >"$WORK/seed.log" 2>&1); then
     fail "seeding 3,000 students for the end-to-end part"
     tail -n 15 "$WORK/seed.log" | sed 's/^/    /' >&2
-  elif ! STACK_SERVICES="api nginx exporters prometheus" bash "$STACK" up >"$WORK/up.log" 2>&1; then
-    fail "stack.sh up (api nginx exporters prometheus)"
+  elif ! STACK_SERVICES="api nginx exporters prometheus" "$XTASK" stack up >"$WORK/up.log" 2>&1; then
+    fail "xtask stack up (api nginx exporters prometheus)"
     tail -n 25 "$WORK/up.log" | sed 's/^/    /' >&2
   else
     pass
     PROM_PORT=$STACK_PROMETHEUS_PORT
     PUBLIC=http://$HOST:$STACK_NGINX_PORT
-    check "stack.sh status: every exporter and Prometheus running" bash -c \
-      "bash '$STACK' status | grep -cE '^(node_exporter|nginx_exporter|redis_exporter|pg_exporter|prometheus) +running ' | grep -qx 5"
-    check "stack.sh env prints PROMETHEUS_URL" bash -c \
-      "bash '$STACK' env | grep -qxF \"export PROMETHEUS_URL='http://$HOST:$PROM_PORT'\""
-    check "promtool check config (native layout as stack.sh writes it)" promtool check config "$STACK_DIR/prometheus/prometheus.yml"
+    check "xtask stack status: every exporter and Prometheus running" bash -c \
+      "'$XTASK' stack status | grep -cE '^(node_exporter|nginx_exporter|redis_exporter|pg_exporter|prometheus) +running ' | grep -qx 5"
+    check "xtask stack env prints PROMETHEUS_URL" bash -c \
+      "'$XTASK' stack env | grep -qxF \"export PROMETHEUS_URL='http://$HOST:$PROM_PORT'\""
+    check "promtool check config (native layout as xtask stack writes it)" promtool check config "$STACK_DIR/prometheus/prometheus.yml"
     check "the native api targets are the stack's admin ports, labelled api1..3" test \
       "$(jq -c '[.[] | [.targets[0], .labels.replica]]' "$STACK_DIR/prometheus/targets/api.json")" = \
       "[[\"$HOST:$STACK_API_ADMIN_PORT\",\"api1\"],[\"$HOST:$((STACK_API_ADMIN_PORT + 1))\",\"api2\"],[\"$HOST:$((STACK_API_ADMIN_PORT + 2))\",\"api3\"]]"
-    # prometheus/targets/native/ documents the default ports: it must be what stack.sh writes.
+    # prometheus/targets/native/ documents the default ports: it must be what xtask stack writes.
     defaults_of_ports() { # the throw-away stack's target files with its ports mapped to the defaults
       sed -e "s/:$STACK_API_ADMIN_PORT\"/:8181\"/; s/:$((STACK_API_ADMIN_PORT + 1))\"/:8182\"/" \
         -e "s/:$((STACK_API_ADMIN_PORT + 2))\"/:8183\"/; s/:$STACK_NGINX_EXPORTER_PORT\"/:9113\"/" \
@@ -293,7 +293,7 @@ else
         -e "s/:$STACK_NODE_EXPORTER_PORT\"/:9100\"/; s/:$STACK_LOADGEN_METRICS_PORT\"/:9400\"/" "$1" | jq -c .
     }
     for file in "$PROM_DIR"/targets/native/*.json; do
-      check "stack.sh writes targets/$(basename "$file") as prometheus/targets/native/ has it (default ports)" \
+      check "xtask stack writes targets/$(basename "$file") as prometheus/targets/native/ has it (default ports)" \
         test "$(defaults_of_ports "$STACK_DIR/prometheus/targets/$(basename "$file")")" = "$(jq -c . "$file")"
     done
     # Wait until every target has been scraped once (1 s interval), then send two rounds of
@@ -376,7 +376,7 @@ else
     check "no alert fires on a healthy stack" bash -c \
       "curl -s http://$HOST:$PROM_PORT/api/v1/alerts | jq -e '[.data.alerts[] | select(.state == \"firing\")] | length == 0'"
     # The alerts a replica's death must raise: api1 stopped, ReplicaDown pending within seconds.
-    bash "$STACK" status >/dev/null 2>&1
+    "$XTASK" stack status >/dev/null 2>&1
     kill -TERM "$(cat "$STACK_DIR/run/api1.pid")" 2>/dev/null
     for _ in $(seq 1 40); do
       curl -s "http://$HOST:$PROM_PORT/api/v1/alerts" | jq -e 'any(.data.alerts[]; .labels.alertname == "ReplicaDown")' >/dev/null && break

@@ -79,12 +79,12 @@ keep_logs() {
     mkdir -p "$OPENAPI_KEEP_LOGS" && { cp -f "$STACK_DIR"/*.txt "$STACK_DIR"/*.har "$STACK_DIR"/log/* "$OPENAPI_KEEP_LOGS"/ 2>/dev/null || true; }
   fi
 }
-add_cleanup "keep_logs; bash '$STACK' down --purge >/dev/null 2>&1 || true; rm -rf '$STACK_DIR'"
+add_cleanup "keep_logs; '$XTASK' stack down --purge >/dev/null 2>&1 || true; rm -rf '$STACK_DIR'"
 
 log "stack in $STACK_DIR: pg $STACK_PG_PORT, redis $STACK_REDIS_PORT, api $STACK_API_PORT.., nginx $STACK_NGINX_PORT"
 seed_throwaway_stack "$STUDENTS"
 STACK_SERVICES="pg redis api nginx"
-bash "$STACK" up >"$STACK_DIR/up.log" 2>&1 || fatal "stack.sh up (api nginx) failed: $(tail -5 "$STACK_DIR/up.log")"
+"$XTASK" stack up >"$STACK_DIR/up.log" 2>&1 || fatal "xtask stack up (api nginx) failed: $(tail -5 "$STACK_DIR/up.log")"
 PUBLIC=http://127.0.0.1:$STACK_NGINX_PORT
 REPLICA=http://127.0.0.1:$STACK_API_PORT
 
@@ -171,7 +171,7 @@ done
 # comes from the file (NGINX has no replica to fetch it from); only conformance is checked,
 # as 429 and 503 are what is asked for here.
 check "reload NGINX with the rate limit on (1 r/s, burst 1)" \
-  env STACK_SERVICES=nginx STACK_NGINX_RATE_LIMIT=on STACK_NGINX_RATE=1 STACK_NGINX_BURST=1 bash "$STACK" up
+  env STACK_SERVICES=nginx STACK_NGINX_RATE_LIMIT=on STACK_NGINX_RATE=1 STACK_NGINX_BURST=1 "$XTASK" stack up
 # Our own replicas only: the pid from the stack's pid file, and that process runs API_BIN.
 replica_pids=()
 for n in 1 2 3; do

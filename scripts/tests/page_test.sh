@@ -74,12 +74,12 @@ throwaway_stack page-test 27300
 # No micro-cache: with it, a stopped replica set would be hidden behind stale answers, and the
 # 503 case is about what the page shows when nothing can answer.
 STACK_NGINX_MICROCACHE=off
-add_cleanup "bash '$STACK' down --purge >/dev/null 2>&1 || true; rm -rf '$STACK_DIR'"
+add_cleanup "'$XTASK' stack down --purge >/dev/null 2>&1 || true; rm -rf '$STACK_DIR'"
 
 log "stack in $STACK_DIR: pg $STACK_PG_PORT, redis $STACK_REDIS_PORT, api $STACK_API_PORT.., nginx $STACK_NGINX_PORT"
 seed_throwaway_stack "$STUDENTS"
 STACK_SERVICES="pg redis api nginx"
-bash "$STACK" up >"$STACK_DIR/up.log" 2>&1 || fatal "stack.sh up (api nginx) failed: $(tail -5 "$STACK_DIR/up.log")"
+"$XTASK" stack up >"$STACK_DIR/up.log" 2>&1 || fatal "xtask stack up (api nginx) failed: $(tail -5 "$STACK_DIR/up.log")"
 ORIGIN=http://127.0.0.1:$STACK_NGINX_PORT
 
 # --- NGINX's side, with curl -------------------------------------------------------------------
@@ -126,7 +126,7 @@ log "headless chromium ($("$CHROMIUM" --version 2>/dev/null | head -n 1)) agains
 rc=0
 # Bounded: the cases take ~10 s; a browser that hangs is killed, and the run fails.
 PAGE_ORIGIN=$ORIGIN PAGE_VALID_ID=$VALID_ID PAGE_UNKNOWN_ID=$UNKNOWN_ID PAGE_SHOTS_DIR=$SHOTS_DIR \
-  PAGE_STACK=$STACK PAGE_CHROMIUM=$CHROMIUM STACK_DIR=$STACK_DIR \
+  PAGE_XTASK=$XTASK PAGE_CHROMIUM=$CHROMIUM STACK_DIR=$STACK_DIR \
   timeout -k 5 180 node "$NODE_DIR/run.mjs" >"$out" 2>&1 || rc=$?
 while IFS= read -r line; do
   case $line in

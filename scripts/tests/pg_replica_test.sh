@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/tests/pg_replica_test.sh - tests PostgreSQL read replicas end to end on a throw-away
-# stack (own folder, own free ports from 27900): scripts/stack.sh's opt-in `pg_replica` service
+# stack (own folder, own free ports from 27900): cargo xtask stack's opt-in `pg_replica` service
 # (a real streaming standby made with pg_basebackup -R) and the API reading it
 # (DATABASE_REPLICA_URLS). It seeds 20,000 students on the primary, starts one API replica on a
 # Redis key prefix with no data (so every lookup reaches PostgreSQL), and checks on the servers
@@ -13,11 +13,11 @@
 #   - replica stopped under a bounded sequential curl run: zero failed requests, the primary
 #     serves (its index scans rise), slow requests and the max latency reported;
 #   - replica started again: reads return to it;
-#   - status/env/down of stack.sh.
+#   - status/env/down of xtask stack.
 # Figures are printed as "pg_replica_test: figure: ..." (a shared machine makes them noise).
 #
 # Needs: target/debug/api (or PG_REPLICA_API_BIN), target/release/seeder or target/debug/seeder,
-# PostgreSQL (scripts/stack.sh installs it), curl and jq.
+# PostgreSQL (cargo xtask stack installs it), curl and jq.
 # Prints "pg_replica_test: N passed, M failed" last; exit status 1 if anything failed.
 set -euo pipefail
 
@@ -48,7 +48,7 @@ cleanup() {
     say "last lines of the replica's log:"
     tail -n 15 "$STACK_DIR/log/postgres-replica.log" | sed 's/^/    /' >&2
   fi
-  bash "$STACK" down --purge >/dev/null 2>&1 || true
+  "$XTASK" stack down --purge >/dev/null 2>&1 || true
   rm -rf "$STACK_DIR"
 }
 trap cleanup EXIT
@@ -66,7 +66,7 @@ wait_for() { # wait_for SECONDS COMMAND...: retries COMMAND every 0.2 s until it
 }
 
 PG_BIN=/usr/lib/postgresql/$(<"$STACK_DIR/postgres/data/PG_VERSION")/bin
-# The cluster's owner runs pg_ctl: the postgres system user when we are root (as stack.sh does).
+# The cluster's owner runs pg_ctl: the postgres system user when we are root (as xtask stack does).
 as_postgres() { if [[ $(id -u) == 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 # sql PORT QUERY: one value, as the superuser over the stack's socket, in the results database.
 sql() { "$PG_BIN/psql" -X -q -At -h "$STACK_DIR/run" -p "$1" -U postgres -d results -c "$2"; }
@@ -77,12 +77,12 @@ closed() { ! (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # --- the pg_replica service ----------------------------------------------------------------
 STACK_SERVICES="pg pg_replica"
 started=$SECONDS
-check "up starts a streaming replica" bash "$STACK" up
+check "up starts a streaming replica" "$XTASK" stack up
 say "figure: pg_replica up (pg_basebackup -R of a $STUDENTS-student cluster, start, streaming) took $((SECONDS - started)) s"
 check "status shows the replica running and streaming" bash -c \
-  "bash '$STACK' status | grep -q '^pg_replica .* running .*streaming from :$PRIMARY'"
+  "'$XTASK' stack status | grep -q '^pg_replica .* running .*streaming from :$PRIMARY'"
 check "env prints DATABASE_REPLICA_URLS with the replica's port" bash -c \
-  "bash '$STACK' env | grep -q \"^export DATABASE_REPLICA_URLS='postgres://.*:$REPLICA/results'\$\""
+  "'$XTASK' stack env | grep -q \"^export DATABASE_REPLICA_URLS='postgres://.*:$REPLICA/results'\$\""
 check "the replica is in recovery (a standby)" test "$(sql "$REPLICA" 'SELECT pg_is_in_recovery()')" = t
 check "the primary sees it streaming" test \
   "$(sql "$PRIMARY" "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")" = 1
@@ -91,7 +91,7 @@ check "the replica refuses writes" bash -c \
   "! '$PG_BIN/psql' -X -q -h '$STACK_DIR/run' -p $REPLICA -U postgres -d results -c 'CREATE TABLE nope (x int)' 2>/dev/null"
 pid1=$(sed -n 1p "$STACK_DIR/postgres/replica/postmaster.pid")
 check "up again leaves the replica running (same pid)" bash -c \
-  "bash '$STACK' up 2>&1 | grep -q 'pg_replica: already running' && [[ \$(sed -n 1p '$STACK_DIR/postgres/replica/postmaster.pid') == '$pid1' ]]"
+  "'$XTASK' stack up 2>&1 | grep -q 'pg_replica: already running' && [[ \$(sed -n 1p '$STACK_DIR/postgres/replica/postmaster.pid') == '$pid1' ]]"
 
 # --- the API reads the replica -------------------------------------------------------------
 export API_CACHE_TTL_MS=1 API_REFRESH_MS=500 # every lookup reaches PostgreSQL; quick health marks
@@ -104,7 +104,7 @@ export API_PG_REPLICA_TIMEOUT_MS=1000
 # too, but each request would first wait API_REDIS_TIMEOUT_MS for it.)
 STACK_KEY_PREFIX=pg_replica_test_unseeded
 STACK_SERVICES=api1
-check "up starts the API with the replica" bash "$STACK" up
+check "up starts the API with the replica" "$XTASK" stack up
 API=http://127.0.0.1:$STACK_API_PORT
 ADMIN=http://127.0.0.1:$STACK_API_ADMIN_PORT
 # readyz JQ: /readyz's JSON satisfies the jq condition.
@@ -196,10 +196,10 @@ stop_started=$SECONDS
 as_postgres "$PG_BIN/pg_ctl" -D "$STACK_DIR/postgres/replica" -m fast -w stop >/dev/null
 check "the replica is stopped" closed "$REPLICA"
 check "/readyz marks the replica down and stays ready" wait_for 5 readyz '.ready and .postgres_replicas == ["down"]'
-check "env leaves DATABASE_REPLICA_URLS out while the replica is stopped" bash -c "! bash '$STACK' env | grep -q DATABASE_REPLICA_URLS"
+check "env leaves DATABASE_REPLICA_URLS out while the replica is stopped" bash -c "! '$XTASK' stack env | grep -q DATABASE_REPLICA_URLS"
 sleep 1.5
 STACK_SERVICES=pg_replica
-check "up starts the replica again (streaming)" bash "$STACK" up
+check "up starts the replica again (streaming)" "$XTASK" stack up
 say "figure: replica was stopped for $((SECONDS - stop_started)) s during the run"
 check "/readyz marks it up again" wait_for 10 readyz '.postgres_replicas == ["up"]'
 wait "$CURL_PID" || true
@@ -231,9 +231,9 @@ say "figure: whole test: replica served $total_replica lookups, primary $total_p
 
 # --- down -----------------------------------------------------------------------------------
 replica_pid=$(sed -n 1p "$STACK_DIR/postgres/replica/postmaster.pid")
-check "down stops everything" bash "$STACK" down
+check "down stops everything" "$XTASK" stack down
 check "the replica's postmaster is gone" gone "$replica_pid"
-check "down --purge removes the folder" bash -c "bash '$STACK' down --purge && [[ ! -e '$STACK_DIR' ]]"
+check "down --purge removes the folder" bash -c "'$XTASK' stack down --purge && [[ ! -e '$STACK_DIR' ]]"
 
 printf 'pg_replica_test: %d passed, %d failed\n' "$passed" "$failed"
 [[ $failed -eq 0 ]]

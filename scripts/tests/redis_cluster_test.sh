@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # scripts/tests/redis_cluster_test.sh - the seeder and the API against a real Redis Cluster
-# (service redis_cluster of scripts/stack.sh: three masters, a replica each) on a throw-away
+# (service redis_cluster of cargo xtask stack: three masters, a replica each) on a throw-away
 # stack (own folder, own free ports from BASE 27800), so the developer's stack is never touched.
 #
-# It checks: stack.sh starts the cluster, says so (status, env's REDIS_URL=redis-cluster://...)
+# It checks: xtask stack starts the cluster, says so (status, env's REDIS_URL=redis-cluster://...)
 # and refuses redis and redis_cluster together; the seeder loads 20,000 students into it,
 # pipelining on every master (fewer read events than commands), and `seeder verify` agrees,
 # its SCAN having run on every master; the keys spread over the three masters within +-15% of the
@@ -20,7 +20,7 @@
 # replica, and down stops all six nodes.
 #
 # Needs: target/debug/api (or REDIS_CLUSTER_API_BIN), target/release/seeder or
-# target/debug/seeder, redis-server/redis-cli, nginx, wrk, curl (stack.sh installs its Debian
+# target/debug/seeder, redis-server/redis-cli, nginx, wrk, curl (xtask stack installs its Debian
 # packages; wrk: apt-get install wrk). Prints "redis_cluster_test: N passed, M failed" last; exit
 # status 1 if anything failed. REDIS_CLUSTER_KEEP_LOGS=DIR keeps the stack's logs and the samples.
 set -euo pipefail
@@ -59,7 +59,7 @@ keep_logs() {
 cleanup() {
   [[ -z $WRK_PID ]] || kill "$WRK_PID" 2>/dev/null || true
   keep_logs
-  bash "$STACK" down --purge >/dev/null 2>&1 || true
+  "$XTASK" stack down --purge >/dev/null 2>&1 || true
   rm -rf "$STACK_DIR"
 }
 trap cleanup EXIT
@@ -69,8 +69,8 @@ PORTS=()
 for ((i = 0; i < 6; i++)); do PORTS+=($((STACK_REDIS_CLUSTER_PORT + i))); done
 say "stack in $STACK_DIR: pg $STACK_PG_PORT, cluster ${PORTS[0]}-${PORTS[5]} (bus $STACK_REDIS_CLUSTER_BUS_PORT..), api $STACK_API_PORT.., nginx $STACK_NGINX_PORT"
 
-# --- stack.sh: the cluster service ------------------------------------------------------------
-bash "$STACK" up >"$STACK_DIR/up.log" 2>&1 || fatal "stack.sh up (pg redis_cluster) failed: $(tail -5 "$STACK_DIR/up.log")"
+# --- xtask stack: the cluster service ------------------------------------------------------------
+"$XTASK" stack up >"$STACK_DIR/up.log" 2>&1 || fatal "xtask stack up (pg redis_cluster) failed: $(tail -5 "$STACK_DIR/up.log")"
 cli() { redis-cli -h "$HOST" -p "$@"; }
 info_field() { cli "$1" "${@:3}" 2>/dev/null | tr -d '\r' | sed -n "s/^$2://p"; } # PORT FIELD CMD...
 masters() { # the ports of the live masters, as node $1 sees them
@@ -86,19 +86,19 @@ check "the nodes run the project's settings plus the cluster's" bash -c \
   "redis-cli -h $HOST -p ${PORTS[3]} config get hash-max-listpack-value | grep -qx 128 &&
    redis-cli -h $HOST -p ${PORTS[3]} config get cluster-node-timeout | grep -qx 2000"
 check "status shows the cluster running, 3 masters and 3 replicas" bash -c \
-  "bash '$STACK' status | grep -q '^redis_cluster  *running .*nodes=6/6 masters=3 replicas=3 state=ok'"
-check "up again leaves the cluster as it is" bash -c "bash '$STACK' up 2>&1 | grep -q 'redis_cluster: up (masters=3'"
+  "'$XTASK' stack status | grep -q '^redis_cluster  *running .*nodes=6/6 masters=3 replicas=3 state=ok'"
+check "up again leaves the cluster as it is" bash -c "'$XTASK' stack up 2>&1 | grep -q 'redis_cluster: up (masters=3'"
 check "env prints REDIS_URL=redis-cluster://" bash -c \
-  "bash '$STACK' env | grep -qxF \"export REDIS_URL='redis-cluster://$HOST:${PORTS[0]}'\""
+  "'$XTASK' stack env | grep -qxF \"export REDIS_URL='redis-cluster://$HOST:${PORTS[0]}'\""
 check "env with STACK_SERVICES naming redis prints the single Redis' URL" bash -c \
-  "STACK_SERVICES='pg redis' bash '$STACK' env | grep -qxF \"export REDIS_URL='redis://$HOST:$STACK_REDIS_PORT'\""
+  "STACK_SERVICES='pg redis' '$XTASK' stack env | grep -qxF \"export REDIS_URL='redis://$HOST:$STACK_REDIS_PORT'\""
 check "redis and redis_cluster together are refused, naming both" bash -c \
-  "out=\$(STACK_SERVICES='redis redis_cluster' bash '$STACK' env 2>&1) && exit 1; grep -q 'names both redis and redis_cluster' <<<\"\$out\""
+  "out=\$(STACK_SERVICES='redis redis_cluster' '$XTASK' stack env 2>&1) && exit 1; grep -q 'names both redis and redis_cluster' <<<\"\$out\""
 check "overlapping cluster ports are refused" bash -c \
-  "! STACK_REDIS_CLUSTER_BUS_PORT=$((STACK_REDIS_CLUSTER_PORT + 3)) bash '$STACK' env >/dev/null 2>&1"
+  "! STACK_REDIS_CLUSTER_BUS_PORT=$((STACK_REDIS_CLUSTER_PORT + 3)) '$XTASK' stack env >/dev/null 2>&1"
 
 # --- the seeder --------------------------------------------------------------------------------
-eval "$(bash "$STACK" env)"
+eval "$("$XTASK" stack env)"
 for p in "${MASTERS[@]}"; do cli "$p" config resetstat >/dev/null; done
 SEEDER_PROGRESS=quiet "$SEEDER_BIN" --students "$STUDENTS" >"$STACK_DIR/seed.log" 2>&1 ||
   fatal "seeding $STUDENTS students into the cluster failed: $(tail -5 "$STACK_DIR/seed.log")"
@@ -139,8 +139,8 @@ done
 # A debug build opens a PostgreSQL connection slowly (its SCRAM hashing is unoptimised: 0.6-1.3 s
 # on a busy host, 0.05 s for a release build), and a failover sends every lookup to PostgreSQL
 # at once: 3 s instead of 1 s for a connection keeps that start-up cost from failing lookups.
-API_PG_TIMEOUT_MS=3000 STACK_SERVICES="redis_cluster api nginx" bash "$STACK" up >"$STACK_DIR/up-api.log" 2>&1 ||
-  fatal "stack.sh up (api nginx) failed: $(tail -5 "$STACK_DIR/up-api.log")"
+API_PG_TIMEOUT_MS=3000 STACK_SERVICES="redis_cluster api nginx" "$XTASK" stack up >"$STACK_DIR/up-api.log" 2>&1 ||
+  fatal "xtask stack up (api nginx) failed: $(tail -5 "$STACK_DIR/up-api.log")"
 PUBLIC=http://$HOST:$STACK_NGINX_PORT
 check "the replicas were given REDIS_URL=redis-cluster://" bash -c \
   "tr '\\0' '\\n' </proc/\$(cat '$STACK_DIR/run/api1.pid')/environ | grep -qxF 'REDIS_URL=redis-cluster://$HOST:${PORTS[0]}'"
@@ -343,21 +343,21 @@ check "the survivors say cluster_state:ok" bash -c \
 check "CLUSTER NODES marks the killed master failed" bash -c \
   "redis-cli -h $HOST -p $survivor cluster nodes | grep -q ' $HOST:$victim@[0-9]* [a-z,]*fail'"
 check "status shows the cluster degraded (5 of 6 nodes)" bash -c \
-  "bash '$STACK' status | grep -q '^redis_cluster  *degraded .*nodes=5/6'"
+  "'$XTASK' stack status | grep -q '^redis_cluster  *degraded .*nodes=5/6'"
 check "/readyz shows the complete data set again" bash -c \
   "curl -fs '$PUBLIC/readyz' | grep -q '\"redis\":\"up\".*\"complete_data_set\":true'"
 
 # 4. The killed node comes back: as a replica of its promoted replica.
-check "up restarts the killed node" env STACK_SERVICES=redis_cluster bash "$STACK" up
+check "up restarts the killed node" env STACK_SERVICES=redis_cluster "$XTASK" stack up
 check "the killed node rejoined as a replica" bash -c "redis-cli -h $HOST -p $victim role | head -1 | grep -qx slave"
 check "status shows the cluster whole: 3 masters and 3 replicas" bash -c \
-  "bash '$STACK' status | grep -q '^redis_cluster  *running .*nodes=6/6 masters=3 replicas=3 state=ok'"
+  "'$XTASK' stack status | grep -q '^redis_cluster  *running .*nodes=6/6 masters=3 replicas=3 state=ok'"
 
 # --- down -------------------------------------------------------------------------------------
 mapfile -t node_pids < <(cat "$STACK_DIR"/run/redis-cluster-*.pid)
-check "down stops the stack" bash "$STACK" down
+check "down stops the stack" "$XTASK" stack down
 check "every cluster node is gone" bash -c "for p in ${node_pids[*]}; do kill -0 \$p 2>/dev/null && exit 1; done; exit 0"
-check "status says the cluster is stopped" bash -c "bash '$STACK' status | grep -q '^redis_cluster  *stopped'"
+check "status says the cluster is stopped" bash -c "'$XTASK' stack status | grep -q '^redis_cluster  *stopped'"
 keep_logs
 
 printf 'redis_cluster_test: %d passed, %d failed\n' "$passed" "$failed"

@@ -29,9 +29,10 @@ pub enum Command {
     /// exporters as local processes on loopback ports, data under $STACK_DIR.
     #[command(subcommand)]
     Stack(StackCommand),
-    /// Install Debian packages that are missing (apt-get; no system service is started).
+    /// Install Debian packages with apt-get, keeping their maintainer scripts from starting
+    /// system services (a temporary policy-rc.d). Needs root.
     Install {
-        /// Packages whose program of the same name is missing.
+        /// The packages.
         #[arg(required = true)]
         packages: Vec<String>,
     },

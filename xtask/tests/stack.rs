@@ -11,16 +11,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// The next port to try. Below Linux's ephemeral range (32768-60999), where an outgoing
-/// connection could take a port between our check and the server's bind; 27000-27099 is this
-/// suite's (scripts/tests/lib.sh gives each script test its own hundred).
-static NEXT_PORT: Mutex<u16> = Mutex::new(27000);
+/// connection could take a port between our check and the server's bind; 26000-26999 is this
+/// suite's (scripts/tests/lib.sh gives each script test its own hundred from 27100).
+static NEXT_PORT: Mutex<u16> = Mutex::new(26000);
 
 /// `count` consecutive ports nothing listens on, never handed out twice in this process.
 fn free_ports(count: u16) -> u16 {
     let mut next = NEXT_PORT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     'search: loop {
         let first = *next;
-        assert!(first < 32000, "no free ports left below the ephemeral range");
+        assert!(first < 27000, "no free ports left in this suite's range");
         for p in first..first + count {
             if std::net::TcpStream::connect(("127.0.0.1", p)).is_ok() {
                 *next = p + 1;

@@ -7,7 +7,7 @@
 //   PAGE_ORIGIN     the stack's public origin, e.g. http://127.0.0.1:58187 (no trailing slash)
 //   PAGE_VALID_ID   a seeded registration number; PAGE_UNKNOWN_ID a well-formed unseeded one
 //   PAGE_SHOTS_DIR  where page-phone.png and page-desktop.png are written
-//   PAGE_STACK      scripts/stack.sh (with the throw-away stack's STACK_* in the environment):
+//   PAGE_XTASK      the built `cargo xtask` binary (the throw-away stack's STACK_* in the environment):
 //                   the 429 case reloads NGINX with a rate limit, the 503 case stops the replicas
 //   PAGE_CHROMIUM   the browser binary (/usr/bin/chromium)
 import { chromium } from "playwright-core";
@@ -19,10 +19,10 @@ const ORIGIN = process.env.PAGE_ORIGIN;
 const VALID_ID = process.env.PAGE_VALID_ID;
 const UNKNOWN_ID = process.env.PAGE_UNKNOWN_ID;
 const SHOTS = process.env.PAGE_SHOTS_DIR;
-const STACK = process.env.PAGE_STACK;
+const XTASK = process.env.PAGE_XTASK;
 const STACK_DIR = process.env.STACK_DIR;
-if (!ORIGIN || !VALID_ID || !UNKNOWN_ID || !SHOTS || !STACK || !STACK_DIR) {
-  console.log("FAIL environment: PAGE_ORIGIN, PAGE_VALID_ID, PAGE_UNKNOWN_ID, PAGE_SHOTS_DIR, PAGE_STACK, STACK_DIR are required");
+if (!ORIGIN || !VALID_ID || !UNKNOWN_ID || !SHOTS || !XTASK || !STACK_DIR) {
+  console.log("FAIL environment: PAGE_ORIGIN, PAGE_VALID_ID, PAGE_UNKNOWN_ID, PAGE_SHOTS_DIR, PAGE_XTASK, STACK_DIR are required");
   process.exit(1);
 }
 
@@ -251,7 +251,7 @@ await step("bookmark and desktop", async () => {
 
 // --- 4. the edge's own 429 and 503 -----------------------------------------------------------
 function stack(env) {
-  execFileSync("bash", [STACK, "up"], { env: { ...process.env, STACK_SERVICES: "nginx", ...env }, stdio: "ignore", timeout: 60000 });
+  execFileSync(XTASK, ["stack", "up"], { env: { ...process.env, STACK_SERVICES: "nginx", ...env }, stdio: "ignore", timeout: 60000 });
 }
 
 await step("too many requests (NGINX's 429)", async () => {
