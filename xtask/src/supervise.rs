@@ -61,6 +61,14 @@ pub fn pid_alive(pid: u32) -> bool {
     pid > 0 && proc_state(pid).is_some_and(|s| s != 'Z')
 }
 
+/// No such process at all: exited and reaped (a zombie still counts as present).
+pub fn pid_gone(pid: u32) -> bool {
+    i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .is_none_or(|pid| rustix::process::test_kill_process(pid).is_err())
+}
+
 /// `/proc/PID/comm`, the program name (15 bytes at most).
 pub fn proc_comm(pid: u32) -> String {
     fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim_end().to_owned()
