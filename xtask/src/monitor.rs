@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use rustix::process::Signal;
-use serde_json::json;
 
 use crate::config::Config;
 use crate::net::{get_ok, http, port_in_use};
@@ -72,10 +71,14 @@ fn write_prometheus_config(c: &Config) -> Result<()> {
     let rules = dir.join("rules");
     let _ = fs::remove_file(&rules);
     std::os::unix::fs::symlink(c.repo.join("prometheus/rules"), &rules)?;
-    let api: Vec<_> = (1..=c.api_replicas)
-        .map(|n| json!({"targets": [c.addr(c.api_admin_port(n))], "labels": {"replica": format!("api{n}")}}))
+    // Written by hand rather than through serde_json, whose maps sort their keys: these files
+    // read as prometheus/targets/native/ does (targets first), one entry per line.
+    let api: Vec<String> = (1..=c.api_replicas)
+        .map(|n| {
+            format!(r#"{{"targets": ["{}"], "labels": {{"replica": "api{n}"}}}}"#, c.addr(c.api_admin_port(n)))
+        })
         .collect();
-    let one = |port: u16| vec![json!({"targets": [c.addr(port)]})];
+    let one = |port: u16| vec![format!(r#"{{"targets": ["{}"]}}"#, c.addr(port))];
     for (file, entries) in [
         ("api.json", api),
         ("nginx.json", one(c.monitor_port(Monitor::NginxExporter))),
@@ -84,7 +87,7 @@ fn write_prometheus_config(c: &Config) -> Result<()> {
         ("node.json", one(c.monitor_port(Monitor::NodeExporter))),
         ("loadgen.json", one(c.loadgen_metrics_port)),
     ] {
-        replace(&targets.join(file), &(serde_json::to_string_pretty(&entries)? + "\n"))?;
+        replace(&targets.join(file), &format!("[\n  {}\n]\n", entries.join(",\n  ")))?;
     }
     Ok(())
 }
