@@ -49,7 +49,7 @@ is back it serves the previous value until `seeder publish` succeeds.";
     args_conflicts_with_subcommands = true,
     after_help = "Exit status: 0 success, 1 error (one line on stderr says what), 2 usage error, \
                   3 `verify` found a difference, 4 a correction or results file has bad lines (nothing applied), \
-                  5 a correction is in PostgreSQL but not (all) in Redis (retry: `seeder publish`).\n\nWith the native stack: eval \"$(scripts/stack.sh env)\" \
+                  5 a correction is in PostgreSQL but not (all) in Redis (retry: `seeder publish`).\n\nWith the native stack: eval \"$(cargo xtask stack env)\" \
                   sets DATABASE_URL and REDIS_URL."
 )]
 pub struct Cli {
