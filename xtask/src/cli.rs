@@ -1,5 +1,5 @@
 //! The command line: `cargo xtask stack up | down [--purge] | stop SERVICE... | status | env |
-//! help` and `cargo xtask install PACKAGE...`. Parses, loads the configuration, runs, and maps
+//! logs [SERVICE...] | help` and `cargo xtask install PACKAGE...`. Parses, loads the configuration, runs, and maps
 //! the outcome to an exit status (1 on an error, 3 when `status` finds a chosen service down).
 
 use std::collections::HashMap;
@@ -68,6 +68,15 @@ pub enum StackCommand {
     /// One line per service: running/stopped, pid, address and what it reports. Exit status 0
     /// when every service chosen by STACK_SERVICES runs, 3 otherwise.
     Status,
+    /// Print the last lines of the services' logs ($STACK_DIR/log): the named services, or
+    /// those STACK_SERVICES chooses.
+    Logs {
+        /// Lines per log file.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// The services (names as in STACK_SERVICES).
+        services: Vec<String>,
+    },
     /// Print `export KEY='value'` lines for DATABASE_URL, REDIS_URL, DATABASE_REPLICA_URLS
     /// (while the read replica runs), API_URLS, PUBLIC_URL and PROMETHEUS_URL, whether or not
     /// the stack is up: eval "$(cargo xtask stack env)".
@@ -139,6 +148,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Stack(StackCommand::Up) => stack::up(&load(None)?)?,
         Command::Stack(StackCommand::Down { purge }) => stack::down(&load(None)?, purge)?,
         Command::Stack(StackCommand::Stop { services }) => stack::stop_selected(&load(Some(&services))?)?,
+        Command::Stack(StackCommand::Logs { lines, services }) => {
+            let named = (!services.is_empty()).then_some(services.as_slice());
+            stack::logs(&load(named)?, lines)?;
+        }
         Command::Stack(StackCommand::Env) => stack::env(&load(None)?)?,
         Command::Stack(StackCommand::Status) => {
             if !stack::status(&load(None)?)? {

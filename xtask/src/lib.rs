@@ -1,6 +1,6 @@
 //! The project's automation behind `cargo xtask` (the rust-analyzer model: typed, tested Rust
 //! instead of shell). Today: the native stack, `cargo xtask stack up | down [--purge] | stop
-//! SERVICE... | status | env`, and `cargo xtask install PACKAGE...`.
+//! SERVICE... | status | env | logs`, and `cargo xtask install PACKAGE...`.
 //!
 //! Modules, leaves first:
 //! - [`facts`]: every `STACK_*` variable with its default and help, fixed values, repo paths.

@@ -74,9 +74,7 @@ fn write_prometheus_config(c: &Config) -> Result<()> {
     // Written by hand rather than through serde_json, whose maps sort their keys: these files
     // read as prometheus/targets/native/ does (targets first), one entry per line.
     let api: Vec<String> = (1..=c.api_replicas)
-        .map(|n| {
-            format!(r#"{{"targets": ["{}"], "labels": {{"replica": "api{n}"}}}}"#, c.addr(c.api_admin_port(n)))
-        })
+        .map(|n| format!(r#"{{"targets": ["{}"], "labels": {{"replica": "api{n}"}}}}"#, c.addr(c.api_admin_port(n))))
         .collect();
     let one = |port: u16| vec![format!(r#"{{"targets": ["{}"]}}"#, c.addr(port))];
     for (file, entries) in [

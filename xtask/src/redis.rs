@@ -12,8 +12,8 @@ use crate::facts::{REDIS_CLUSTER_NODES, REDIS_CLUSTER_SLOTS};
 use crate::net::{Reply, info_field, port_in_use, redis, redis_text};
 use crate::service::Service;
 use crate::supervise::{
-    await_pidfile, cmd, output, pid_alive, pid_gone, proc_comm, proc_cwd_is, read_pid, remove_quietly, show_log_tail, signal,
-    wait_for,
+    await_pidfile, cmd, output, pid_alive, pid_gone, proc_comm, proc_cwd_is, read_pid, remove_quietly, show_log_tail,
+    signal, wait_for,
 };
 use crate::{pg::Status, say};
 

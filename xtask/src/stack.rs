@@ -261,6 +261,36 @@ pub fn status(c: &Config) -> Result<bool> {
     Ok(all_ok)
 }
 
+/// The log files of a service.
+fn log_files(c: &Config, svc: Service) -> Vec<std::path::PathBuf> {
+    let log = c.log_dir();
+    match svc {
+        Service::Pg => vec![log.join("postgres.log")],
+        Service::PgReplica => vec![log.join("postgres-replica.log")],
+        Service::Redis => vec![log.join("redis.log")],
+        Service::RedisCluster => c.cluster_ports().map(|p| log.join(format!("redis-cluster-{p}.log"))).collect(),
+        Service::Api(n) => vec![log.join(format!("api{n}.log"))],
+        Service::Nginx => vec![nginx::log(c)],
+        Service::Monitor(m) => vec![log.join(format!("{}.log", m.name()))],
+    }
+}
+
+/// `logs`: the last `lines` lines of each chosen service's logs that exist, under a header.
+pub fn logs(c: &Config, lines: usize) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for svc in &c.selected {
+        for file in log_files(c, *svc).into_iter().filter(|f| f.is_file()) {
+            let text = fs::read_to_string(&file).unwrap_or_default();
+            let all: Vec<&str> = text.lines().collect();
+            writeln!(out, "==> {} ({svc}) <==", file.display())?;
+            for line in &all[all.len().saturating_sub(lines)..] {
+                writeln!(out, "{line}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `env`: `export KEY='value'` lines for `eval`. URL-encoded values hold no single quote.
 pub fn env(c: &Config) -> Result<()> {
     let mut out = std::io::stdout().lock();

@@ -63,10 +63,7 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// No such process at all: exited and reaped (a zombie still counts as present).
 pub fn pid_gone(pid: u32) -> bool {
-    i32::try_from(pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .is_none_or(|pid| rustix::process::test_kill_process(pid).is_err())
+    i32::try_from(pid).ok().and_then(Pid::from_raw).is_none_or(|pid| rustix::process::test_kill_process(pid).is_err())
 }
 
 /// `/proc/PID/comm`, the program name (15 bytes at most).

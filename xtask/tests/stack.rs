@@ -195,6 +195,13 @@ fn stores_come_up_idempotently_keep_their_data_and_go_down_without_a_trace() {
     let listpack = xtask::net::redis("127.0.0.1", redis, &["CONFIG", "GET", "hash-max-listpack-value"]);
     assert!(format!("{listpack:?}").contains("\"128\""), "redis/redis.conf applies: {listpack:?}");
 
+    let (logs, _) = s.ok(&["stack", "logs", "-n", "5", "redis"], &[]);
+    assert!(
+        logs.starts_with("==> ") && logs.lines().next().is_some_and(|l| l.ends_with("redis.log (redis) <==")),
+        "{logs}"
+    );
+    assert!(logs.lines().count() <= 6 && !logs.contains("postgres.log"), "five lines of redis.log only: {logs}");
+
     s.ok(&["stack", "down"], &[]);
     assert!(gone_soon(pg_pid) && gone_soon(redis_pid), "down stops both");
     assert_eq!(s.xtask(&["stack", "status"], &[]).status.code(), Some(3), "status says stopped");
