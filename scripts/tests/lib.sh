@@ -1,5 +1,5 @@
 # scripts/tests/lib.sh - helpers shared by the script tests. Source it after setting TEST_NAME
-# (the prefix of every line, e.g. stack_test) and `passed=0 failed=0`. A script may define its own
+# (the prefix of every line, e.g. edge_test) and `passed=0 failed=0`. A script may define its own
 # `say`/`fatal`, before sourcing or after (the helpers below call whichever is defined last).
 # shellcheck shell=bash
 
