@@ -2,6 +2,15 @@
 //! instead of shell). Today: the native stack, `cargo xtask stack up | down [--purge] | stop
 //! SERVICE... | status | env | logs`, and `cargo xtask install PACKAGE...`.
 //!
+//! Why our own supervision rather than supervisord, s6 or `systemd --user`: the services must
+//! outlive the command and be found again by the next one through their pid files and data
+//! folders (PostgreSQL, Redis and NGINX daemonise themselves and keep their own pid files), the
+//! machines it runs on (CI, containers) have no systemd session, and a supervisor daemon would
+//! add a long-running process and, for supervisord, Python, while the bootstrap (initdb, roles,
+//! cluster creation, the replica's clone) would still be ours. What a supervisor would give is a
+//! pid file checked against `/proc`, a detached launch and SIGTERM-then-SIGKILL: `supervise`,
+//! ~300 lines, with `setsid` and rustix for the parts std lacks.
+//!
 //! Modules, leaves first:
 //! - [`facts`]: every `STACK_*` variable with its default and help, fixed values, repo paths.
 //! - [`service`]: the services, their start order, the `STACK_SERVICES` selection.
