@@ -866,7 +866,7 @@ const MUTATIONS: &[Mutation] = &[
             svc_mut(s, "grafana")["volumes"]
                 .as_array_mut()
                 .expect("volumes")
-                .retain(|v| !text(v).contains("dashboards"))
+                .retain(|v| !v.to_string().contains("dashboards"))
         },
         check_grafana,
         "grafana dashboard provider path",
