@@ -720,7 +720,7 @@ pub fn localized_nginx_conf(conf: &str, dir: &Path, replace: &[(&str, String)]) 
         {
             line = line.replacen(&format!("server {host}:"), "server 127.0.0.1:", 1);
         }
-        for (from, to) in replace {
+        for (from, to) in replace.iter().filter(|(from, _)| !from.is_empty()) {
             line = line.replace(from, to);
         }
         out.push_str(&line);
@@ -937,13 +937,14 @@ fn broken_compose_files_and_dockerfiles_are_each_rejected_naming_what_broke() {
     c.assert_all();
 }
 
-/// compose's `${VAR:-default}` resolution, used by the Kubernetes tests on the raw file.
+/// docker-compose.yml's services as written (merge keys applied, variables left as they are),
+/// for the Kubernetes tests, which need no compose installed.
 pub fn raw_services() -> Map<String, Value> {
     let raw = yaml(&read("docker-compose.yml"), "docker-compose.yml");
     raw["services"].as_object().cloned().unwrap_or_default()
 }
 
-/// A raw compose service's environment with the defaults substituted.
+/// A raw compose service's environment with every `${VAR:-default}` at its default.
 pub fn raw_env(svc: &Value) -> BTreeMap<String, String> {
     env_of(svc).into_iter().map(|(k, v)| (k, compose_default(&v))).collect()
 }

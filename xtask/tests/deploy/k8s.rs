@@ -38,7 +38,7 @@ const HASHED: &[&str] =
 
 /// Which render: the base (stores outside the cluster) or the local overlay (in-cluster stores).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Variant {
+enum Variant {
     /// deploy/k8s/base.
     Base,
     /// deploy/k8s/overlays/local.
@@ -94,7 +94,7 @@ fn render(variant: Variant) -> &'static [Value] {
 }
 
 /// What the checks compare the render with, read from the repository once.
-pub struct Facts {
+struct Facts {
     api_help: String,
     seeder_load_help: String,
     seeder_verify_help: String,
@@ -295,7 +295,7 @@ fn is_public_route(routes: &str, path: &str) -> bool {
 
 /// Every check of a render against the repository. Each failure names what broke; the broken
 /// renders below must each be rejected by one of them.
-pub fn check_manifests(docs: &[Value], variant: Variant) -> Checks {
+fn check_manifests(docs: &[Value], variant: Variant) -> Checks {
     let mut c = Checks::new(match variant {
         Variant::Base => "k8s base",
         Variant::Local => "k8s local",
@@ -1016,10 +1016,10 @@ fn the_nginx_pod_renders_a_configuration_nginx_accepts() {
         std::fs::create_dir_all(d).expect("folder");
     }
     // The ConfigMaps' files where the pod mounts them, the init container's NGINX_* values.
-    for (cm, folder) in [(find(docs, "ConfigMap", "nginx-project"), &project), (find(docs, "ConfigMap", "web"), &web)] {
-        for (key, _) in fields(&cm.unwrap_or(&Value::Null)["data"]) {
-            std::fs::write(folder.join(key), cm_data(cm.unwrap_or(&Value::Null), key).unwrap_or_default())
-                .expect("write");
+    for (name, folder) in [("nginx-project", &project), ("web", &web)] {
+        let cm = find(docs, "ConfigMap", name).unwrap_or(&Value::Null);
+        for (key, _) in fields(&cm["data"]).chain(fields(&cm["binaryData"])) {
+            std::fs::write(folder.join(key), cm_data(cm, key).unwrap_or_default()).expect("write");
         }
     }
     let render_c = find(docs, "Deployment", "nginx")
