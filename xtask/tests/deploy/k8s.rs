@@ -113,7 +113,7 @@ fn facts() -> &'static Facts {
 
 /// The default clap prints for variable `var` (`[env: VAR=] [default: X]`), None without one.
 fn help_default(help: &str, var: &str) -> Option<String> {
-    let after = help.split_once(&format!("[env: {var}"))?.1;
+    let after = help.split_once(&format!("[env: {var}=")).or_else(|| help.split_once(&format!("[env: {var}]")))?.1;
     let block = after.split("[env:").next().unwrap_or(after);
     let block = block.split("\n\n").next().unwrap_or(block);
     let default = block.split_once("[default: ")?.1;

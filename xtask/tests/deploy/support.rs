@@ -257,9 +257,10 @@ pub fn binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
-/// `binary args... --help` (stdout).
+/// `binary args... --help` (stdout), in an empty environment: clap prints a variable's value
+/// when it is set, and the caller's shell must not change what is checked.
 pub fn help(name: &str, args: &[&str]) -> String {
-    let out = Command::new(binary(name)).args(args).arg("--help").output().expect("the binary runs");
+    let out = Command::new(binary(name)).args(args).arg("--help").env_clear().output().expect("the binary runs");
     assert!(out.status.success(), "{name} {args:?} --help failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
