@@ -31,10 +31,14 @@ COPY seeder/Cargo.toml seeder/Cargo.toml
 COPY api/Cargo.toml api/Cargo.toml
 COPY loadgen/Cargo.toml loadgen/Cargo.toml
 COPY loadgen-report/Cargo.toml loadgen-report/Cargo.toml
+# xtask (the project's automation) is a workspace member the image never builds: cargo needs its
+# manifest and a placeholder target to load the workspace; its sources are not copied, so editing
+# them does not invalidate the build below.
+COPY xtask/Cargo.toml xtask/Cargo.toml
 RUN set -eux; \
-    for crate in results-core seeder api loadgen loadgen-report; do mkdir -p "$crate/src"; done; \
+    for crate in results-core seeder api loadgen loadgen-report xtask; do mkdir -p "$crate/src"; done; \
     for lib in results-core seeder api loadgen-report; do echo '//! placeholder' >"$lib/src/lib.rs"; done; \
-    for bin in seeder api loadgen; do echo 'fn main() {}' >"$bin/src/main.rs"; done; \
+    for bin in seeder api loadgen xtask; do echo 'fn main() {}' >"$bin/src/main.rs"; done; \
     cargo build --release --locked -p api -p seeder -p loadgen; \
     rm -rf target/release/.fingerprint/api-* target/release/.fingerprint/seeder-* \
         target/release/.fingerprint/loadgen-* target/release/.fingerprint/results-core-* \

@@ -4,7 +4,7 @@
 # runs NGINX in the foreground.
 #
 #   nginx-start.sh            in the container: render to /etc/nginx/nginx.conf, nginx -t, exec nginx
-#   nginx-start.sh --print    render to stdout only (scripts/tests/compose_test.sh checks the result)
+#   nginx-start.sh --print    render to stdout only (xtask/tests/deploy/compose.rs checks the result)
 #
 # NGINX_PROJECT_DIR is where ./nginx is (mounted read-only at /etc/nginx/project in the container).
 # The compose values live here and only here:

@@ -69,8 +69,9 @@ timed "cargo build (tests)" cargo test --locked --no-run "$@"
 log "running cargo test $*"
 timed "cargo test" cargo test --locked "$@"
 if [[ $whole_suite -eq 1 ]]; then
-  # The script tests: the stack script, the edge (NGINX), compose and monitoring configuration,
-  # the students' page (in a headless browser).
+  # The script tests: the stack script, the edge (NGINX), monitoring configuration, the
+  # students' page (in a headless browser). docker-compose.yml, the Dockerfile and deploy/k8s are
+  # checked by cargo test above (xtask/tests/deploy).
   # Each prints "NAME: N passed, M failed" last and exits non-zero on a failure. They are
   # independent (each on its own ports), so one failing does not stop the others: a run reports
   # every failing script at once instead of one per CI round.
