@@ -26,6 +26,8 @@ ENV CARGO_TERM_COLOR=never CARGO_INCREMENTAL=0
 #    the workspace's own crates are forgotten (their fingerprints removed): mtimes alone are not
 #    a reliable signal, as COPY keeps the sources' mtimes, which can be older than the placeholders.
 COPY Cargo.toml Cargo.lock ./
+# The patched fred (Cargo.toml's [patch.crates-io], vendor/README.md) is a dependency like any other.
+COPY vendor vendor
 COPY results-core/Cargo.toml results-core/Cargo.toml
 COPY seeder/Cargo.toml seeder/Cargo.toml
 COPY api/Cargo.toml api/Cargo.toml
@@ -39,6 +41,7 @@ RUN set -eux; \
     for crate in results-core seeder api loadgen loadgen-report xtask; do mkdir -p "$crate/src"; done; \
     for lib in results-core seeder api loadgen-report; do echo '//! placeholder' >"$lib/src/lib.rs"; done; \
     for bin in seeder api loadgen xtask; do echo 'fn main() {}' >"$bin/src/main.rs"; done; \
+    echo '//! placeholder' >xtask/src/lib.rs; \
     cargo build --release --locked -p api -p seeder -p loadgen; \
     rm -rf target/release/.fingerprint/api-* target/release/.fingerprint/seeder-* \
         target/release/.fingerprint/loadgen-* target/release/.fingerprint/results-core-* \

@@ -8,6 +8,7 @@
 //! - [`keys`]: the Redis key layout (prefix, layout version, buckets, completeness marker).
 //! - [`marker`]: the completeness marker the seeder writes last, which makes a miss authoritative.
 //! - [`generate`]: the deterministic data generator (same seed, same data, byte for byte).
+//! - `names`: the word lists of the generated students', schools' and regions' names.
 //! - [`checksum`]: the order-defined content checksum used as data-set fingerprint and by verify.
 //! - [`latency`]: the latency histogram buckets the API and the load generator share.
 

@@ -1,5 +1,5 @@
 //! The command line: `cargo xtask stack up | down [--purge] | stop SERVICE... | status | env |
-//! logs [SERVICE...] | help` and `cargo xtask install PACKAGE...`. Parses, loads the configuration, runs, and maps
+//! logs [SERVICE...] | help`, `cargo xtask install PACKAGE...` and `cargo xtask reference`. Parses, loads the configuration, runs, and maps
 //! the outcome to an exit status (1 on an error, 3 when `status` finds a chosen service down).
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{Config, Environment};
 use crate::facts::{API_DRAIN_DELAY_MS, VARIABLES};
-use crate::{apt, stack};
+use crate::{apt, reference, stack};
 
 /// The project's automation.
 #[derive(Debug, Parser)]
@@ -36,6 +36,9 @@ pub enum Command {
         #[arg(required = true)]
         packages: Vec<String>,
     },
+    /// Regenerate the configuration reference, docs/reference/<binary>.md, from each binary's
+    /// --help (builds the debug binaries first). The binaries' tests fail while a page is stale.
+    Reference,
 }
 
 /// `cargo xtask stack ...`.
@@ -145,6 +148,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let missing: Vec<String> = packages.into_iter().filter(|p| !crate::supervise::have(p)).collect();
             apt::install(&missing)?;
         }
+        Command::Reference => reference::write_all()?,
         Command::Stack(StackCommand::Up) => stack::up(&load(None)?)?,
         Command::Stack(StackCommand::Down { purge }) => stack::down(&load(None)?, purge)?,
         Command::Stack(StackCommand::Stop { services }) => stack::stop_selected(&load(Some(&services))?)?,

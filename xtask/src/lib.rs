@@ -1,6 +1,7 @@
 //! The project's automation behind `cargo xtask` (the rust-analyzer model: typed, tested Rust
 //! instead of shell). Today: the native stack, `cargo xtask stack up | down [--purge] | stop
-//! SERVICE... | status | env | logs`, and `cargo xtask install PACKAGE...`.
+//! SERVICE... | status | env | logs`, and `cargo xtask install PACKAGE...`, and
+//! `cargo xtask reference` (docs/reference/ from every binary's `--help`).
 //!
 //! Why our own supervision rather than supervisord, s6 or `systemd --user`: the services must
 //! outlive the command and be found again by the next one through their pid files and data
@@ -25,6 +26,7 @@
 //! - [`nginx`]: the edge, rendered from nginx/nginx.conf.template, reloaded on change.
 //! - [`monitor`]: Prometheus (configuration and targets written per stack) and four exporters.
 //! - [`stack`]: the commands, dispatching to the services in order under the folder's lock.
+//! - [`reference`]: docs/reference/, every binary's `--help`, generated and checked.
 //! - [`cli`]: the command line and exit statuses.
 
 pub mod api;
@@ -37,6 +39,7 @@ pub mod net;
 pub mod nginx;
 pub mod pg;
 pub mod redis;
+pub mod reference;
 pub mod service;
 pub mod stack;
 pub mod supervise;

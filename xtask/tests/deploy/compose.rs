@@ -640,6 +640,23 @@ fn check_dockerfile(dockerfile: &str) -> Checks {
             format!("Dockerfile copies {member}/src (it builds it or a crate depends on it)"),
         );
     }
+    // A patched dependency ([patch.crates-io] with a path, e.g. vendor/fred) is built in the
+    // dependency layer like any crate: without its folder cargo cannot resolve the workspace.
+    let patches: Vec<&str> = manifest
+        .split_once("[patch.")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default()
+        .lines()
+        .take_while(|l| !l.starts_with("[workspace") && !l.starts_with("[profile"))
+        .filter_map(|l| l.split_once("path = \"").and_then(|(_, r)| r.split_once('"')).map(|(p, _)| p))
+        .collect();
+    for patch in &patches {
+        let top = patch.split('/').next().unwrap_or(patch);
+        c.check(
+            copies.iter().any(|src| src.trim_end_matches('/') == *patch || src.trim_end_matches('/') == top),
+            format!("Dockerfile copies the patched dependency {patch}"),
+        );
+    }
     let ignored: Vec<String> = std::fs::read_to_string(repo().join(".dockerignore"))
         .unwrap_or_default()
         .lines()
@@ -900,6 +917,11 @@ const DOCKERFILE_MUTATIONS: &[DockerfileMutation] = &[
         "a member's manifest not copied",
         |d| d.replace("\nCOPY xtask/Cargo.toml", "\n# COPY"),
         "Dockerfile copies xtask/Cargo.toml",
+    ),
+    (
+        "the patched fred not copied",
+        |d| d.replace("\nCOPY vendor vendor", "\n"),
+        "Dockerfile copies the patched dependency vendor/fred",
     ),
     (
         "a COPY of an ignored folder",
