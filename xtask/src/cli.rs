@@ -36,6 +36,11 @@ pub enum Command {
         #[arg(required = true)]
         packages: Vec<String>,
     },
+    /// The result-day capacity model: API replicas, NGINX nodes, Redis primaries and memory
+    /// from docs/bench/*.json and docs/capacity-*.csv. Prints the generated section of
+    /// docs/capacity-model.md, or writes (--write) or checks (--check) it there. Exit status 1
+    /// when --check finds the doc stale, 2 when an input is missing or malformed.
+    CapacityModel(crate::capacity::Args),
 }
 
 /// `cargo xtask stack ...`.
@@ -141,6 +146,7 @@ fn load(services: Option<&[String]>) -> Result<Config> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::CapacityModel(args) => return Ok(crate::capacity::main(args)),
         Command::Install { packages } => {
             let missing: Vec<String> = packages.into_iter().filter(|p| !crate::supervise::have(p)).collect();
             apt::install(&missing)?;
