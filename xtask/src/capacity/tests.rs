@@ -216,6 +216,18 @@ fn the_model_runs_on_the_sample_inputs() {
 }
 
 #[test]
+fn numbers_are_read_correctly_rounded_as_python_reads_them() {
+    // serde_json's default parser reads this one a unit in the last place high (...257), which
+    // showed as 040.5 instead of 040.4 in a table cell of a comparison with the Python model.
+    let sample = Sample::new();
+    let stack = STACK_JSON
+        .replace("\"upstream_cpu_us_per_request\": 64.0", "\"upstream_cpu_us_per_request\": 9610208.711482255");
+    fs::write(sample.inputs().join("bench/stack.json"), stack).expect("write");
+    let got = inputs::read(&repo(), &sample.inputs()).expect("read").replica_us;
+    assert_eq!(got.to_bits(), "9610208.711482255".parse::<f64>().expect("a number").to_bits());
+}
+
+#[test]
 fn configured_facts_come_from_the_repository_files() {
     let got = inputs::read(&repo(), &Sample::new().inputs()).expect("read");
     assert_eq!(got.bucket_size, f64::from(results_core::keys::BUCKET_SIZE));
