@@ -14,7 +14,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, ExitCode, Output};
 
 use clap::Parser as _;
 use serde_json::Value;
@@ -758,4 +758,26 @@ fn the_committed_doc_is_current() {
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().starts_with("missing input docs/bench/"), "{err}");
     }
+}
+
+// --- the process' exit status ------------------------------------------------------------------
+
+#[test]
+fn the_exit_status_is_the_errors() {
+    // What `cargo xtask capacity-model` returns to the shell: 0, 1 for a stale doc, 2 for an input.
+    let sample = Sample::new();
+    let args = |extra: &[&str]| {
+        let inputs = sample.inputs().display().to_string();
+        let doc = sample.doc().display().to_string();
+        let argv = ["cargo xtask", "capacity-model", "--inputs", &inputs, "--doc", &doc];
+        match crate::cli::Cli::try_parse_from(argv.iter().chain(extra)).expect("valid options").command {
+            crate::cli::Command::CapacityModel(args) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    };
+    assert_eq!(super::main(args(&["--write"])), ExitCode::SUCCESS);
+    assert_eq!(super::main(args(&["--check"])), ExitCode::SUCCESS);
+    assert_eq!(super::main(args(&["--check", "--candidates", "1"])), ExitCode::from(1));
+    fs::remove_file(sample.inputs().join("capacity-knee.csv")).expect("rm");
+    assert_eq!(super::main(args(&[])), ExitCode::from(2));
 }
