@@ -52,7 +52,7 @@
 #   BENCH_BUILD           [1]      0: use the existing target/release/{api,seeder}, no cargo build.
 #   BENCH_START_TIMEOUT   [60]     seconds to wait for a server to become ready.
 #   BENCH_RESULT_FILE     [docs/bench/api.json]  the machine-readable result (medians per target,
-#                                  scripts/bench/result_json.py) read by scripts/capacity_model.py;
+#                                  scripts/bench/result_json.py) read by cargo xtask capacity-model;
 #                                  empty: not written (it is always in the run folder as api.json).
 #   DATABASE_URL, REDIS_URL        default: from `cargo xtask stack env`; loopback only.
 # Any API_* (SEEDER_*) variables of the caller's environment are NOT passed to the API processes
@@ -383,12 +383,12 @@ kb_mb() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
     echo "files:   ${OUT#"$REPO_DIR"/}/: summary.txt runs.csv api.json flamegraph-api.svg wrk/ *.log"
 } | tee "$OUT/summary.txt"
 
-# The machine-readable result (medians per target), for scripts/capacity_model.py.
+# The machine-readable result (medians per target), for cargo xtask capacity-model.
 python3 scripts/bench/result_json.py --bench api --csv "$CSV" --out "$OUT/api.json" --command "$SELF $RUNS" \
     --meta wrk_connections="$CONNECTIONS" --meta duration_s="$DURATION" --meta body_bytes="$BODY_BYTES" \
     --meta load_before="$LOAD_BEFORE" || die "writing $OUT/api.json failed"
 if [[ -n $RESULT_FILE ]]; then
     mkdir -p "$(dirname -- "$RESULT_FILE")"
     cp -f -- "$OUT/api.json" "$RESULT_FILE"
-    log "wrote $RESULT_FILE (then: python3 scripts/capacity_model.py --write)"
+    log "wrote $RESULT_FILE (then: cargo xtask capacity-model --write)"
 fi

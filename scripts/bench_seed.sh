@@ -10,7 +10,7 @@
 # Usage: scripts/bench_seed.sh [RUNS]        (default 3 runs)
 # Environment: BENCH_STUDENTS [674823], BENCH_SEED [2026], SEEDER_PG_CONNECTIONS [2],
 #              BENCH_RESULT_FILE [docs/bench/seed.json] (the machine-readable medians, read by
-#              scripts/capacity_model.py for Redis memory per result; empty: not written),
+#              cargo xtask capacity-model for Redis memory per result; empty: not written),
 #              plus the STACK_* variables of cargo xtask stack.
 # Output: a table on stdout, also written to runs/bench-seed/<timestamp>/summary.txt with the
 #         per-run figures in runs.csv. The machine's cores are shared by the seeder, PostgreSQL
@@ -103,12 +103,12 @@ copy_m=$(col 2) seeder_m=$(col 3) ratio_m=$(col 4) bytes_m=$(col 5) per_m=$(col 
 } | tee "$OUT/summary.txt"
 rm -rf "$OUT/csv"
 
-# The machine-readable result (medians), for scripts/capacity_model.py.
+# The machine-readable result (medians), for cargo xtask capacity-model.
 python3 scripts/bench/result_json.py --bench seed --csv "$OUT/runs.csv" --out "$OUT/seed.json" \
   --command "scripts/bench_seed.sh $RUNS" --meta students="$STUDENTS" --meta seed="$SEED" \
   --meta redis_version="$(redis info server | tr -d '\r' | sed -n 's/^redis_version://p')"
 if [[ -n $RESULT_FILE ]]; then
   mkdir -p "$(dirname -- "$RESULT_FILE")"
   cp -f -- "$OUT/seed.json" "$RESULT_FILE"
-  log "wrote $RESULT_FILE (then: python3 scripts/capacity_model.py --write)"
+  log "wrote $RESULT_FILE (then: cargo xtask capacity-model --write)"
 fi

@@ -69,7 +69,7 @@
 # Any API_* (SEEDER_*, NGINX_*) variables of the caller's environment are NOT passed to the API
 # processes (the seeder, render.sh): they run with the defaults plus what this script sets.
 #   BENCH_RESULT_FILE     [docs/bench/stack.json]  the machine-readable result (medians per target,
-#                                  scripts/bench/result_json.py) read by scripts/capacity_model.py;
+#                                  scripts/bench/result_json.py) read by cargo xtask capacity-model;
 #                                  empty: not written (it is always in the run folder as stack.json).
 # Output: the summary on stdout (progress on stderr), also written to
 #         runs/bench-stack/<UTC timestamp>/summary.txt, with per-run figures in runs.csv, the
@@ -445,7 +445,7 @@ cache_ratio=$(col stack-cache 11)
     echo "files:   ${OUT#"$REPO_DIR"/}/: summary.txt runs.csv stack.json result.json *.nginx.conf wrk/ *.log"
 } | tee "$OUT/summary.txt"
 
-# The machine-readable result (medians per target), for scripts/capacity_model.py.
+# The machine-readable result (medians per target), for cargo xtask capacity-model.
 python3 scripts/bench/result_json.py --bench stack --csv "$CSV" --out "$OUT/stack.json" \
     --command "$SELF $RUNS" --meta replicas="$REPLICAS" --meta api_worker_threads="${API_THREADS:-auto}" \
     --meta wrk_connections="$CONNECTIONS" --meta duration_s="$DURATION" --meta body_bytes="$BODY_BYTES" \
@@ -454,5 +454,5 @@ python3 scripts/bench/result_json.py --bench stack --csv "$CSV" --out "$OUT/stac
 if [[ -n $RESULT_FILE ]]; then
     mkdir -p "$(dirname -- "$RESULT_FILE")"
     cp -f -- "$OUT/stack.json" "$RESULT_FILE"
-    log "wrote $RESULT_FILE (then: python3 scripts/capacity_model.py --write)"
+    log "wrote $RESULT_FILE (then: cargo xtask capacity-model --write)"
 fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes a benchmark's machine-readable result: the medians of every numeric column of its
 runs.csv (per target when the CSV has a `target` column), with where and how it was measured.
-scripts/capacity_model.py reads these files (docs/bench/*.json) instead of figures typed in.
+`cargo xtask capacity-model` reads these files (docs/bench/*.json) instead of figures typed in;
+its tests (xtask/src/capacity/tests.rs, result_json_*) test this script too.
 
 Usage: result_json.py --bench NAME --csv runs.csv --out FILE [--command "..."] [--meta KEY=VALUE]...
   --meta values that look like numbers are written as numbers. The file is written whole or not

@@ -39,6 +39,11 @@ pub enum Command {
     /// Regenerate the configuration reference, docs/reference/<binary>.md, from each binary's
     /// --help (builds the debug binaries first). The binaries' tests fail while a page is stale.
     Reference,
+    /// The result-day capacity model: API replicas, NGINX nodes, Redis primaries and memory
+    /// from docs/bench/*.json and docs/capacity-*.csv. Prints the generated section of
+    /// docs/capacity-model.md, or writes (--write) or checks (--check) it there. Exit status 1
+    /// when --check finds the doc stale, 2 when an input is missing or malformed.
+    CapacityModel(crate::capacity::Args),
 }
 
 /// `cargo xtask stack ...`.
@@ -144,6 +149,7 @@ fn load(services: Option<&[String]>) -> Result<Config> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::CapacityModel(args) => return Ok(crate::capacity::main(args)),
         Command::Install { packages } => {
             let missing: Vec<String> = packages.into_iter().filter(|p| !crate::supervise::have(p)).collect();
             apt::install(&missing)?;

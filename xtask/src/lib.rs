@@ -25,12 +25,15 @@
 //! - [`api`]: the API replicas api1..apiN.
 //! - [`nginx`]: the edge, rendered from nginx/nginx.conf.template, reloaded on change.
 //! - [`monitor`]: Prometheus (configuration and targets written per stack) and four exporters.
+//! - [`capacity`]: `cargo xtask capacity-model`, the result-day capacity model of
+//!   docs/capacity-model.md, from the benchmarks' outputs.
 //! - [`stack`]: the commands, dispatching to the services in order under the folder's lock.
 //! - [`reference`]: docs/reference/, every binary's `--help`, generated and checked.
 //! - [`cli`]: the command line and exit statuses.
 
 pub mod api;
 pub mod apt;
+pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod facts;
