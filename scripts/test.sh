@@ -69,7 +69,8 @@ timed "cargo build (tests)" cargo test --locked --no-run "$@"
 log "running cargo test $*"
 timed "cargo test" cargo test --locked "$@"
 if [[ $whole_suite -eq 1 ]]; then
-  # The script tests: the stack script, the edge (NGINX), monitoring configuration, the
+  # The script tests: the edge (NGINX), Redis Cluster, the read replica, corrections, the drill,
+  # monitoring end to end, hostile requests, OpenAPI fuzzing, the
   # students' page (in a headless browser). docker-compose.yml, the Dockerfile and deploy/k8s are
   # checked by cargo test above (xtask/tests/deploy).
   # Each prints "NAME: N passed, M failed" last and exits non-zero on a failure. They are
