@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::pg_servers::ReplicaState;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::telemetry::{DB_POOL, DB_REPLICAS, REDIS_CONNECTED};
 
 /// The longest profile one request may ask for, in seconds.

@@ -4,6 +4,7 @@
 //!
 //! - [`config`]: flags and environment variables, validated into [`config::Settings`].
 //! - [`startup`]: builds the shared state and runs both listeners until shutdown.
+//! - [`state`]: what every handler shares ([`state::AppState`]), below the routers.
 //! - [`server`]: the HTTP/1.1 accept loop with header limits and graceful shutdown.
 //! - [`routes`]: public routes (results, alias, health, readiness, OpenAPI), JSON fallbacks,
 //!   metrics.
@@ -27,6 +28,7 @@ pub mod pg_servers;
 pub mod routes;
 pub mod server;
 pub mod startup;
+pub mod state;
 pub mod stores;
 pub mod telemetry;
 pub mod view;

@@ -20,7 +20,7 @@ use crate::error::ApiError;
 use crate::lookup::LookupError;
 use crate::openapi;
 use crate::pg_servers::ReplicaState;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::telemetry::{HTTP_DURATION, HTTP_IN_FLIGHT, HTTP_REQUESTS};
 use crate::view::RenderedResult;
 
