@@ -33,13 +33,14 @@ COPY seeder/Cargo.toml seeder/Cargo.toml
 COPY api/Cargo.toml api/Cargo.toml
 COPY loadgen/Cargo.toml loadgen/Cargo.toml
 COPY loadgen-report/Cargo.toml loadgen-report/Cargo.toml
-# xtask (the project's automation) is a workspace member the image never builds: cargo needs its
-# manifest and a placeholder target to load the workspace; its sources are not copied, so editing
-# them does not invalidate the build below.
+# xtask (the project's automation) and test-support (the tests' fixtures) are workspace members
+# the image never builds: cargo needs their manifests and placeholder targets to load the
+# workspace; their sources are not copied, so editing them does not invalidate the build below.
 COPY xtask/Cargo.toml xtask/Cargo.toml
+COPY test-support/Cargo.toml test-support/Cargo.toml
 RUN set -eux; \
-    for crate in results-core seeder api loadgen loadgen-report xtask; do mkdir -p "$crate/src"; done; \
-    for lib in results-core seeder api loadgen-report; do echo '//! placeholder' >"$lib/src/lib.rs"; done; \
+    for crate in results-core seeder api loadgen loadgen-report xtask test-support; do mkdir -p "$crate/src"; done; \
+    for lib in results-core seeder api loadgen-report test-support; do echo '//! placeholder' >"$lib/src/lib.rs"; done; \
     for bin in seeder api loadgen xtask; do echo 'fn main() {}' >"$bin/src/main.rs"; done; \
     echo '//! placeholder' >xtask/src/lib.rs; \
     cargo build --release --locked -p api -p seeder -p loadgen; \
