@@ -13,8 +13,9 @@ use results_core::{StudentId, codec};
 use seeder::pg::{Pg, results_table};
 use seeder::verify;
 
-use crate::helpers::{TestStores, assert_one_clear_error, random_word, seeder_command, stderr, stdout};
-use crate::proxy::{Proxy, redis_addr};
+use test_support::{ChaosProxy, TestStores};
+
+use crate::helpers::{RunSeeder as _, assert_one_clear_error, seeder_command, stderr, stdout};
 
 const STUDENTS: &str = "3000";
 
@@ -104,7 +105,7 @@ async fn dataset_state(pg: &tokio_postgres::Client) -> (String, String) {
 async fn redis_record(t: &TestStores, id: u32) -> results_core::ResultRecord {
     let id = StudentId::new(id).expect("id");
     let (key, field) = t.stores.layout.result_location(id);
-    let bytes: bytes::Bytes = t.redis().hget(key, field).await.expect("hget");
+    let bytes: bytes::Bytes = t.redis().await.hget(key, field).await.expect("hget");
     codec::decode_result(id, &bytes).expect("decodes")
 }
 
@@ -246,11 +247,10 @@ async fn redis_down_keeps_the_correction_in_postgres_verify_names_it_and_the_ret
     assert!(t.seeder(&["--students", STUDENTS]).await.status.success());
     let pg = t.pg().await;
     let (natural, physics) = pick(&pg, Stream::NaturalScience, "physics", 50, 300).await;
-    let proxy = Proxy::start(redis_addr(&t.stores.redis_url)).await;
-    proxy.close();
+    let proxy = ChaosProxy::start(&t.stores.redis_url).await;
+    proxy.cut();
     let prefix = t.stores.layout.prefix().to_owned();
-    let through_proxy =
-        |args: &[&str]| seeder_command(&t.stores.database_url, &proxy.redis_url(), &prefix, args).output();
+    let through_proxy = |args: &[&str]| seeder_command(&t.stores.database_url, &proxy.url(), &prefix, args).output();
 
     let file = csv(&[(natural, "physics", i32::from(physics) + 40)]);
     let out = through_proxy(&["correct", "--file", path(&file)]).await.expect("run");
@@ -287,7 +287,7 @@ async fn redis_down_keeps_the_correction_in_postgres_verify_names_it_and_the_ret
     assert_eq!(t.seeder(&["verify"]).await.status.code(), Some(3));
 
     // Redis back: the same command again publishes what is pending, and changes nothing else.
-    proxy.open();
+    proxy.restore();
     let retry = through_proxy(&["correct", "--file", path(&file)]).await.expect("run");
     assert!(retry.status.success(), "{}", stderr(&retry));
     assert!(stdout(&retry).contains("already have these values"), "{}", stdout(&retry));
@@ -308,12 +308,7 @@ async fn redis_refusing_writes_midway_publishes_part_and_seeder_publish_the_rest
     // A real refusal midway: a Redis user that may write the first bucket (IDs 1000000-1000099)
     // and nothing else.
     let first_bucket = t.stores.layout.bucket_key(10_000);
-    let user = format!("part-{}", random_word());
-    t.redis()
-        .acl_setuser(user.as_str(), vec!["on", ">part-pass", "+@all", "%R~*", &format!("%RW~{first_bucket}")])
-        .await
-        .expect("create a partly writable user");
-    let url = t.stores.redis_url.replace("redis://", &format!("redis://{user}:part-pass@"));
+    let user = t.redis_user(&["+@all", "%R~*", &format!("%RW~{first_bucket}")]).await;
     let in_first: u32 = pg
         .query_one(
             "SELECT student_id FROM natural_science_results WHERE student_id < 1000100 AND english <= 50 \
@@ -325,12 +320,16 @@ async fn redis_refusing_writes_midway_publishes_part_and_seeder_publish_the_rest
         .get::<_, i32>(0) as u32;
     let english = score(&pg, Stream::NaturalScience, in_first, "english").await;
     let file = csv(&[(in_first, "english", i32::from(english) + 40)]);
-    let out =
-        seeder_command(&t.stores.database_url, &url, t.stores.layout.prefix(), &["correct", "--file", path(&file)])
-            .output()
-            .await
-            .expect("run");
-    let _: i64 = t.redis().acl_deluser(user.as_str()).await.expect("delete user");
+    let out = seeder_command(
+        &t.stores.database_url,
+        &user.url,
+        t.stores.layout.prefix(),
+        &["correct", "--file", path(&file)],
+    )
+    .output()
+    .await
+    .expect("run");
+    t.delete_redis_user(user).await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(5), "{err}");
     let affected = count(&pg, "SELECT affected_students::bigint FROM corrections").await;
@@ -372,12 +371,12 @@ async fn load_keeps_corrections_and_force_drops_them_only_when_told() {
 
     // A correction Redis never got (Redis down): a plain load reloads Redis from PostgreSQL,
     // correction included, and nothing is left pending.
-    let proxy = Proxy::start(redis_addr(&t.stores.redis_url)).await;
-    proxy.close();
+    let proxy = ChaosProxy::start(&t.stores.redis_url).await;
+    proxy.cut();
     let second = csv(&[(social, "geography", i32::from(corrected) - 1)]);
     let down = seeder_command(
         &t.stores.database_url,
-        &proxy.redis_url(),
+        &proxy.url(),
         t.stores.layout.prefix(),
         &["correct", "--file", path(&second)],
     )

@@ -2,9 +2,10 @@
 //! schema from another version, missing or malformed settings. Each ends with one clear error
 //! line and exit status 1, never a panic.
 
-use fred::prelude::*;
+use test_support::TestStores;
+use test_support::urls::with_password;
 
-use crate::helpers::{TestStores, assert_one_clear_error, random_word, seeder_command, with_password};
+use crate::helpers::{RunSeeder as _, assert_one_clear_error, seeder_command};
 
 #[tokio::test]
 async fn unreachable_postgres_is_one_clear_line() {
@@ -39,17 +40,12 @@ async fn unreachable_redis_is_one_clear_line() {
 async fn redis_that_refuses_writes_stops_the_load_before_postgres_is_touched() {
     let t = TestStores::new().await;
     // A real refusal: a Redis user allowed to read but not to write.
-    let user = format!("ro-{}", random_word());
-    t.redis()
-        .acl_setuser(user.as_str(), vec!["on", ">ro-pass", "~*", "&*", "+@read", "+@connection", "-@write"])
-        .await
-        .expect("create read-only user");
-    let url = t.stores.redis_url.replace("redis://", &format!("redis://{user}:ro-pass@"));
-    let out = seeder_command(&t.stores.database_url, &url, t.stores.layout.prefix(), &["--students", "1000"])
+    let user = t.redis_user(&["~*", "&*", "+@read", "+@connection", "-@write"]).await;
+    let out = seeder_command(&t.stores.database_url, &user.url, t.stores.layout.prefix(), &["--students", "1000"])
         .output()
         .await
         .expect("run");
-    let _: i64 = t.redis().acl_deluser(user.as_str()).await.expect("delete user");
+    t.delete_redis_user(user).await;
     assert_one_clear_error(&out, "refuses writes");
     let pg = t.pg().await;
     let loaded: i64 =

@@ -1,134 +1,26 @@
-//! Test fixtures: a fresh database and Redis prefix per test, and helpers to run the real
-//! seeder binary.
+//! Helpers to run the real seeder binary and read what it says; the stores themselves come from
+//! the workspace's `test-support` crate.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::process::Output;
 
-use fred::prelude::*;
-use futures_util::TryStreamExt;
-use results_core::{DatasetSpec, KeyLayout};
-use seeder::Stores;
-use seeder::load::LoadSettings;
-use seeder::progress::ProgressMode;
-use tokio_postgres::NoTls;
+use test_support::TestStores;
 
-/// A random lowercase hex word, unique enough to isolate concurrent tests.
-pub fn random_word() -> String {
-    format!("{:016x}", RandomState::new().build_hasher().finish())
-}
-
-fn required_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests through scripts/test.sh, which starts PostgreSQL and Redis")
-    })
-}
-
-/// `url` with its database name replaced by `database`.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, ""), |(b, q)| (b, q));
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    if query.is_empty() { format!("{base}/{database}") } else { format!("{base}/{database}?{query}") }
-}
-
-/// `url` with its password replaced.
-pub fn with_password(url: &str, password: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("URL has a scheme");
-    let (userinfo, host) = rest.split_once('@').expect("URL has credentials");
-    let user = userinfo.split(':').next().unwrap_or(userinfo);
-    format!("{scheme}://{user}:{password}@{host}")
-}
-
-/// One test's private stores: a database created for it and a Redis key prefix of its own.
-pub struct TestStores {
-    pub stores: Stores,
-    admin_url: String,
-    database: String,
-    redis: Client,
-}
-
-impl TestStores {
-    /// Creates a fresh database (swept by scripts/test.sh if a failing test leaves it behind).
-    pub async fn new() -> Self {
-        let admin_url = required_env("DATABASE_URL");
-        let redis_url = required_env("REDIS_URL");
-        let word = random_word();
-        let database = format!("seedtest_{word}");
-        let (client, connection) = tokio_postgres::connect(&admin_url, NoTls).await.expect("connect to PostgreSQL");
-        tokio::spawn(connection);
-        client.batch_execute(&format!("CREATE DATABASE {database}")).await.expect("create test database");
-        let redis = Builder::from_config(Config::from_url(&redis_url).expect("REDIS_URL")).build().expect("client");
-        redis.init().await.expect("connect to Redis");
-        let layout = KeyLayout::new(&format!("t-{word}")).expect("valid prefix");
-        Self {
-            stores: Stores { database_url: with_database(&admin_url, &database), redis_url, layout },
-            admin_url,
-            database,
-            redis,
-        }
-    }
-
-    /// Load settings for `students` students from `seed`.
-    pub fn settings(&self, seed: u64, students: u32) -> LoadSettings {
-        LoadSettings {
-            stores: self.stores.clone(),
-            spec: DatasetSpec::new(seed, students).expect("valid spec"),
-            force: false,
-            pg_connections: 2,
-            progress: ProgressMode::Quiet,
-        }
-    }
-
-    /// A direct client of the test database.
-    pub async fn pg(&self) -> tokio_postgres::Client {
-        let (client, connection) =
-            tokio_postgres::connect(&self.stores.database_url, NoTls).await.expect("connect to test database");
-        tokio::spawn(connection);
-        client
-    }
-
-    /// The Redis client of the test.
-    pub fn redis(&self) -> &Client {
-        &self.redis
-    }
-
+/// The real seeder binary run against a test's stores (only this crate's tests can name it).
+pub trait RunSeeder {
     /// Runs the seeder binary against these stores with `args` and a clean environment.
-    pub async fn seeder(&self, args: &[&str]) -> Output {
+    async fn seeder(&self, args: &[&str]) -> Output;
+
+    /// The seeder command against these stores, not yet started.
+    fn seeder_command(&self, args: &[&str]) -> tokio::process::Command;
+}
+
+impl RunSeeder for TestStores {
+    async fn seeder(&self, args: &[&str]) -> Output {
         self.seeder_command(args).output().await.expect("run the seeder binary")
     }
 
-    /// The seeder command against these stores, not yet started.
-    pub fn seeder_command(&self, args: &[&str]) -> tokio::process::Command {
+    fn seeder_command(&self, args: &[&str]) -> tokio::process::Command {
         seeder_command(&self.stores.database_url, &self.stores.redis_url, self.stores.layout.prefix(), args)
-    }
-
-    /// Drops the database and deletes the Redis keys.
-    pub async fn cleanup(self) {
-        let keys: Vec<Key> = self
-            .redis
-            .scan_buffered(format!("{}:*", self.stores.layout.prefix()), Some(1_000), None)
-            .try_collect()
-            .await
-            .expect("scan test keys");
-        for key in keys {
-            let _: i64 = self.redis.del(key).await.expect("delete test key");
-        }
-        let (client, connection) = tokio_postgres::connect(&self.admin_url, NoTls).await.expect("connect");
-        tokio::spawn(connection);
-        // Not WITH (FORCE): it would also have to end autovacuum workers, which only a superuser
-        // may; a plain DROP cancels those itself. This test's own sessions are ended first.
-        client
-            .execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND usename = current_user",
-                &[&self.database],
-            )
-            .await
-            .expect("end the test's sessions");
-        client.batch_execute(&format!("DROP DATABASE IF EXISTS {}", self.database)).await.expect("drop test database");
     }
 }
 

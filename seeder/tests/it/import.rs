@@ -9,7 +9,9 @@ use seeder::results_file::{COLUMNS, write_row};
 use seeder::verify;
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{TestStores, assert_one_clear_error, kill_when, spawn_piped, stderr, stdout};
+use test_support::TestStores;
+
+use crate::helpers::{RunSeeder as _, assert_one_clear_error, kill_when, spawn_piped, stderr, stdout};
 
 /// The sample file shipped in the repository.
 fn sample() -> PathBuf {
@@ -43,7 +45,7 @@ async fn snapshot(t: &TestStores) -> String {
         .get(0);
     let report = verify::run(&t.stores).await.expect("verify runs");
     let marker: std::collections::HashMap<String, String> =
-        fred::prelude::HashesInterface::hgetall(t.redis(), t.stores.layout.marker_key()).await.expect("marker");
+        fred::prelude::HashesInterface::hgetall(&t.redis().await, t.stores.layout.marker_key()).await.expect("marker");
     let mut marker: Vec<_> = marker.into_iter().collect();
     marker.sort();
     format!("{row}\n{:?}\n{:?}\n{marker:?}", report.postgres, report.redis)

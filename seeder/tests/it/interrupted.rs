@@ -3,7 +3,9 @@
 
 use seeder::verify;
 
-use crate::helpers::{self, TestStores, stdout};
+use test_support::TestStores;
+
+use crate::helpers::{self, RunSeeder as _, stdout};
 
 /// Big enough that each phase lasts well beyond the moment the kill lands, even in release.
 const STUDENTS: &str = "300000";

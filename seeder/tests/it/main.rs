@@ -8,5 +8,4 @@ mod failures;
 mod helpers;
 mod import;
 mod interrupted;
-mod proxy;
 mod round_trip;

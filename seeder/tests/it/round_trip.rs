@@ -6,12 +6,15 @@ use seeder::load::{self, LoadOutcome};
 use seeder::pg::results_table;
 use seeder::verify;
 
-use crate::helpers::{TestStores, assert_one_clear_error, stdout};
+use test_support::TestStores;
+
+use crate::helpers::{RunSeeder as _, assert_one_clear_error, stdout};
 
 #[tokio::test]
 async fn ten_thousand_students_load_and_both_stores_agree_with_the_generator() {
     let t = TestStores::new().await;
-    let outcome = load::run(&t.settings(42, 10_000)).await.expect("load succeeds");
+    let outcome =
+        load::run(&t.load_settings(DatasetSpec::new(42, 10_000).expect("spec"))).await.expect("load succeeds");
     let LoadOutcome::Loaded { postgres: true, marker, .. } = outcome else {
         panic!("expected a full load, got {outcome:?}")
     };
@@ -35,7 +38,7 @@ async fn ten_thousand_students_load_and_both_stores_agree_with_the_generator() {
     // A value read straight from Redis decodes to the generated record.
     let probe = &generated[7_777];
     let (key, field) = t.stores.layout.result_location(probe.id);
-    let bytes: bytes::Bytes = fred::prelude::HashesInterface::hget(t.redis(), key, field).await.expect("hget");
+    let bytes: bytes::Bytes = fred::prelude::HashesInterface::hget(&t.redis().await, key, field).await.expect("hget");
     assert_eq!(codec::decode_result(probe.id, &bytes).expect("decodes"), *probe);
 
     // The database derives total and pass/fail itself: it must agree with the shared crate.
@@ -138,13 +141,14 @@ async fn verify_reports_a_changed_and_a_missing_result_and_exits_3() {
     let spec = DatasetSpec::new(results_core::DEFAULT_SEED, 1_500).expect("spec");
     let mut record = Dataset::new(spec).generate()[spec.index_of(changed).expect("in the data set") as usize].clone();
     record.scores[0] = if record.scores[0] == 100 { 99 } else { record.scores[0] + 1 };
-    let _: i64 = fred::prelude::HashesInterface::hset(t.redis(), &key, (field, codec::encode_result(&record)))
+    let _: i64 = fred::prelude::HashesInterface::hset(&t.redis().await, &key, (field, codec::encode_result(&record)))
         .await
         .expect("tamper");
     let report = verify::run(&t.stores).await.expect("verify runs");
     assert!(report.differences.iter().any(|d| d.contains("content checksums differ")), "{}", report.render());
 
-    let _: i64 = fred::prelude::HashesInterface::hdel(t.redis(), &key, (field + 1).to_string()).await.expect("hdel");
+    let _: i64 =
+        fred::prelude::HashesInterface::hdel(&t.redis().await, &key, (field + 1).to_string()).await.expect("hdel");
     let output = t.seeder(&["verify"]).await;
     assert_eq!(output.status.code(), Some(3), "{}", stdout(&output));
     assert!(stdout(&output).contains("PostgreSQL has 1500 results, Redis 1499"), "{}", stdout(&output));
