@@ -7,7 +7,9 @@ use std::time::Duration;
 use rand::Rng;
 use results_core::{DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec};
 
-use crate::helpers::{Seeded, TestApp, error_code};
+use test_support::{Seeded, TestApp};
+
+use crate::helpers::error_code;
 
 #[tokio::test]
 async fn an_exported_then_imported_data_set_serves_identical_json() {

@@ -1,8 +1,8 @@
 //! API integration tests: the real API (spawned in-process on port 0) against the real
 //! PostgreSQL and Redis of the native stack, seeded by the real seeder. Outages are made by
-//! cutting a TCP proxy in front of a store. One test binary for the crate.
+//! cutting a TCP proxy in front of a store. The fixtures are the workspace's `test-support`
+//! crate's. One test binary for the crate.
 
-mod chaos;
 mod helpers;
 mod imported;
 mod openapi;

@@ -12,7 +12,9 @@ use results_core::StudentId;
 use results_core::record::{PASS_MARK, Region, SUBJECTS_PER_STREAM, Stream, Subject};
 use serde_json::{Value, json};
 
-use crate::helpers::{Seeded, TestApp};
+use test_support::{Seeded, TestApp};
+
+use crate::helpers::SHARED_STUDENTS;
 use crate::schema::{Document, Received};
 
 /// The OpenAPI operation methods; a route must answer exactly its documented ones.
@@ -64,7 +66,7 @@ fn documented_paths(document: &Document) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn the_document_is_served_on_the_public_port_as_embedded() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |_| {}).await;
     let document = Document::embedded();
     let answer = send(&app, "get", OPENAPI_ROUTE, |r| r).await;
@@ -77,7 +79,7 @@ async fn the_document_is_served_on_the_public_port_as_embedded() {
 
 #[tokio::test]
 async fn every_route_is_documented_and_every_documented_operation_is_routed() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |_| {}).await;
     let document = Document::embedded();
     let routes: BTreeSet<String> = PUBLIC_ROUTES.iter().map(|r| (*r).to_owned()).collect();
@@ -119,7 +121,7 @@ fn answered_by_nginx_only(path: &str, status: u16) -> bool {
 
 #[tokio::test]
 async fn real_responses_of_every_documented_status_are_valid_against_the_document() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let up = TestApp::spawn(&seeded, |_| {}).await;
     let down = TestApp::spawn_with_stores(&seeded, false, |s| s.pg_timeout = Duration::from_millis(300)).await;
     let not_ready = down.wait_ready(Duration::from_secs(5), |r| r["ready"] == false).await;
@@ -261,7 +263,7 @@ type Break = fn(&mut Value);
 
 #[tokio::test]
 async fn the_checker_rejects_what_the_document_forbids() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |_| {}).await;
     let document = Document::embedded();
     let answer = send(&app, "get", &concrete(api::routes::RESULTS_ROUTE, KNOWN_ID), |r| r).await;

@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
-use crate::helpers::{Seeded, TestApp, error_code};
+use test_support::{Seeded, TestApp};
+
+use crate::helpers::{SHARED_STUDENTS, error_code};
 
 #[tokio::test]
 async fn graceful_shutdown_finishes_the_request_in_flight_and_reports_draining() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let mut app = TestApp::spawn(&seeded, |s| {
         s.drain_delay = Duration::from_millis(600);
         s.pg_timeout = Duration::from_secs(5);
@@ -38,7 +40,7 @@ async fn graceful_shutdown_finishes_the_request_in_flight_and_reports_draining()
 
 #[tokio::test]
 async fn metrics_are_prometheus_text_with_the_latency_buckets() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |_| {}).await;
     assert_eq!(app.get("/v1/results/1000007").await.status(), 200);
     assert_eq!(app.get("/v1/results/1000007").await.status(), 200);
@@ -74,7 +76,7 @@ async fn metrics_are_prometheus_text_with_the_latency_buckets() {
 
 #[tokio::test]
 async fn the_profiler_returns_a_flamegraph_and_one_profile_runs_at_a_time() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |_| {}).await;
     let url = format!("{}/debug/pprof/profile?seconds=2", app.admin);
     let client = app.client.clone();

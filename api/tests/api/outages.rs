@@ -2,11 +2,13 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{Seeded, TestApp, error_code};
+use test_support::{Seeded, TestApp};
+
+use crate::helpers::{SHARED_STUDENTS, error_code};
 
 #[tokio::test]
 async fn redis_cut_is_served_from_postgres_and_redis_is_used_again_once_back() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |s| s.cache_ttl = Duration::from_millis(1)).await;
     assert_eq!(app.get("/v1/results/1000100").await.status(), 200);
 
@@ -34,7 +36,7 @@ async fn redis_cut_is_served_from_postgres_and_redis_is_used_again_once_back() {
 
 #[tokio::test]
 async fn postgres_cut_is_served_from_redis() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |_| {}).await;
     app.pg_proxy.cut();
     let down = app.wait_ready(Duration::from_secs(5), |r| r["postgres"] == "down").await;
@@ -49,7 +51,7 @@ async fn postgres_cut_is_served_from_redis() {
 
 #[tokio::test]
 async fn both_stores_cut_is_a_quick_503_with_retry_after() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |s| s.pg_timeout = Duration::from_millis(500)).await;
     app.redis_proxy.cut();
     app.pg_proxy.cut();
@@ -176,7 +178,7 @@ async fn lookups(app: &TestApp, tier: &str, outcome: &str) -> u64 {
 
 #[tokio::test]
 async fn a_slow_redis_is_treated_as_down_for_that_request() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |s| {
         s.redis_timeout = Duration::from_millis(150);
         s.cache_ttl = Duration::from_millis(1);
@@ -198,7 +200,7 @@ async fn a_slow_redis_is_treated_as_down_for_that_request() {
 async fn while_redis_reconnects_a_lookup_does_not_wait_for_the_redis_timeout() {
     // A long Redis timeout: a command queued behind the client's reconnection would wait all of
     // it (as it did, for every node of a cluster, while one master failed over).
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |s| {
         s.redis_timeout = Duration::from_secs(3);
         s.cache_ttl = Duration::from_millis(1);
@@ -220,7 +222,7 @@ async fn while_redis_reconnects_a_lookup_does_not_wait_for_the_redis_timeout() {
 
 #[tokio::test]
 async fn the_api_starts_without_either_store_and_becomes_ready_when_they_come() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn_with_stores(&seeded, false, |s| s.pg_timeout = Duration::from_millis(300)).await;
     assert_eq!(app.get("/healthz").await.status(), 200, "alive without stores");
     let readyz = app.get("/readyz").await;
@@ -236,7 +238,7 @@ async fn the_api_starts_without_either_store_and_becomes_ready_when_they_come() 
 
 #[tokio::test]
 async fn while_redis_is_down_the_in_process_cache_spares_postgres_repeat_and_concurrent_queries() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |s| s.refresh = Duration::from_secs(3_600)).await;
     app.redis_proxy.cut();
     // Warm the pool's connection so the measured bytes are one lookup's, not a login's.

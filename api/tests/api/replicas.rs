@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use api::config::Args;
 use clap::Parser;
 
-use crate::helpers::{Seeded, TestApp};
+use test_support::{Seeded, TestApp};
+
+use crate::helpers::SHARED_STUDENTS;
 
 /// The value of the first series of `/metrics` starting with `series` (0 when absent).
 fn metric(text: &str, series: &str) -> f64 {
@@ -21,7 +23,7 @@ const REPLICA_HITS: &str = "result_lookups_total{tier=\"db\",outcome=\"hit\",ser
 
 #[tokio::test]
 async fn postgres_reads_go_to_the_replica_and_never_to_the_primary_while_it_answers() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     // No refresh after start-up: the primary gets no pings, so any byte it receives is a read.
     // The one check at start-up gets time to connect on a busy host.
     let app = TestApp::spawn_with_replica(&seeded, |s| {
@@ -52,7 +54,7 @@ async fn postgres_reads_go_to_the_replica_and_never_to_the_primary_while_it_answ
 
 #[tokio::test]
 async fn a_replica_that_fails_a_read_is_skipped_at_once_and_used_again_when_it_answers() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn_with_replica(&seeded, |s| {
         s.refresh = Duration::from_millis(200);
         s.cache_ttl = Duration::from_millis(1);
@@ -85,12 +87,12 @@ async fn a_replica_that_fails_a_read_is_skipped_at_once_and_used_again_when_it_a
 
 #[tokio::test]
 async fn a_replica_on_a_closed_port_is_marked_down_and_costs_requests_nothing() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr")
     };
-    let dead = crate::helpers::with_addr(&seeded.stores.database_url, closed);
+    let dead = test_support::urls::with_addr(&seeded.stores.database_url, closed);
     // A connection refused is retried until the timeout: every request that still tried this
     // replica would take at least 1.5 s.
     let replica_timeout = Duration::from_millis(1_500);
@@ -116,7 +118,7 @@ async fn a_replica_on_a_closed_port_is_marked_down_and_costs_requests_nothing() 
 
 #[tokio::test]
 async fn without_the_primary_a_replica_alone_keeps_the_api_ready_and_serving() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn_with_replica(&seeded, |s| s.cache_ttl = Duration::from_millis(1)).await;
     app.wait_ready(Duration::from_secs(5), |r| r["postgres_replicas"][0] == "up").await;
     app.redis_proxy.cut();

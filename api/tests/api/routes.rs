@@ -6,11 +6,13 @@ use std::time::Duration;
 use results_core::Dataset;
 use results_core::record::PASS_MARK;
 
-use crate::helpers::{Seeded, TestApp, error_code};
+use test_support::{Seeded, TestApp};
+
+use crate::helpers::{SHARED_STUDENTS, error_code};
 
 #[tokio::test]
 async fn a_result_has_every_field_the_student_needs() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |_| {}).await;
     let dataset = Dataset::new(seeded.spec);
     let records = dataset.generate();
@@ -44,7 +46,7 @@ async fn a_result_has_every_field_the_student_needs() {
 
 #[tokio::test]
 async fn the_alias_path_answers_exactly_like_the_main_path_and_head_works() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |_| {}).await;
     for id in [1_000_000, 1_005_555, 1_009_999] {
         let main = app.get(&format!("/v1/results/{id}")).await;
@@ -68,7 +70,7 @@ async fn the_alias_path_answers_exactly_like_the_main_path_and_head_works() {
 
 #[tokio::test]
 async fn an_unknown_id_is_a_404_and_never_reaches_postgres() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     // Refresh rarely, so the only PostgreSQL traffic would come from the requests themselves.
     let app = TestApp::spawn(&seeded, |s| s.refresh = Duration::from_secs(3_600)).await;
     let ready = app.wait_ready(Duration::from_secs(5), |r| r["complete_data_set"] == true).await;
@@ -84,7 +86,7 @@ async fn an_unknown_id_is_a_404_and_never_reaches_postgres() {
 
 #[tokio::test]
 async fn malformed_ids_are_400s_that_touch_no_store() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |s| s.refresh = Duration::from_secs(3_600)).await;
     app.wait_ready(Duration::from_secs(5), |r| r["ready"] == true).await;
     let (redis_before, pg_before) = (app.redis_proxy.bytes_to_server(), app.pg_proxy.bytes_to_server());
@@ -117,7 +119,7 @@ async fn malformed_ids_are_400s_that_touch_no_store() {
 
 #[tokio::test]
 async fn a_matching_etag_gets_304_and_cache_headers_are_sent() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |s| s.http_max_age_s = 7).await;
     let first = app.get("/v1/results/1002000").await;
     assert_eq!(first.headers()["cache-control"], "public, max-age=7");
@@ -179,9 +181,7 @@ async fn a_corrected_value_is_served_at_once_from_redis_and_within_the_ttl_from_
     app.redis_proxy.cut();
     let pg_value: serde_json::Value = app.get(&path).await.json().await.expect("JSON");
     assert_eq!(pg_value["subjects"][0]["score"], original, "PostgreSQL still has the original");
-    let (pg, connection) =
-        tokio_postgres::connect(&seeded.stores.database_url, tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(connection);
+    let pg = seeded.pg().await;
     let corrected = shifted(original);
     let updated = pg
         .execute(
@@ -203,7 +203,7 @@ async fn a_corrected_value_is_served_at_once_from_redis_and_within_the_ttl_from_
 
 #[tokio::test]
 async fn a_request_body_is_refused_and_an_oversized_head_is_rejected() {
-    let seeded = Seeded::shared().await;
+    let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let app = TestApp::spawn(&seeded, |_| {}).await;
     let big =
         app.client.get(format!("{}/v1/results/1000001", app.base)).body(vec![b'x'; 4_096]).send().await.expect("send");
