@@ -1,36 +1,19 @@
-//! Test fixtures: a seeded data set, the API spawned in-process, a server with wrong answers,
-//! and the command line of a short load test.
+//! Test fixtures: the API spawned in-process over a seeded data set (the workspace's
+//! `test-support` crate), a server with wrong answers, and the command line of a short load test.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::time::Duration;
 
-use api::config::Settings;
 use clap::Parser;
 use loadgen::config::{Cli, RunArgs};
-use results_core::{DatasetSpec, KeyLayout};
-use seeder::Stores;
-use seeder::load::LoadSettings;
-use seeder::progress::ProgressMode;
+pub use test_support::SEED;
+use test_support::{Seeded, TestApp};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, MutexGuard, OnceCell, oneshot};
-use tokio_postgres::NoTls;
+use tokio::sync::{Mutex, MutexGuard, oneshot};
 
-/// Students in the test data set: small, so seeding takes a moment.
+/// Students in the test data set (seeded once for the test binary): small, so seeding takes a
+/// moment.
 pub const STUDENTS: u32 = 2_000;
-/// Seed of the test data set.
-pub const SEED: u64 = 7;
-
-fn required_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run the tests through scripts/test.sh, which starts PostgreSQL and Redis")
-    })
-}
-
-fn random_word() -> String {
-    format!("{:016x}", RandomState::new().build_hasher().finish())
-}
 
 /// One goose run at a time: goose keeps a little global state (its Ctrl-C flag, its logger),
 /// and two loads at once would measure each other on two cores.
@@ -39,41 +22,17 @@ pub async fn one_load_at_a_time() -> MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
-/// The stores seeded once for the whole test binary (a fresh database named so scripts/test.sh
-/// sweeps it, a fresh Redis prefix).
-pub async fn seeded() -> Stores {
-    static SEEDED: OnceCell<Stores> = OnceCell::const_new();
-    SEEDED
-        .get_or_init(|| async {
-            let admin_url = required_env("DATABASE_URL");
-            let word = random_word();
-            let database = format!("seedtest_loadgen_{word}");
-            let (client, connection) = tokio_postgres::connect(&admin_url, NoTls).await.expect("connect to PostgreSQL");
-            let connection = tokio::spawn(connection);
-            client.batch_execute(&format!("CREATE DATABASE {database}")).await.expect("create test database");
-            drop(client);
-            let _ = connection.await;
-            let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
-            let stores = Stores {
-                database_url: format!("{base}/{database}"),
-                redis_url: required_env("REDIS_URL"),
-                layout: KeyLayout::new(&format!("t-{word}")).expect("prefix"),
-            };
-            let settings = LoadSettings {
-                stores: stores.clone(),
-                spec: DatasetSpec::new(SEED, STUDENTS).expect("spec"),
-                force: false,
-                pg_connections: 2,
-                progress: ProgressMode::Quiet,
-            };
-            seeder::load::run(&settings).await.expect("seed the test data");
-            stores
-        })
-        .await
-        .clone()
+/// The real API over the shared seeded stores, ready and knowing Redis complete (unknown IDs
+/// answer 404 from Redis alone).
+pub async fn spawn_api() -> TestApp {
+    let seeded = Seeded::shared(STUDENTS).await;
+    let app = TestApp::spawn(&seeded, |s| s.refresh = Duration::from_millis(100)).await;
+    let ready = app.wait_ready(Duration::from_secs(20), |r| r["ready"] == true && r["complete_data_set"] == true).await;
+    assert!(ready["ready"] == true && ready["complete_data_set"] == true, "the API did not become ready: {ready}");
+    app
 }
 
-/// A server running in this test's runtime until dropped.
+/// The server with wrong answers, running in this test's runtime until dropped.
 pub struct Server {
     /// `http://127.0.0.1:port`.
     pub base: String,
@@ -86,33 +45,6 @@ impl Drop for Server {
             let _ = sender.send(());
         }
     }
-}
-
-/// The real API over the seeded stores, ready (Redis holds the complete data set).
-pub async fn spawn_api() -> Server {
-    let stores = seeded().await;
-    let mut settings = Settings::new(&stores.database_url, &stores.redis_url, stores.layout.clone());
-    settings.refresh = Duration::from_millis(100);
-    let public = TcpListener::bind("127.0.0.1:0").await.expect("bind public");
-    let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
-    let base = format!("http://{}", public.local_addr().expect("addr"));
-    let (shutdown, signal) = oneshot::channel::<()>();
-    tokio::spawn(api::startup::run(settings, public, admin, async move {
-        let _ = signal.await;
-    }));
-    let client = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        // Ready, and Redis known complete: unknown IDs answer 404 from Redis alone.
-        let ready = client.get(format!("{base}/readyz")).send().await.ok().filter(|r| r.status().is_success());
-        let known = client.get(format!("{base}/v1/results/1000000")).send().await.ok().filter(|r| r.status() == 200);
-        if ready.is_some() && known.is_some() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the API did not become ready");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Server { base, shutdown: Some(shutdown) }
 }
 
 /// A server that answers every result route with 200 and a body that is not the requested
