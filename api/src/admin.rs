@@ -131,8 +131,37 @@ fn collect(duration: Duration, protobuf: bool) -> anyhow::Result<(&'static str, 
         let profile = report.pprof()?;
         profile.write_to_vec(&mut body)?;
         Ok(("application/octet-stream", body))
+    } else if report.data.is_empty() {
+        // An idle replica gives no sample, and the flamegraph renderer then writes no SVG at all
+        // (an empty 200 that a browser shows as a broken image): say so in a picture instead.
+        Ok(("image/svg+xml", idle_flamegraph(duration).into_bytes()))
     } else {
         report.flamegraph(&mut body)?;
         Ok(("image/svg+xml", body))
+    }
+}
+
+/// The flamegraph of a profile without samples: one line of text saying why.
+fn idle_flamegraph(duration: Duration) -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"600\" height=\"40\">\
+         <text x=\"10\" y=\"25\" font-family=\"monospace\" font-size=\"14\">\
+         No CPU samples in {} s: the replica was idle.</text></svg>\n",
+        duration.as_secs()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::idle_flamegraph;
+
+    #[test]
+    fn an_idle_profile_is_an_svg_that_says_so() {
+        let svg = idle_flamegraph(Duration::from_secs(2));
+        assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""), "{svg}");
+        assert!(svg.trim_end().ends_with("</svg>"), "{svg}");
+        assert!(svg.contains("No CPU samples in 2 s"), "{svg}");
     }
 }

@@ -8,6 +8,7 @@ mod imported;
 mod openapi;
 mod operations;
 mod outages;
+mod reference;
 mod replicas;
 mod routes;
 mod schema;

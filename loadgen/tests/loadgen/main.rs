@@ -4,4 +4,5 @@
 
 mod helpers;
 mod merge;
+mod reference;
 mod runs;

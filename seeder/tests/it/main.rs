@@ -8,4 +8,5 @@ mod failures;
 mod helpers;
 mod import;
 mod interrupted;
+mod reference;
 mod round_trip;
