@@ -9,10 +9,10 @@ Usage:
   python3 scripts/capacity_model.py --check    exit 1 when the doc differs from what the inputs give
 
 Inputs, all read from files (none typed in here):
-  docs/bench/stack.json    scripts/bench_stack.sh: CPU per request of the replicas, the NGINX edge
+  docs/bench/stack.json    cargo xtask bench stack: CPU per request of the replicas, the NGINX edge
                            and Redis (NGINX -> 3 replicas, micro-cache off), and the ceiling
-  docs/bench/api.json      scripts/bench_api.sh: one replica's CPU per request and peak RSS
-  docs/bench/seed.json     scripts/bench_seed.sh: Redis memory per result
+  docs/bench/api.json      cargo xtask bench api: one replica's CPU per request and peak RSS
+  docs/bench/seed.json     cargo xtask bench seed: Redis memory per result
   docs/capacity-knee.csv   loadgen capacity (impatient users): the utilization up to which the
                            SLO held (the last step within it / the peak throughput)
   docs/capacity-result-day.csv  loadgen capacity (paced users): shown for reference
@@ -38,9 +38,9 @@ END = "<!-- capacity-model:end -->"
 
 # Which command writes each input (for the error message when it is missing).
 PRODUCERS = {
-    "bench/stack.json": "scripts/bench_stack.sh (the native stack's stores up with the full data set)",
-    "bench/api.json": "scripts/bench_api.sh (the native stack up)",
-    "bench/seed.json": "scripts/bench_seed.sh",
+    "bench/stack.json": "cargo xtask bench stack (the native stack's stores up with the full data set)",
+    "bench/api.json": "cargo xtask bench api (the native stack up)",
+    "bench/seed.json": "cargo xtask bench seed",
     "capacity-knee.csv": "loadgen capacity, as docs/README.md shows (then copy its capacity.csv here)",
     "capacity-result-day.csv": "loadgen capacity, as docs/README.md shows (then copy its capacity.csv here)",
 }

@@ -2,14 +2,14 @@
 # scripts/tests/capacity_model_test.sh - tests scripts/capacity_model.py and the benchmark
 # result files it reads, on SAMPLE inputs made here in a temporary folder (not measured figures;
 # nothing here is committed):
-#   - scripts/bench/result_json.py turns runs.csv files shaped like the benchmarks' into
+#   - `cargo xtask bench result` turns runs.csv files shaped like the benchmarks' into
 #     docs/bench-style JSON with per-target medians
 #   - the model's figures on those inputs equal the arithmetic done by hand (replicas, NGINX
 #     nodes, Redis primaries and memory, PostgreSQL connections) for 1x and 10x
 #   - --write fills the doc between its markers, --check then passes, and fails once an input
 #     changes; a missing input, a file from an older benchmark and a doc without markers each
 #     stop it with exit 2 and a message naming the file
-#   - the benchmark scripts write the columns the model reads (names agree)
+#   - the benchmarks (xtask/src/bench/) write the columns the model reads (names agree)
 #   - the committed docs/capacity-model.md: up to date with docs/bench/*.json when those exist,
 #     otherwise it says it is not generated yet (and the script says which file is missing)
 # Prints `capacity_model_test: N passed, M failed` last; exits non-zero on a failure.
@@ -27,12 +27,12 @@ failed=0
 WORK=$(mktemp -d /tmp/capacity-model-test.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 MODEL=scripts/capacity_model.py
-RESULT_JSON=scripts/bench/result_json.py
+result_json() { cargo xtask bench result "$@"; }
 IN=$WORK/inputs
 mkdir -p "$IN/bench"
 
 # --- sample benchmark outputs (SAMPLE figures, shaped like the real runs.csv files) -------------
-# bench_stack.sh's header, three rounds; the medians are 64 / 25 / 8 us per request.
+# cargo xtask bench stack's header, three rounds; the medians are 64 / 25 / 8 us per request.
 {
   echo "round,target,rps,p50_ms,p90_ms,p99_ms,max_ms,non2xx,socket_errors,bytes_per_response,ratio_to_ceiling,edge_cpu_cores,upstream_cpu_cores,machine_busy_pct,replica_requests,upstream_share,replica1_requests,replica2_requests,replica3_requests,edge_cpu_us_per_request,upstream_cpu_us_per_request,redis_cpu_us_per_request"
   echo "1,ceiling,30000,1,2,3,9,0,0,420,1.000,0.60,0.50,99,,,,,,20.00,16.00,0.00"
@@ -69,10 +69,10 @@ mkdir -p "$IN/bench"
   echo "10000,20,101172,5058.60,0,0.000000,1.3,3.4,6.2,27.5,true,true"
 } >"$IN/capacity-result-day.csv"
 
-check "result_json.py writes stack.json" python3 $RESULT_JSON --bench stack --csv "$WORK/stack-runs.csv" \
+check "cargo xtask bench result writes stack.json" result_json --bench stack --csv "$WORK/stack-runs.csv" \
   --out "$IN/bench/stack.json" --command "sample" --meta replicas=3 --meta nginx_version="nginx/1.22.1"
-check "result_json.py writes api.json" python3 $RESULT_JSON --bench api --csv "$WORK/api-runs.csv" --out "$IN/bench/api.json"
-check "result_json.py writes seed.json" python3 $RESULT_JSON --bench seed --csv "$WORK/seed-runs.csv" \
+check "cargo xtask bench result writes api.json" result_json --bench api --csv "$WORK/api-runs.csv" --out "$IN/bench/api.json"
+check "cargo xtask bench result writes seed.json" result_json --bench seed --csv "$WORK/seed-runs.csv" \
   --out "$IN/bench/seed.json" --meta students=674823
 json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {'d': d}))" "$@"; }
 check "stack.json: the median of the rounds per target (upstream 64 us)" \
@@ -84,8 +84,8 @@ check "stack.json: rounds counted (3) and --meta kept (numbers as numbers)" \
   test "$(json "$IN/bench/stack.json" "(d['rounds'], d['meta']['replicas'], d['meta']['nginx_version'])")" = "(3, 3, 'nginx/1.22.1')"
 check "seed.json: medians without a target column (52.0 bytes per result)" \
   test "$(json "$IN/bench/seed.json" "d['medians']['bytes_per_result']")" = 52.0
-check "result_json.py refuses a --meta that is not KEY=VALUE" \
-  bash -c "! python3 $RESULT_JSON --bench x --csv '$WORK/seed-runs.csv' --out '$WORK/x.json' --meta novalue"
+check "cargo xtask bench result refuses a --meta that is not KEY=VALUE" \
+  bash -c "! cargo xtask bench result --bench x --csv '$WORK/seed-runs.csv' --out '$WORK/x.json' --meta novalue"
 
 # --- the model on the sample inputs ------------------------------------------------------------
 if python3 $MODEL --inputs "$IN" >"$WORK/out.md" 2>"$WORK/err.txt"; then
@@ -133,7 +133,7 @@ expect_2() { # expect_2 WHAT PATTERN ARGS...: the model exits 2 and says PATTERN
   check "$what: says '$pattern'" grep -qF -- "$pattern" "$WORK/err.txt"
 }
 mv "$IN/bench/seed.json" "$WORK/seed.json"
-expect_2 "seed.json missing" "missing input $IN/bench/seed.json: run scripts/bench_seed.sh" --inputs "$IN"
+expect_2 "seed.json missing" "missing input $IN/bench/seed.json: run cargo xtask bench seed" --inputs "$IN"
 mv "$WORK/seed.json" "$IN/bench/seed.json"
 python3 - "$IN/bench/stack.json" <<'PYTHON'
 import json, sys
@@ -142,25 +142,24 @@ del d["medians"]["stack-nocache"]["redis_cpu_us_per_request"]
 json.dump(d, open(sys.argv[1], "w"))
 PYTHON
 expect_2 "a stack.json from before the Redis column" "has no medians.stack-nocache.redis_cpu_us_per_request" --inputs "$IN"
-python3 $RESULT_JSON --bench stack --csv "$WORK/stack-runs.csv" --out "$IN/bench/stack.json"
+result_json --bench stack --csv "$WORK/stack-runs.csv" --out "$IN/bench/stack.json"
 echo "not json" >"$IN/bench/api.json"
 expect_2 "api.json not JSON" "is not valid JSON" --inputs "$IN"
-python3 $RESULT_JSON --bench api --csv "$WORK/api-runs.csv" --out "$IN/bench/api.json"
+result_json --bench api --csv "$WORK/api-runs.csv" --out "$IN/bench/api.json"
 printf '# no markers\n' >"$WORK/nomarkers.md"
 expect_2 "a doc without markers" "the doc must hold the markers" --inputs "$IN" --doc "$WORK/nomarkers.md" --write
 check "a doc without markers is left alone" test "$(cat "$WORK/nomarkers.md")" = "# no markers"
 
 # --- the benchmarks write what the model reads ---------------------------------------------------
 for col in edge_cpu_us_per_request upstream_cpu_us_per_request redis_cpu_us_per_request; do
-  check "scripts/bench_stack.sh writes the column $col" grep -q "$col" scripts/bench_stack.sh
+  check "cargo xtask bench stack writes the column $col" grep -q "$col" xtask/src/bench/stack.rs
 done
 for col in server_cpu_us_per_request rss_peak_mb; do
-  check "scripts/bench_api.sh writes the column $col" grep -q "$col" scripts/bench_api.sh
+  check "cargo xtask bench api writes the column $col" grep -q "$col" xtask/src/bench/api.rs
 done
-check "scripts/bench_seed.sh writes the column bytes_per_result" grep -q "bytes_per_result" scripts/bench_seed.sh
+check "cargo xtask bench seed writes the column bytes_per_result" grep -q "bytes_per_result" xtask/src/bench/seed.rs
 for bench in stack api seed; do
-  check "scripts/bench_$bench.sh writes docs/bench/$bench.json" grep -q "docs/bench/$bench.json" "scripts/bench_$bench.sh"
-  check "scripts/bench_$bench.sh parses (bash -n)" bash -n "scripts/bench_$bench.sh"
+  check "cargo xtask bench $bench writes docs/bench/$bench.json" grep -q "docs/bench/$bench.json" "xtask/src/bench/$bench.rs"
 done
 
 # --- the committed doc --------------------------------------------------------------------------

@@ -67,6 +67,25 @@ pub enum BenchCommand {
     /// staging table, and the import's peak RSS (/usr/bin/time) as the file grows; a private
     /// redis-server on a free port.
     Import(Runs),
+    /// Write a benchmark's result JSON (medians per target, as the benchmarks write it) from a
+    /// runs.csv: an earlier run's, or sample figures in a test.
+    Result {
+        /// The benchmark's name, e.g. stack.
+        #[arg(long)]
+        bench: String,
+        /// The runs.csv.
+        #[arg(long)]
+        csv: std::path::PathBuf,
+        /// The JSON file to write (whole or not at all).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The command that measured it.
+        #[arg(long, default_value = "")]
+        command: String,
+        /// KEY=VALUE, repeatable; values that read as numbers are written as numbers.
+        #[arg(long)]
+        meta: Vec<String>,
+    },
 }
 
 /// The rounds of a benchmark.
@@ -162,10 +181,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    let who = if matches!(cli.command, Command::Bench(_)) { "bench" } else { "stack" };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("stack: error: {e:#}");
+            eprintln!("{who}: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -198,6 +218,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 BenchCommand::Api(r) => bench::api::run(&vars, r.runs)?,
                 BenchCommand::Stack(r) => bench::stack::run(&vars, r.runs)?,
                 BenchCommand::Import(r) => bench::import::run(&vars, r.runs)?,
+                BenchCommand::Result { bench: name, csv, out, command, meta } => {
+                    bench::result_from_csv(&name, &csv, &out, &command, &meta)?;
+                }
             }
         }
         Command::Stack(StackCommand::Up) => stack::up(&load(None)?)?,

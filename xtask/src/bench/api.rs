@@ -73,6 +73,12 @@ pub const VARIABLES: &[Variable] = &[
     Variable { name: "BENCH_BUILD", default: "1", help: "0: use the existing release api and seeder, no cargo build." },
     Variable { name: "BENCH_START_TIMEOUT", default: "60", help: "Seconds to wait for a server to become ready." },
     Variable { name: "BENCH_RESULT_FILE", default: "docs/bench/api.json", help: RESULT_FILE_HELP },
+    Variable {
+        name: "DATABASE_URL",
+        default: "",
+        help: "[the stack's, as `cargo xtask stack env` prints it, unless both are set] With \
+               REDIS_URL (redis://host:port), the stores; loopback only, and they must answer.",
+    },
 ];
 
 const TARGETS: [&str; 3] = ["ceiling", "api", "api-nocache"];

@@ -213,6 +213,29 @@ impl Run {
     }
 }
 
+/// `cargo xtask bench result`: the result JSON of `bench` from a runs.csv (of an earlier run, or
+/// sample figures in a test), with `meta` as `KEY=VALUE` items.
+pub fn result_from_csv(bench: &str, csv: &Path, out: &Path, command: &str, meta: &[String]) -> Result<()> {
+    let text = fs::read_to_string(csv).with_context(|| format!("cannot read {}", csv.display()))?;
+    let table = Table::parse(&text).with_context(|| format!("{} is not a runs.csv", csv.display()))?;
+    let meta = meta
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+            _ => bail!("--meta {item:?} is not KEY=VALUE"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let provenance = Provenance {
+        bench: bench.to_owned(),
+        command: command.to_owned(),
+        measured_at: stamps(now_secs()).1,
+        git_commit: git_commit(),
+        cores: cores(),
+        meta,
+    };
+    result::write_atomically(out, &result::to_text(&result::document(&table, &provenance)?)?)
+}
+
 /// `git rev-parse --short=12 HEAD` of the repository.
 pub fn git_commit() -> Option<String> {
     let out = Command::new("git").arg("-C").arg(repo_dir()).args(["rev-parse", "--short=12", "HEAD"]).output().ok()?;

@@ -41,12 +41,19 @@ pub fn run(vars: &impl Vars, runs: u32) -> Result<()> {
     let admin = c.database_url();
     let redis = Addr { host: c.host.clone(), port: c.redis_port };
     build(&["seeder"])?;
-    let seeder = release_bin("seeder");
+    // The seeder reads the stores from the environment, as after `eval "$(cargo xtask stack env)"`.
+    let seeder_bin = release_bin("seeder");
+    let (database_url, redis_url) = (c.database_url(), c.redis_url());
+    let seeder = || {
+        let mut cmd = Command::new(&seeder_bin);
+        cmd.env("DATABASE_URL", &database_url).env("REDIS_URL", &redis_url).stdin(Stdio::null());
+        cmd
+    };
 
     let mut run = Run::create("seed", runs, HEADER)?;
     let csv_dir = run.file("csv");
     note!("exporting {students} students (seed {seed}) as CSV for the baseline");
-    let status = Command::new(&seeder)
+    let status = seeder()
         .arg("export")
         .arg("--dir")
         .arg(&csv_dir)
@@ -64,7 +71,7 @@ pub fn run(vars: &impl Vars, runs: u32) -> Result<()> {
             .context("Redis INFO memory failed")
     };
     let migrate = |db: &str| -> Result<()> {
-        let ok = Command::new(&seeder)
+        let ok = seeder()
             .args(["migrate", "--database-url", &db_url(&admin, db)])
             .stdout(Stdio::null())
             .status()
@@ -85,7 +92,7 @@ pub fn run(vars: &impl Vars, runs: u32) -> Result<()> {
         migrate("bench_seed")?;
         let before = used_memory()?;
         let start = Instant::now();
-        let status = Command::new(&seeder)
+        let status = seeder()
             .args(["--database-url", &db_url(&admin, "bench_seed"), "--key-prefix", &prefix])
             .args(["--students", &students.to_string(), "--seed", &seed.to_string(), "--force", "--progress", "quiet"])
             .stdout(fs::File::create(run.file(&format!("seeder-{n}.txt")))?)
@@ -98,7 +105,7 @@ pub fn run(vars: &impl Vars, runs: u32) -> Result<()> {
         }
         let after = used_memory()?;
         let verify = run.file(&format!("verify-{n}.txt"));
-        let ok = Command::new(&seeder)
+        let ok = seeder()
             .args(["verify", "--database-url", &db_url(&admin, "bench_seed"), "--key-prefix", &prefix])
             .stdout(fs::File::create(&verify)?)
             .status()

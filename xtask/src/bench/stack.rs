@@ -76,6 +76,12 @@ pub const VARIABLES: &[Variable] = &[
                summary names the file system.",
     },
     Variable { name: "BENCH_RESULT_FILE", default: "docs/bench/stack.json", help: RESULT_FILE_HELP },
+    Variable {
+        name: "DATABASE_URL",
+        default: "",
+        help: "[the stack's, as `cargo xtask stack env` prints it, unless both are set] With \
+               REDIS_URL (redis://host:port), the stores; loopback only, and they must answer.",
+    },
 ];
 
 const TARGETS: [&str; 3] = ["ceiling", "stack-nocache", "stack-cache"];
