@@ -37,14 +37,12 @@ use crate::bench::host::{
 };
 use crate::bench::result::Table;
 use crate::bench::servers::{
-    ApiSpec, HOST, NginxDir, Replica, check_data_set, ensure_tools, fill, get, get_ok, label, metric_sum,
-    nginx_version, nginx_workers, start_api, start_nginx, wrk_version,
+    ApiSpec, HOST, HttpSettings, NginxDir, Replica, check_data_set, ensure_tools, fill, get, get_ok, http_settings,
+    label, metric_sum, nginx_version, nginx_workers, start_api, start_nginx, wrk_version,
 };
 use crate::bench::stores::{Stores, ensure_data_set};
 use crate::bench::wrk::{self, COMMON_COLUMNS, Load, WRK_TIMEOUT, common_cells, id_range};
-use crate::bench::{
-    RESULT_FILE_HELP, Run, Vars, binaries, build, cores, flag, get as var, load_average, positive, result_file,
-};
+use crate::bench::{RESULT_FILE_HELP, Run, Vars, binaries, build, cores, get as var, load_average, result_file};
 use crate::facts::{Variable, repo_dir};
 
 /// The variables `bench api` reads. DATABASE_URL and REDIS_URL (default: the stack's, as
@@ -89,57 +87,40 @@ fn header() -> String {
 
 /// The settings of one invocation.
 struct Settings {
-    prefix: String,
-    duration: u64,
-    warmup: u64,
-    load: Load,
+    http: HttpSettings,
     profile_seconds: u64,
-    build: bool,
-    start_timeout: u64,
 }
 
 fn settings(vars: &impl Vars) -> Result<Settings> {
-    let prefix = var(vars, VARIABLES, "BENCH_KEY_PREFIX");
-    if !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        bail!("BENCH_KEY_PREFIX may hold letters, digits, '_' and '-' only");
-    }
     let profile_seconds = var(vars, VARIABLES, "BENCH_PROFILE_SECONDS").parse::<u64>().ok().filter(|s| *s <= 60);
-    let small = |name| -> Result<u32> {
-        u32::try_from(positive(vars, VARIABLES, name)?).with_context(|| format!("{name} is too large"))
-    };
     Ok(Settings {
-        prefix,
-        duration: positive(vars, VARIABLES, "BENCH_DURATION")?,
-        warmup: positive(vars, VARIABLES, "BENCH_WARMUP")?,
-        load: Load { threads: small("BENCH_THREADS")?, connections: small("BENCH_CONNECTIONS")? },
+        http: http_settings(vars, VARIABLES)?,
         profile_seconds: profile_seconds.context("BENCH_PROFILE_SECONDS must be 0..60")?,
-        build: flag(vars, VARIABLES, "BENCH_BUILD")?,
-        start_timeout: positive(vars, VARIABLES, "BENCH_START_TIMEOUT")?,
     })
 }
 
 /// Runs the benchmark.
 #[expect(clippy::too_many_lines, reason = "one benchmark read top to bottom, as its summary reads")]
 pub fn run(vars: &impl Vars, runs: u32) -> Result<()> {
-    let s = settings(vars)?;
+    let Settings { http: s, profile_seconds } = settings(vars)?;
     let result = result_file(vars, "api");
     ensure_tools(&[])?;
     let stores = Stores::find()?;
     if s.build {
         build(&["api", "seeder"])?;
     }
-    let [api_bin, seeder_bin] =
-        <[_; 2]>::try_from(binaries(&["api", "seeder"])?).map_err(|_| anyhow::anyhow!("two binaries"))?;
+    let bins = binaries(&["api", "seeder"])?;
+    let (api_bin, seeder_bin) = (&bins[0], &bins[1]);
     let wrk_v = wrk_version();
     let mut run = Run::create("api", runs, &header())?;
     fs::create_dir_all(run.file("wrk"))?;
-    let seeder_said = ensure_data_set(&seeder_bin, &stores, &s.prefix, &run.out)?;
+    let seeder_said = ensure_data_set(seeder_bin, &stores, &s.prefix, &run.out)?;
 
     // The folder outlives the processes: NGINX is stopped (children dropped) before it goes.
     let mut dirs: Vec<NginxDir> = Vec::new();
     let mut children = Children::default();
     let mut ports = Ports::new(HOST);
-    let spec = ApiSpec { bin: &api_bin, stores: &stores, prefix: &s.prefix, start_timeout: s.start_timeout };
+    let spec = ApiSpec { bin: api_bin, stores: &stores, prefix: &s.prefix, start_timeout: s.start_timeout };
     let api = start_api(&mut children, &run, &spec, "api", (ports.free()?, ports.free()?), &[])?;
     let nocache = start_api(
         &mut children,
@@ -241,7 +222,8 @@ pub fn run(vars: &impl Vars, runs: u32) -> Result<()> {
     let rss_end: Vec<u64> = targets.iter().map(|t| rss_kb(t.1).unwrap_or(0)).collect();
     let lookups_api = lookups(&api);
     let lookups_nocache = lookups(&nocache);
-    let profile = if s.profile_seconds > 0 { Some(profile(&mut children, &run, &api, &s, hz)?) } else { None };
+    let profile =
+        if profile_seconds > 0 { Some(profile(&mut children, &run, &api, s.load, profile_seconds, hz)?) } else { None };
 
     let t = &run.table;
     let mut text = String::new();
@@ -446,11 +428,17 @@ pub fn lookups_line(metrics: &str) -> String {
 
 /// The profile run: api under load for BENCH_PROFILE_SECONDS + 2 s, the flamegraph fetched
 /// meanwhile. Returns the summary's profile line and the top frames.
-fn profile(children: &mut Children, run: &Run, api: &Replica, s: &Settings, hz: u64) -> Result<(String, String)> {
-    let secs = s.profile_seconds;
+fn profile(
+    children: &mut Children,
+    run: &Run,
+    api: &Replica,
+    load: Load,
+    secs: u64,
+    hz: u64,
+) -> Result<(String, String)> {
     note!("profile: api under load for {}s, CPU profile of {secs}s", secs + 2);
     let out = run.file("wrk/profile-api.txt");
-    let wrk_pid = wrk::start(children, &format!("http://{HOST}:{}", api.port), secs + 2, s.load, &out)?;
+    let wrk_pid = wrk::start(children, &format!("http://{HOST}:{}", api.port), secs + 2, load, &out)?;
     sleep(Duration::from_secs(1));
     let cpu0 = cpu_ticks(&[api.pid]);
     let svg = get(api.admin, &format!("/debug/pprof/profile?seconds={secs}"), Duration::from_secs(secs + 20))
@@ -496,9 +484,10 @@ mod tests {
         assert!(settings(&vars("BENCH_PROFILE_SECONDS", "61")).is_err());
         assert_eq!(settings(&vars("BENCH_PROFILE_SECONDS", "0")).expect("valid").profile_seconds, 0);
         assert!(settings(&vars("BENCH_KEY_PREFIX", "a:b")).is_err());
-        let d = settings(&vars("X", "")).expect("defaults");
+        let d = settings(&vars("X", "")).expect("defaults").http;
         assert_eq!((d.duration, d.warmup, d.load.connections, d.load.threads, d.start_timeout), (15, 5, 64, 1, 60));
         assert_eq!(d.prefix, "bench");
+        assert!(d.build);
     }
 
     #[test]

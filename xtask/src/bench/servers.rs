@@ -11,14 +11,52 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::Run;
 use crate::bench::host::Children;
 use crate::bench::stores::Stores;
+use crate::bench::wrk::Load;
+use crate::bench::{Run, Vars, flag, get as get_var, positive};
+use crate::facts::Variable;
 use crate::net::{Response, http};
 use crate::supervise::{show_log_tail, wait_for};
 
 /// Every server binds here.
 pub const HOST: &str = "127.0.0.1";
+
+/// The settings `bench api` and `bench stack` share (each table holds its own defaults).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// BENCH_KEY_PREFIX: the data set's Redis key prefix.
+    pub prefix: String,
+    /// BENCH_DURATION: seconds of each measured run.
+    pub duration: u64,
+    /// BENCH_WARMUP: seconds of warm-up per target.
+    pub warmup: u64,
+    /// BENCH_THREADS and BENCH_CONNECTIONS.
+    pub load: Load,
+    /// BENCH_BUILD.
+    pub build: bool,
+    /// BENCH_START_TIMEOUT: seconds a server has to become ready.
+    pub start_timeout: u64,
+}
+
+/// Reads [`HttpSettings`]; errors name the variable.
+pub fn http_settings(vars: &impl Vars, table: &[Variable]) -> Result<HttpSettings> {
+    let prefix = get_var(vars, table, "BENCH_KEY_PREFIX");
+    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        bail!("BENCH_KEY_PREFIX may hold letters, digits, '_' and '-' only");
+    }
+    let small = |name| -> Result<u32> {
+        u32::try_from(positive(vars, table, name)?).with_context(|| format!("{name} is too large"))
+    };
+    Ok(HttpSettings {
+        prefix,
+        duration: positive(vars, table, "BENCH_DURATION")?,
+        warmup: positive(vars, table, "BENCH_WARMUP")?,
+        load: Load { threads: small("BENCH_THREADS")?, connections: small("BENCH_CONNECTIONS")? },
+        build: flag(vars, table, "BENCH_BUILD")?,
+        start_timeout: positive(vars, table, "BENCH_START_TIMEOUT")?,
+    })
+}
 
 /// GET `path` on `port` (HTTP/1.0), with `timeout`.
 pub fn get(port: u16, path: &str, timeout: Duration) -> Option<Response> {

@@ -33,14 +33,12 @@ use anyhow::{Context, Result, bail};
 use crate::bench::api::{latency_row, per_request_us, verdict};
 use crate::bench::host::{Children, Ports, busy_pct, clock_ticks_per_second, cpu_ticks, machine_ticks, ratio};
 use crate::bench::servers::{
-    ApiSpec, HOST, NginxDir, Replica, check_data_set, ensure_tools, fill, get, get_ok, label, metric_sum,
-    nginx_version, nginx_workers, start_api, start_nginx, wrk_version,
+    ApiSpec, HOST, HttpSettings, NginxDir, Replica, check_data_set, ensure_tools, fill, get, get_ok, http_settings,
+    label, metric_sum, nginx_version, nginx_workers, start_api, start_nginx, wrk_version,
 };
 use crate::bench::stores::{Stores, ensure_data_set, redis_info};
-use crate::bench::wrk::{self, COMMON_COLUMNS, Load, WRK_TIMEOUT, common_cells, id_range};
-use crate::bench::{
-    RESULT_FILE_HELP, Run, Vars, binaries, build, cores, flag, get as var, load_average, positive, result_file,
-};
+use crate::bench::wrk::{self, COMMON_COLUMNS, WRK_TIMEOUT, common_cells, id_range};
+use crate::bench::{RESULT_FILE_HELP, Run, Vars, binaries, build, cores, get as var, load_average, result_file};
 use crate::facts::{Variable, repo_dir};
 use crate::supervise::{pid_alive, wait_for};
 
@@ -135,17 +133,8 @@ pub fn normalize(conf: &str, dir: &str) -> String {
 /// Runs the benchmark.
 #[expect(clippy::too_many_lines, reason = "one benchmark read top to bottom, as its summary reads")]
 pub fn run(vars: &impl Vars, runs: u32) -> Result<()> {
-    let prefix = var(vars, VARIABLES, "BENCH_KEY_PREFIX");
-    if !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-        bail!("BENCH_KEY_PREFIX may hold letters, digits, '_' and '-' only");
-    }
-    let duration = positive(vars, VARIABLES, "BENCH_DURATION")?;
-    let warmup = positive(vars, VARIABLES, "BENCH_WARMUP")?;
-    let small = |name| -> Result<u32> {
-        u32::try_from(positive(vars, VARIABLES, name)?).with_context(|| format!("{name} is too large"))
-    };
-    let load = Load { threads: small("BENCH_THREADS")?, connections: small("BENCH_CONNECTIONS")? };
-    let start_timeout = positive(vars, VARIABLES, "BENCH_START_TIMEOUT")?;
+    let HttpSettings { prefix, duration, warmup, load, build: build_first, start_timeout } =
+        http_settings(vars, VARIABLES)?;
     let api_threads = vars.raw("BENCH_API_THREADS").unwrap_or_else(|| crate::facts::API_WORKER_THREADS.to_owned());
     if !api_threads.is_empty() && !api_threads.parse::<u32>().is_ok_and(|n| n > 0) {
         bail!("BENCH_API_THREADS must be empty or a positive integer");
@@ -155,7 +144,7 @@ pub fn run(vars: &impl Vars, runs: u32) -> Result<()> {
 
     ensure_tools(&[("gettext-base", "envsubst")])?;
     let stores = Stores::find()?;
-    if flag(vars, VARIABLES, "BENCH_BUILD")? {
+    if build_first {
         build(&["api", "seeder"])?;
     }
     let bins = binaries(&["api", "seeder"])?;
