@@ -87,7 +87,7 @@ pub struct Args {
     #[arg(long, env = "API_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
     /// Runtime worker threads (default: one per core). Several replicas on one host share its
-    /// cores: fewer threads each avoid waking and stealing across replicas (scripts/bench_stack.sh).
+    /// cores: fewer threads each avoid waking and stealing across replicas (cargo xtask bench stack).
     #[arg(long, env = "API_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub worker_threads: Option<u16>,
 }

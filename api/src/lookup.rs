@@ -1,6 +1,6 @@
 //! The read path: Redis, then the in-process cache, then PostgreSQL.
 //!
-//! Order, by measurement (`scripts/bench_api.sh`, uniform random IDs over the full data set):
+//! Order, by measurement (`cargo xtask bench api`, uniform random IDs over the full data set):
 //! with the in-process cache in front of Redis, 8.6% of lookups hit it (few students ask twice
 //! within the TTL), and it cost ~14% of throughput, 80 MB of RSS and 100 ms stalls from cache
 //! housekeeping, against a Redis round trip of well under a millisecond on loopback. Repeated

@@ -65,7 +65,7 @@ pub fn recorder() -> PrometheusHandle {
 /// Drains the histograms' raw samples into their buckets every few seconds until `stop`.
 ///
 /// Without this the recorder keeps every observation until the next scrape: a replica that
-/// nobody scrapes grows by ~25 bytes a request (measured with `scripts/bench_api.sh`).
+/// nobody scrapes grows by ~25 bytes a request (measured with `cargo xtask bench api`).
 pub async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {

@@ -1,6 +1,8 @@
 //! The command line: `cargo xtask stack up | down [--purge] | stop SERVICE... | status | env |
-//! logs [SERVICE...] | help`, `cargo xtask install PACKAGE...` and `cargo xtask reference`. Parses, loads the configuration, runs, and maps
-//! the outcome to an exit status (1 on an error, 3 when `status` finds a chosen service down).
+//! logs [SERVICE...] | help`, `cargo xtask install PACKAGE...`, `cargo xtask reference` and
+//! `cargo xtask bench seed | api | stack | import [RUNS]`. Parses, loads the configuration,
+//! runs, and maps the outcome to an exit status (1 on an error, 3 when `status` finds a chosen
+//! service down).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -11,7 +13,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{Config, Environment};
 use crate::facts::{API_DRAIN_DELAY_MS, VARIABLES};
-use crate::{apt, reference, stack};
+use crate::{apt, bench, reference, stack};
 
 /// The project's automation.
 #[derive(Debug, Parser)]
@@ -44,6 +46,59 @@ pub enum Command {
     /// docs/capacity-model.md, or writes (--write) or checks (--check) it there. Exit status 1
     /// when --check finds the doc stale, 2 when an input is missing or malformed.
     CapacityModel(crate::capacity::Args),
+    /// Run a benchmark: the system against the ceiling of its own shape on this machine, RUNS
+    /// rounds, medians printed and written to docs/bench/<name>.json (BENCH_RESULT_FILE), every
+    /// file of the run under runs/bench-<name>/<UTC time>/.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `cargo xtask bench ...`: each takes the rounds as its argument (default 3).
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The seeder (generate + PostgreSQL + Redis) against `psql \copy` of the same rows
+    /// (PostgreSQL only), and the Redis memory the results take. Starts the stack's pg and
+    /// redis if needed; fresh databases and key prefixes per run, checked by `seeder verify`.
+    Seed(Runs),
+    /// One API replica (and one with API_CACHE_CAPACITY=0) against a private NGINX serving a
+    /// static file of the same size, wrk over random valid IDs; then a CPU flamegraph from the
+    /// admin port. Needs the stack's PostgreSQL and Redis up.
+    Api(Runs),
+    /// An NGINX edge (nginx/render.sh) in front of three API replicas, micro-cache off and on,
+    /// against the same edge in front of a static upstream. Needs the stack's PostgreSQL and
+    /// Redis up.
+    Stack(Runs),
+    /// `seeder import` of a results file against `psql \copy` of the same file into a
+    /// staging table, and the import's peak RSS (/usr/bin/time) as the file grows; a private
+    /// redis-server on a free port.
+    Import(Runs),
+    /// Write a benchmark's result JSON (medians per target, as the benchmarks write it) from a
+    /// runs.csv: an earlier run's, or sample figures in a test.
+    Result {
+        /// The benchmark's name, e.g. stack.
+        #[arg(long)]
+        bench: String,
+        /// The runs.csv.
+        #[arg(long)]
+        csv: std::path::PathBuf,
+        /// The JSON file to write (whole or not at all).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The command that measured it.
+        #[arg(long, default_value = "")]
+        command: String,
+        /// KEY=VALUE, repeatable; values that read as numbers are written as numbers.
+        #[arg(long)]
+        meta: Vec<String>,
+    },
+}
+
+/// The rounds of a benchmark.
+#[derive(Debug, clap::Args)]
+pub struct Runs {
+    /// Rounds (medians are taken over them).
+    #[arg(default_value_t = bench::DEFAULT_RUNS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
 }
 
 /// `cargo xtask stack ...`.
@@ -117,7 +172,12 @@ pub fn variables_help() -> String {
 }
 
 fn command() -> clap::Command {
-    Cli::command().mut_subcommand("stack", |s| s.after_long_help(variables_help()))
+    Cli::command().mut_subcommand("stack", |s| s.after_long_help(variables_help())).mut_subcommand("bench", |b| {
+        b.mut_subcommand("seed", |s| s.after_long_help(bench::variables_help(bench::seed::VARIABLES)))
+            .mut_subcommand("api", |s| s.after_long_help(bench::variables_help(bench::api::VARIABLES)))
+            .mut_subcommand("stack", |s| s.after_long_help(bench::variables_help(bench::stack::VARIABLES)))
+            .mut_subcommand("import", |s| s.after_long_help(bench::variables_help(bench::import::VARIABLES)))
+    })
 }
 
 /// Parses the arguments, runs the command, and returns the process' exit status.
@@ -126,10 +186,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    let who = if matches!(cli.command, Command::Bench(_)) { "bench" } else { "stack" };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("stack: error: {e:#}");
+            eprintln!("{who}: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -155,6 +216,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             apt::install(&missing)?;
         }
         Command::Reference => reference::write_all()?,
+        Command::Bench(which) => {
+            bench::host::stop_children_on_signal()?;
+            let vars = bench::ProcessEnv;
+            match which {
+                BenchCommand::Seed(r) => bench::seed::run(&vars, r.runs)?,
+                BenchCommand::Api(r) => bench::api::run(&vars, r.runs)?,
+                BenchCommand::Stack(r) => bench::stack::run(&vars, r.runs)?,
+                BenchCommand::Import(r) => bench::import::run(&vars, r.runs)?,
+                BenchCommand::Result { bench: name, csv, out, command, meta } => {
+                    bench::result_from_csv(&name, &csv, &out, &command, &meta)?;
+                }
+            }
+        }
         Command::Stack(StackCommand::Up) => stack::up(&load(None)?)?,
         Command::Stack(StackCommand::Down { purge }) => stack::down(&load(None)?, purge)?,
         Command::Stack(StackCommand::Stop { services }) => stack::stop_selected(&load(Some(&services))?)?,

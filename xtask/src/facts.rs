@@ -172,7 +172,7 @@ pub const MAX_API_REPLICAS: u8 = 9;
 pub const API_DRAIN_DELAY_MS: u32 = 1000;
 /// One runtime worker thread per replica unless API_WORKER_THREADS says otherwise: the replicas
 /// share the host's cores, and one thread each spent ~20% less CPU per request than one per
-/// core (scripts/bench_stack.sh, BENCH_API_THREADS).
+/// core (`cargo xtask bench stack`, BENCH_API_THREADS).
 pub const API_WORKER_THREADS: &str = "1";
 /// Lines of a log shown when a service fails.
 pub const LOG_TAIL_LINES: usize = 15;

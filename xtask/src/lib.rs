@@ -1,7 +1,8 @@
 //! The project's automation behind `cargo xtask` (the rust-analyzer model: typed, tested Rust
 //! instead of shell). Today: the native stack, `cargo xtask stack up | down [--purge] | stop
-//! SERVICE... | status | env | logs`, and `cargo xtask install PACKAGE...`, and
-//! `cargo xtask reference` (docs/reference/ from every binary's `--help`).
+//! SERVICE... | status | env | logs`, `cargo xtask install PACKAGE...`, `cargo xtask reference`
+//! (docs/reference/ from every binary's `--help`) and `cargo xtask bench seed | api | stack |
+//! import [RUNS]`.
 //!
 //! Why our own supervision rather than supervisord, s6 or `systemd --user`: the services must
 //! outlive the command and be found again by the next one through their pid files and data
@@ -29,10 +30,12 @@
 //!   docs/capacity-model.md, from the benchmarks' outputs.
 //! - [`stack`]: the commands, dispatching to the services in order under the folder's lock.
 //! - [`reference`]: docs/reference/, every binary's `--help`, generated and checked.
+//! - [`bench`]: the benchmarks, each against the ceiling of its own shape, medians to docs/bench/.
 //! - [`cli`]: the command line and exit statuses.
 
 pub mod api;
 pub mod apt;
+pub mod bench;
 pub mod capacity;
 pub mod cli;
 pub mod config;

@@ -30,13 +30,25 @@ pub fn port_in_use(host: &str, port: u16) -> bool {
     connect(host, port, PROBE_TIMEOUT).is_ok()
 }
 
-/// An HTTP response: status code and body.
+/// An HTTP response: status code, head and body.
 #[derive(Debug)]
 pub struct Response {
     /// The status code.
     pub status: u16,
+    /// The status line and headers, as received.
+    pub head: String,
     /// The body as text.
     pub body: String,
+}
+
+impl Response {
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
 }
 
 /// `method path` on `host:port` over HTTP/1.0 (no chunked bodies, the server closes), with
@@ -54,7 +66,7 @@ pub fn http(method: &str, host: &str, port: u16, path: &str, timeout: Duration) 
         .nth(1)
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no HTTP status line"))?;
-    Ok(Response { status, body: body.to_owned() })
+    Ok(Response { status, head: head.to_owned(), body: body.to_owned() })
 }
 
 /// GET `path`: Some(body) on a 2xx, None otherwise (or when nothing answers).
@@ -158,6 +170,14 @@ mod tests {
         assert_eq!(read_reply(&mut err).expect("valid"), Reply::Error("ERR nope".into()));
         let mut cut: &[u8] = b"$10\r\nshort\r\n";
         assert!(read_reply(&mut cut).is_err());
+    }
+
+    #[test]
+    fn headers_are_found_case_insensitively() {
+        let r =
+            Response { status: 200, head: "HTTP/1.1 200 OK\r\nx-cache-status: HIT\r\n".into(), body: String::new() };
+        assert_eq!(r.header("X-Cache-Status"), Some("HIT"));
+        assert_eq!(r.header("Server"), None);
     }
 
     #[test]

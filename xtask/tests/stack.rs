@@ -38,7 +38,10 @@ fn repo() -> PathBuf {
 
 /// target/debug/api, built when missing (`cargo test --workspace` builds it anyway).
 fn api_bin() -> PathBuf {
-    let bin = repo().join("target/debug/api");
+    // The test binary's own target folder (target/debug/deps/stack-HASH -> target/debug), so
+    // CARGO_TARGET_DIR is honoured.
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe.parent().and_then(Path::parent).expect("target/debug/deps/...").join("api");
     if !bin.exists() {
         let ok = Command::new(env!("CARGO"))
             .args(["build", "-p", "api"])

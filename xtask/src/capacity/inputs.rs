@@ -1,5 +1,5 @@
 //! Reading the model's inputs into [`Measured`]: the benchmarks' results (docs/bench/*.json,
-//! written by scripts/bench_*.sh through scripts/bench/result_json.py), the load generator's
+//! written by `cargo xtask bench`), the load generator's
 //! capacity curves (docs/capacity-*.csv), and the facts of the project's own configuration
 //! (redis/redis.conf, postgres/postgresql.conf, deploy/k8s/base/api.yaml; `BUCKET_SIZE` straight
 //! from results-core). Nothing is typed in here: a missing or malformed file is an [`InputError`]
@@ -33,23 +33,27 @@ const LOADGEN_CAPACITY: &str = "loadgen capacity, as docs/README.md shows (then 
 /// NGINX -> 3 replicas, micro-cache off, and the static ceiling on the same box.
 pub const STACK: Input = Input {
     name: "bench/stack.json",
-    producer: "scripts/bench_stack.sh (the native stack's stores up with the full data set)",
+    producer: "cargo xtask bench stack (the native stack's stores up with the full data set)",
 };
 /// One replica alone.
-pub const API: Input = Input { name: "bench/api.json", producer: "scripts/bench_api.sh (the native stack up)" };
+pub const API: Input = Input { name: "bench/api.json", producer: "cargo xtask bench api (the native stack up)" };
 /// The seeder and Redis memory.
-pub const SEED: Input = Input { name: "bench/seed.json", producer: "scripts/bench_seed.sh" };
+pub const SEED: Input = Input { name: "bench/seed.json", producer: "cargo xtask bench seed" };
 /// The capacity curve of impatient users: where the SLO stops holding.
 pub const KNEE: Input = Input { name: "capacity-knee.csv", producer: LOADGEN_CAPACITY };
 /// The capacity curve of paced result-day users, shown for reference.
 pub const RESULT_DAY: Input = Input { name: "capacity-result-day.csv", producer: LOADGEN_CAPACITY };
 
-/// The runs.csv columns the model reads, by the benchmark script that writes them (the tests
-/// check each script still names its columns and the JSON file it writes).
-pub const BENCH_COLUMNS: &[(&str, Input, &[&str])] = &[
-    ("scripts/bench_stack.sh", STACK, &[EDGE_CPU, UPSTREAM_CPU, REDIS_CPU]),
-    ("scripts/bench_api.sh", API, &[SERVER_CPU, RSS_PEAK]),
-    ("scripts/bench_seed.sh", SEED, &[BYTES_PER_RESULT]),
+/// A benchmark's name, its runs.csv header, the input it becomes, the columns the model reads.
+pub type BenchColumns = (&'static str, fn() -> String, Input, &'static [&'static str]);
+
+/// The runs.csv columns the model reads, by the benchmark that writes them: its name, its
+/// runs.csv header, the input it becomes (the tests check each header still has its columns
+/// and each benchmark writes the file the model reads).
+pub const BENCH_COLUMNS: &[BenchColumns] = &[
+    ("stack", crate::bench::stack::header, STACK, &[EDGE_CPU, UPSTREAM_CPU, REDIS_CPU]),
+    ("api", crate::bench::api::header, API, &[SERVER_CPU, RSS_PEAK]),
+    ("seed", crate::bench::seed::header, SEED, &[BYTES_PER_RESULT]),
 ];
 const EDGE_CPU: &str = "edge_cpu_us_per_request";
 const UPSTREAM_CPU: &str = "upstream_cpu_us_per_request";
@@ -94,7 +98,7 @@ pub fn read(repo: &Path, inputs: &Path) -> Result<Measured, InputError> {
     let (slo_util, slo_note) = knee_utilization(&knee, &knee_shown)?;
     let day_pass = day.iter().filter(|s| s.passed);
 
-    // The target of bench_stack.sh that the model reads: three replicas, micro-cache off.
+    // The target of `bench stack` that the model reads: three replicas, micro-cache off.
     const STACK_TARGET: &str = "stack-nocache";
     Ok(Measured {
         replica_us: stack.field(&["medians", STACK_TARGET, UPSTREAM_CPU])?,

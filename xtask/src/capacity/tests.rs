@@ -14,7 +14,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Output};
+use std::process::ExitCode;
 
 use clap::Parser as _;
 use serde_json::Value;
@@ -30,7 +30,7 @@ fn repo() -> PathBuf {
 
 // --- sample inputs -----------------------------------------------------------------------------
 
-/// What scripts/bench/result_json.py writes for [`STACK_RUNS`] (the fields the model reads):
+/// What `cargo xtask bench result` writes for [`STACK_RUNS`] (the fields the model reads):
 /// the medians are 64 / 25 / 8 µs per request.
 const STACK_JSON: &str = r#"{
   "bench": "stack", "command": "sample", "git_commit": "0123456789ab", "machine": {"cores": 2},
@@ -43,14 +43,14 @@ const STACK_JSON: &str = r#"{
                       "redis_cpu_us_per_request": 8.0}
   }
 }"#;
-/// What result_json.py writes for [`API_RUNS`]: 29.0 µs per request, 17.5 MB.
+/// What `bench result` writes for [`API_RUNS`]: 29.0 µs per request, 17.5 MB.
 const API_JSON: &str = r#"{
   "bench": "api", "command": "", "git_commit": "0123456789ab", "machine": {"cores": 2},
   "measured_at": "2026-01-02T03:04:05Z", "rounds": 2, "meta": {},
   "medians": {"api": {"rps": 46500, "server_cpu_us_per_request": 29.0, "rss_peak_mb": 17.5},
               "ceiling": {"rps": 75500, "server_cpu_us_per_request": 13.2, "rss_peak_mb": 5.0}}
 }"#;
-/// What result_json.py writes for [`SEED_RUNS`]: 52.0 bytes per result.
+/// What `bench result` writes for [`SEED_RUNS`]: 52.0 bytes per result.
 const SEED_JSON: &str = r#"{
   "bench": "seed", "command": "", "git_commit": null, "machine": {"cores": 2},
   "measured_at": "2026-01-02T03:04:05Z", "rounds": 3, "meta": {"students": 674823},
@@ -70,7 +70,7 @@ users,seconds,requests,rps,failures,error_ratio,p50_ms,p95_ms,p99_ms,max_ms,co_c
 10000,20,101172,5058.60,0,0.000000,1.3,3.4,6.2,27.5,true,true
 ";
 
-/// bench_stack.sh's runs.csv header, three rounds.
+/// `bench stack`'s runs.csv header, three rounds.
 const STACK_RUNS: &str = "\
 round,target,rps,p50_ms,p90_ms,p99_ms,max_ms,non2xx,socket_errors,bytes_per_response,ratio_to_ceiling,edge_cpu_cores,upstream_cpu_cores,machine_busy_pct,replica_requests,upstream_share,replica1_requests,replica2_requests,replica3_requests,edge_cpu_us_per_request,upstream_cpu_us_per_request,redis_cpu_us_per_request
 1,ceiling,30000,1,2,3,9,0,0,420,1.000,0.60,0.50,99,,,,,,20.00,16.00,0.00
@@ -80,7 +80,7 @@ round,target,rps,p50_ms,p90_ms,p99_ms,max_ms,non2xx,socket_errors,bytes_per_resp
 3,ceiling,31000,1,2,3,9,0,0,420,1.000,0.60,0.50,99,,,,,,19.00,15.00,0.00
 3,stack-nocache,14500,1,2,12,30,0,0,420,0.468,0.35,0.90,99,217500,1.000,72500,72500,72500,24.00,60.00,7.00
 ";
-/// bench_api.sh's runs.csv, two rounds.
+/// `bench api`'s runs.csv, two rounds.
 const API_RUNS: &str = "\
 round,target,rps,p50_ms,p90_ms,p99_ms,max_ms,non2xx,socket_errors,bytes_per_response,ratio_to_ceiling,server_cpu_cores,server_cpu_us_per_request,machine_busy_pct,rss_peak_mb
 1,ceiling,75000,1,2,3,9,0,0,420,1.000,1.00,13.3,99,5.0
@@ -88,7 +88,7 @@ round,target,rps,p50_ms,p90_ms,p99_ms,max_ms,non2xx,socket_errors,bytes_per_resp
 2,ceiling,76000,1,2,3,9,0,0,420,1.000,1.00,13.1,99,5.0
 2,api,47000,1,2,3,9,0,0,420,0.618,1.30,30.0,99,18.0
 ";
-/// bench_seed.sh's runs.csv, three runs, no target column.
+/// `bench seed`'s runs.csv, three runs, no target column.
 const SEED_RUNS: &str = "\
 run,copy_seconds,seeder_seconds,ratio,redis_bytes,bytes_per_result
 1,8.2,3.2,0.39,35000000,51.9
@@ -533,7 +533,7 @@ fn a_missing_input_stops_it_naming_the_file_and_its_command() {
     // old #27
     assert_eq!(code, 2);
     // old #28
-    assert!(message.contains(&format!("missing input {}: run scripts/bench_seed.sh", seed.display())), "{message}");
+    assert!(message.contains(&format!("missing input {}: run cargo xtask bench seed", seed.display())), "{message}");
 }
 
 #[test]
@@ -560,7 +560,7 @@ fn an_api_json_that_is_not_json_stops_it() {
     assert_eq!(code, 2);
     // old #32
     assert!(message.contains("is not valid JSON"), "{message}");
-    assert!(message.ends_with("run scripts/bench_api.sh (the native stack up) again"), "{message}");
+    assert!(message.ends_with("run cargo xtask bench api (the native stack up) again"), "{message}");
 }
 
 #[test]
@@ -592,10 +592,11 @@ fn the_benchmark_scripts_write_the_columns_the_model_reads() {
     // old #36-#41: stack's edge/upstream/redis CPU per request, api's server CPU per request and
     // peak RSS, seed's bytes per result (the lists are the ones inputs::read uses)
     let mut checked = 0;
-    for (script, _, columns) in BENCH_COLUMNS {
-        let text = fs::read_to_string(repo().join(script)).expect("the benchmark script");
+    for (bench, header, _, columns) in BENCH_COLUMNS {
+        let header = header();
+        let names: Vec<&str> = header.split(',').collect();
         for column in *columns {
-            assert!(text.contains(column), "{script} writes the column {column}");
+            assert!(names.contains(column), "bench {bench}'s runs.csv has the column {column}: {header}");
             checked += 1;
         }
     }
@@ -603,32 +604,34 @@ fn the_benchmark_scripts_write_the_columns_the_model_reads() {
 }
 
 #[test]
-fn the_benchmark_scripts_write_the_files_the_model_reads_and_parse() {
-    // old #42-#47: for stack, api and seed, the script names docs/bench/NAME.json and bash -n
-    // accepts it
-    for (script, input, _) in BENCH_COLUMNS {
-        let text = fs::read_to_string(repo().join(script)).expect("the benchmark script");
-        let file = format!("docs/{}", input.name);
-        assert!(text.contains(&file), "{script} writes {file}");
-        let parse = Command::new("bash").arg("-n").arg(repo().join(script)).output().expect("run bash");
-        assert!(parse.status.success(), "bash -n {script}: {}", String::from_utf8_lossy(&parse.stderr));
+fn the_benchmarks_write_the_files_the_model_reads() {
+    // old #42-#47: for stack, api and seed, the benchmark writes docs/bench/NAME.json by default
+    // (the scripts' `bash -n` check has no Rust counterpart: the compiler is it)
+    for (bench, _, input, _) in BENCH_COLUMNS {
+        let default = crate::bench::result_file(&std::collections::HashMap::<String, String>::new(), bench);
+        assert_eq!(default, Some(repo().join("docs").join(input.name)), "bench {bench}");
     }
 }
 
-// --- scripts/bench/result_json.py, which writes the model's JSON inputs ------------------------
+// --- `cargo xtask bench result`, which writes the model's JSON inputs --------------------------
 
-/// Runs scripts/bench/result_json.py with `args`.
-fn result_json(args: &[&str]) -> Output {
-    Command::new("python3")
-        .arg(repo().join("scripts/bench/result_json.py"))
-        .args(args)
-        .output()
-        .expect("python3 runs (the benchmarks need it too)")
+/// `cargo xtask bench result ARGS` (what the benchmarks call to write their JSON), through the
+/// same function: `--bench`, `--csv`, `--out`, `--command`, `--meta` (repeatable).
+fn result_json(args: &[&str]) -> anyhow::Result<()> {
+    let value = |flag: &str| args.iter().position(|a| *a == flag).and_then(|i| args.get(i + 1)).copied();
+    let meta: Vec<String> = args.windows(2).filter(|w| w[0] == "--meta").map(|w| w[1].to_owned()).collect();
+    crate::bench::result_from_csv(
+        value("--bench").unwrap_or_default(),
+        Path::new(value("--csv").unwrap_or_default()),
+        Path::new(value("--out").unwrap_or_default()),
+        value("--command").unwrap_or_default(),
+        &meta,
+    )
 }
 
-/// result_json.py's outputs for the sample runs (as the old test made them) beside the sample
+/// `bench result`'s outputs for the sample runs (as the old test made them) beside the sample
 /// capacity curves, in a temporary folder.
-fn result_json_inputs() -> (TempDir, [Output; 3]) {
+fn result_json_inputs() -> (TempDir, [anyhow::Result<()>; 3]) {
     let dir = TempDir::new().expect("temp dir");
     let p = |name: &str| dir.path().join(name).display().to_string();
     fs::create_dir_all(dir.path().join("bench")).expect("mkdir");
@@ -680,7 +683,7 @@ fn result_json_writes_stack_api_and_seed_json() {
     let (dir, [stack, api, seed]) = result_json_inputs();
     for (name, out) in [("stack", stack), ("api", api), ("seed", seed)] {
         // old #1, #2, #3
-        assert!(out.status.success(), "result_json.py writes {name}.json: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.is_ok(), "bench result writes {name}.json: {out:?}");
         assert!(dir.path().join(format!("bench/{name}.json")).is_file());
     }
 }
@@ -722,16 +725,16 @@ fn result_json_refuses_a_meta_that_is_not_key_value() {
         "--meta",
         "novalue",
     ]);
-    assert!(!run.status.success());
+    assert!(run.is_err(), "a --meta without = is refused");
     assert!(!out.exists());
 }
 
 #[test]
 fn the_model_reads_what_result_json_writes() {
-    // The sample JSON above stands for result_json.py's output: the figures read from both agree
+    // The sample JSON above stands for `bench result`'s output: the figures read from both agree
     // (the machine's cores and the provenance are this machine's and this moment's).
     let (dir, _) = result_json_inputs();
-    let got = inputs::read(&repo(), dir.path()).expect("the model reads result_json.py's files");
+    let got = inputs::read(&repo(), dir.path()).expect("the model reads bench result's files");
     let want = Measured { stack_cores: got.stack_cores, ..sample_measured() };
     assert_eq!(measured_only(&got), measured_only(&want));
 }
