@@ -51,6 +51,18 @@ pub enum Command {
     /// file of the run under runs/bench-<name>/<UTC time>/.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Slow clients against our own edge (loopback only): CONNECTIONS connections each send a
+    /// request line and then one header line every INTERVAL s, never the blank line that ends
+    /// the head. Those the server cuts are replaced (at most 20 x CONNECTIONS attempts); after
+    /// DURATION s all are closed and one JSON line printed: opened, cut_by_server, answered (the
+    /// status codes seen, e.g. {"408": 3}), longest_s (the longest a connection lived before the
+    /// server cut it), held_at_end, errors (connects refused or reset) and oldest_held_s (the
+    /// oldest of those held at the end). scripts/drill.sh's slowloris phase.
+    Slowloris(crate::probe::SlowlorisArgs),
+    /// Raw HTTP requests to 127.0.0.1 (curl normalises paths, methods and headers): the hostile
+    /// test's rows (scripts/tests/hostile_test.sh).
+    #[command(subcommand)]
+    RawHttp(crate::probe::RawHttpCommand),
 }
 
 /// `cargo xtask bench ...`: each takes the rounds as its argument (default 3).
@@ -211,6 +223,8 @@ fn load(services: Option<&[String]>) -> Result<Config> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::CapacityModel(args) => return Ok(crate::capacity::main(args)),
+        Command::Slowloris(args) => return Ok(crate::probe::slowloris(&args)),
+        Command::RawHttp(command) => return Ok(crate::probe::raw_http(&command)),
         Command::Install { packages } => {
             let missing: Vec<String> = packages.into_iter().filter(|p| !crate::supervise::have(p)).collect();
             apt::install(&missing)?;

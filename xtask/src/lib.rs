@@ -31,6 +31,8 @@
 //! - [`stack`]: the commands, dispatching to the services in order under the folder's lock.
 //! - [`reference`]: docs/reference/, every binary's `--help`, generated and checked.
 //! - [`bench`]: the benchmarks, each against the ceiling of its own shape, medians to docs/bench/.
+//! - [`probe`]: raw-socket clients against our own edge: `cargo xtask slowloris` (the drill's
+//!   slow clients) and `cargo xtask raw-http send | idle` (the hostile test's requests).
 //! - [`cli`]: the command line and exit statuses.
 
 pub mod api;
@@ -44,6 +46,7 @@ pub mod monitor;
 pub mod net;
 pub mod nginx;
 pub mod pg;
+pub mod probe;
 pub mod redis;
 pub mod reference;
 pub mod service;
