@@ -89,7 +89,7 @@ Options (environment variable in brackets; default after the colon):
 Binaries: DRILL_API_BIN, DRILL_SEEDER_BIN, DRILL_LOADGEN_BIN [target/release/api, seeder,
 loadgen; built with `cargo build --release --locked -p api -p seeder -p loadgen` unless
 --no-build]. DRILL_NGINX_MICROCACHE [off]: NGINX's micro-cache, as the stack's default.
-Needs: curl, jq, python3 (and what cargo xtask stack installs).
+Needs: curl, jq (and what cargo xtask stack installs).
 EOF
 }
 
@@ -146,7 +146,7 @@ done
 ((FLOOD_USERS >= 1 && FLOOD_RPS >= 1)) || fatal "--flood-users and --flood-rps must be at least 1"
 ((SLOW_CONNECTIONS >= 1 && SLOW_CONNECTIONS <= 2000)) || fatal "--slow-connections must be 1..2000"
 ((BASE >= 1024 && BASE <= 32000)) || fatal "--base must be 1024..32000 (below Linux's ephemeral ports)"
-for tool in curl jq python3; do command -v "$tool" >/dev/null || fatal "$tool is missing (apt-get install $tool)"; done
+for tool in curl jq; do command -v "$tool" >/dev/null || fatal "$tool is missing (apt-get install $tool)"; done
 
 API_BIN=${DRILL_API_BIN:-$REPO_DIR/target/release/api}
 SEEDER_BIN=${DRILL_SEEDER_BIN:-$REPO_DIR/target/release/seeder}
@@ -360,7 +360,7 @@ say "phase slowloris: $SLOW_CONNECTIONS slow connections"
 start=$(now)
 # Longer than NGINX's header timeout, so the connections it cuts are seen being cut.
 slow_secs=$((PHASE_SECS - 2 > HEADER_TIMEOUT_S + 3 ? PHASE_SECS - 2 : HEADER_TIMEOUT_S + 3))
-slow=$(python3 "$SCRIPT_DIR/lib/slowloris.py" --port "$STACK_NGINX_PORT" --connections "$SLOW_CONNECTIONS" \
+slow=$("$XTASK" slowloris --port "$STACK_NGINX_PORT" --connections "$SLOW_CONNECTIONS" \
   --interval 2 --duration "$slow_secs" --path "/v1/results/$FIRST_ID" 2>>"$OUT/drill.log") || slow='{}'
 printf '%s\n' "$slow" >"$OUT/slowloris.json"
 quiet_until "$start"

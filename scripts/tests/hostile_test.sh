@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/tests/hostile_test.sh - hostile HTTP at the edge: a table of malicious or malformed
-# requests sent with raw sockets (scripts/tests/hostile/raw_http.py; curl normalises too much) to
+# requests sent with raw sockets (cargo xtask raw-http; curl normalises too much) to
 # NGINX's public port on a throw-away stack (2,000 students, three replicas, NGINX). Per row: the
 # expected answer (a fast 4xx, or the connection dropped), the time it took against its bound, and
 # where it was allowed to get:
@@ -16,11 +16,10 @@
 # reaches PostgreSQL: with the completeness marker a Redis miss is a 404 on its own).
 # Prints the table, then `hostile_test: N passed, M failed`; exit status 1 when a check failed.
 #
-# Needs: target/debug/api (or HOSTILE_API_BIN), a seeder binary, nginx, curl, python3.
+# Needs: target/debug/api (or HOSTILE_API_BIN), a seeder binary, nginx, curl.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-RAW=$SCRIPT_DIR/hostile/raw_http.py
 STUDENTS=2000
 passed=0
 failed=0
@@ -29,7 +28,6 @@ TEST_NAME=hostile_test
 source "$SCRIPT_DIR/lib.sh"
 
 test_binaries "${HOSTILE_API_BIN:-}"
-command -v python3 >/dev/null || fatal "python3 is missing (apt-get install python3)"
 command -v curl >/dev/null || fatal "curl is missing (apt-get install curl)"
 STACK_API_BIN=$API_BIN
 throwaway_stack hostile-test 27700
@@ -62,8 +60,8 @@ pg_scans() { # scans of the students table (a lookup by ID is one index scan)
 snapshot() { printf '%s %s %s' "$(replica_metric http_requests_total)" "$(replica_metric result_lookups_total)" "$(redis_lookups)"; }
 
 # --- the rows --------------------------------------------------------------------------------
-# ROW name | request bytes (Python escapes) | expected answers (|-separated: a status, closed,
-# noline) | time bound s | reach (edge, replica, store)
+# ROW name | request bytes (Python bytes escapes, decoded by `xtask raw-http send`) | expected
+# answers (|-separated: a status, closed, noline) | time bound s | reach (edge, replica, store)
 ID=1000042
 LONG_URI=$(printf '1%.0s' $(seq 1 9000))
 BIG_HEADER=$(printf 'a%.0s' $(seq 1 9000))
@@ -120,7 +118,7 @@ for row in "${ROWS[@]}"; do
   name=${f[0]} request=${f[1]} reach=${f[-1]} bound=${f[-2]}
   expected=("${f[@]:2:${#f[@]}-4}")
   before=$(snapshot)
-  answer=$(printf '%s' "$request" | python3 "$RAW" send "$PORT" $((bound + 3))) || answer="error	0"
+  answer=$(printf '%s' "$request" | "$XTASK" raw-http send "$PORT" $((bound + 3))) || answer="error	0"
   got=${answer%%$'\t'*} secs=${answer#*$'\t'}
   sleep 0.2 # the replicas record a request after answering it
   after=$(snapshot)
@@ -147,7 +145,7 @@ done
 # Many idle connections (bounded): NGINX closes each within its 5 s header timeout, and a normal
 # request is still answered at once meanwhile.
 before=$(snapshot)
-python3 "$RAW" idle "$PORT" 200 9 >"$STACK_DIR/idle.txt" &
+"$XTASK" raw-http idle "$PORT" 200 9 >"$STACK_DIR/idle.txt" &
 idle_pid=$!
 sleep 1
 normal=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' --max-time 5 "$PUBLIC/v1/results/$ID")
