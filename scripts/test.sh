@@ -54,7 +54,8 @@ sweep
 results=$(mktemp)
 timings=$(mktemp) # one "  SECONDS s  SUITE" line per suite, printed as a table at the end
 failed_scripts=()
-trap 'rm -f "$results" "$timings"' EXIT
+# The table of wall times on every exit, a failed one included (that is when it is read most).
+trap '{ log "wall time per suite:"; cat "$timings"; } >&2; rm -f "$results" "$timings"' EXIT
 whole_suite=$(($# == 0))
 [[ $whole_suite -eq 1 ]] && set -- --workspace
 timed() { # timed NAME COMMAND...: runs the command (its output also into $results), notes its time
@@ -81,8 +82,6 @@ if [[ $whole_suite -eq 1 ]]; then
     timed "$(basename "$script" .sh)" bash "$script" || failed_scripts+=("$script")
   done
 fi
-log "wall time per suite:"
-cat "$timings" >&2
 # One closing line for the whole suite, summed from cargo's and the script tests' own lines.
 awk '/^test result:/ { p += $4; f += $6 } /^[a-z0-9_]+_test: [0-9]+ passed, [0-9]+ failed$/ { p += $2; f += $4 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$results"
