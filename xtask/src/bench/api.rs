@@ -269,14 +269,7 @@ pub fn run(vars: &impl Vars, runs: u32) -> Result<()> {
     );
     let _ = writeln!(w, "data:    seeder --key-prefix {}: {seeder_said}", s.prefix);
     let _ = writeln!(w);
-    let _ = writeln!(
-        w,
-        "{:<12} {:>8} {:>9} {:>7} {:>7} {:>7} {:>8} {:>9} {:>8} {:>7}",
-        "target", "req/s", "/ceiling", "p50 ms", "p90 ms", "p99 ms", "max ms", "worst ms", "non-2xx", "errors"
-    );
-    for name in TARGETS {
-        latency_row(w, t, name, 12);
-    }
+    latency_table(w, t, &TARGETS, 12);
     let _ = writeln!(w);
     let _ = writeln!(
         w,
@@ -381,8 +374,20 @@ pub fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "NOT MET" }
 }
 
+/// The latency table, one line per target, `width` wide in its first column (api and stack).
+pub fn latency_table(w: &mut String, t: &Table, targets: &[&str], width: usize) {
+    let _ = writeln!(
+        w,
+        "{:<width$} {:>8} {:>9} {:>7} {:>7} {:>7} {:>8} {:>9} {:>8} {:>7}",
+        "target", "req/s", "/ceiling", "p50 ms", "p90 ms", "p99 ms", "max ms", "worst ms", "non-2xx", "errors"
+    );
+    for name in targets {
+        latency_row(w, t, name, width);
+    }
+}
+
 /// One line of the latency table: medians, the worst maximum, and the error totals.
-pub fn latency_row(w: &mut String, t: &Table, name: &str, width: usize) {
+fn latency_row(w: &mut String, t: &Table, name: &str, width: usize) {
     let m = |c: &str| t.median_of(name, c);
     let _ = writeln!(
         w,

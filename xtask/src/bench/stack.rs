@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::bench::api::{latency_row, per_request_us, verdict};
+use crate::bench::api::{latency_table, per_request_us, verdict};
 use crate::bench::host::{Children, Ports, busy_pct, clock_ticks_per_second, cpu_ticks, machine_ticks, ratio};
 use crate::bench::servers::{
     ApiSpec, HOST, HttpSettings, NginxDir, Replica, check_data_set, ensure_tools, fill, get, get_ok, http_settings,
@@ -394,14 +394,7 @@ pub fn run(vars: &impl Vars, runs: u32) -> Result<()> {
     );
     let _ = writeln!(w, "         stack-cache {x_first} then {x_second} (a HIT seen: met)");
     let _ = writeln!(w);
-    let _ = writeln!(
-        w,
-        "{:<14} {:>8} {:>9} {:>7} {:>7} {:>7} {:>8} {:>9} {:>8} {:>7}",
-        "target", "req/s", "/ceiling", "p50 ms", "p90 ms", "p99 ms", "max ms", "worst ms", "non-2xx", "errors"
-    );
-    for name in TARGETS {
-        latency_row(w, t, name, 14);
-    }
+    latency_table(w, t, &TARGETS, 14);
     let _ = writeln!(w);
     let _ = writeln!(
         w,
