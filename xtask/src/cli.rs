@@ -51,6 +51,24 @@ pub enum Command {
     /// file of the run under runs/bench-<name>/<UTC time>/.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Fuzz everything that decodes untrusted bytes (the targets in fuzz/) with libFuzzer via
+    /// cargo-fuzz (installed when missing), one target after another; prints per target the
+    /// runs, exec/s, coverage (cov edges, ft features), corpus and any crash with its input
+    /// file. Summary and logs in runs/fuzz/<UTC time>/. Exit status 1 when a target found
+    /// something, 2 on a usage or build error.
+    #[command(after_long_help = crate::fuzz::variables_help())]
+    Fuzz {
+        /// Seconds each target runs.
+        #[arg(default_value_t = crate::fuzz::DEFAULT_SECONDS, value_parser = clap::value_parser!(u32).range(1..=999_999))]
+        seconds_per_target: u32,
+    },
+    /// Set each ?v= in web/index.html to the first 12 hex digits of the asset's SHA-256 (run it
+    /// after editing web/app.js or web/style.css: NGINX lets browsers keep the assets a year).
+    StampWeb {
+        /// Change nothing; exit status 1 when a stamp is stale.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 /// `cargo xtask bench ...`: each takes the rounds as its argument (default 3).
@@ -211,6 +229,8 @@ fn load(services: Option<&[String]>) -> Result<Config> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::CapacityModel(args) => return Ok(crate::capacity::main(args)),
+        Command::Fuzz { seconds_per_target } => return Ok(crate::fuzz::main(seconds_per_target)),
+        Command::StampWeb { check } => return Ok(crate::stamp_web::main(check)),
         Command::Install { packages } => {
             let missing: Vec<String> = packages.into_iter().filter(|p| !crate::supervise::have(p)).collect();
             apt::install(&missing)?;

@@ -31,6 +31,9 @@
 //! - [`stack`]: the commands, dispatching to the services in order under the folder's lock.
 //! - [`reference`]: docs/reference/, every binary's `--help`, generated and checked.
 //! - [`bench`]: the benchmarks, each against the ceiling of its own shape, medians to docs/bench/.
+//! - [`fuzz`]: `cargo xtask fuzz`, fuzz/'s targets one after another with libFuzzer via
+//!   cargo-fuzz, and the parsing of libFuzzer's output.
+//! - [`stamp_web`]: `cargo xtask stamp-web`, the assets' content stamps in web/index.html.
 //! - [`cli`]: the command line and exit statuses.
 
 pub mod api;
@@ -40,6 +43,7 @@ pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod facts;
+pub mod fuzz;
 pub mod monitor;
 pub mod net;
 pub mod nginx;
@@ -48,4 +52,5 @@ pub mod redis;
 pub mod reference;
 pub mod service;
 pub mod stack;
+pub mod stamp_web;
 pub mod supervise;
