@@ -336,69 +336,81 @@ mod tests {
 
     use super::*;
 
-    /// A clean run's tail, as cargo fuzz run prints it (captured from libFuzzer 18).
+    /// A clean run's tail: `cargo xtask fuzz 5`'s redis_key log (libfuzzer-sys 0.4.13), status
+    /// lines cut to the first and last two.
     const CLEAN: &str = "\
-INFO: Running with entropic power schedule (0xFF, 100).
-INFO: Seed: 1234567
-INFO:       42 files found in fuzz/corpus/student_id
-#2\tINITED cov: 57 ft: 58 corp: 1/1b exec/s: 0 rss: 31Mb
-#1024\tpulse  cov: 120 ft: 300 corp: 40/700b lim: 11 exec/s: 512 rss: 35Mb
-#101739\tDONE   cov: 412 ft: 1620 corp: 310/9kb lim: 4096 exec/s: 20347 rss: 48Mb
-Done 101739 runs in 5 second(s)
-stat::number_of_executed_units: 101739
-stat::average_exec_per_sec:     20347
-stat::new_units_added:          12
+INFO: Seed: 3379105633
+INFO:      211 files found in fuzz/corpus/redis_key
+#212\tINITED cov: 190 ft: 301 corp: 98/2690b exec/s: 0 rss: 35Mb
+#793406\tREDUCE cov: 208 ft: 345 corp: 129/3361b lim: 4096 exec/s: 158681 rss: 206Mb L: 32/152 MS: 1 EraseBytes-
+#802336\tDONE   cov: 208 ft: 345 corp: 129/3361b lim: 4096 exec/s: 133722 rss: 208Mb
+###### Recommended dictionary. ######
+###### End of recommended dictionary. ######
+Done 802336 runs in 6 second(s)
+stat::number_of_executed_units: 802336
+stat::average_exec_per_sec:     133722
+stat::new_units_added:          483
 stat::slowest_unit_time_sec:    0
-stat::peak_rss_mb:              48
+stat::peak_rss_mb:              208
 ";
 
-    /// A panic found by libFuzzer.
+    /// A panic, captured from a throw-away target that asserted `data.len() < 4` (the backtraces
+    /// cut: their `    #0 0x...` frames must not count as status lines).
     const PANIC: &str = "\
-#1200\tNEW    cov: 90 ft: 100 corp: 12/80b lim: 4 exec/s: 0 rss: 33Mb L: 3/3 MS: 1 ChangeBit-
-thread '<unnamed>' panicked at fuzz_targets/redis_key.rs:20:5:
-assertion failed: parsed == key
-note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace
-==4242== ERROR: libFuzzer: deadly signal
-MS: 1 ChangeBit-; base unit: 0000
-artifact_prefix='fuzz/artifacts/redis_key/'; Test unit written to fuzz/artifacts/redis_key/crash-abc123
-Base64: AAE=
-stat::number_of_executed_units: 1201
-stat::average_exec_per_sec:     600
+#2\tINITED cov: 18 ft: 18 corp: 1/1b exec/s: 0 rss: 33Mb
+thread '<unnamed>' (27771) panicked at fuzz_targets/crash_demo.rs:3:5:
+demo: an input of 4 bytes
+stack backtrace:
+   0: __rustc::rust_begin_unwind
+note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.
+==27771== ERROR: libFuzzer: deadly signal
+    #0 0x5596dc43e5f1 in __sanitizer_print_stack_trace asan_stack.cpp:87:3 cov: 1 ft: 1
+NOTE: libFuzzer has rudimentary signal handlers.
+SUMMARY: libFuzzer: deadly signal
+MS: 4 ChangeBit-CrossOver-InsertByte-CopyPart-; base unit: adc83b19e793491b1c6ea0fd8b46cd9f32e592fc
+artifact_prefix='/w/fuzz/artifacts/crash_demo/'; Test unit written to /w/fuzz/artifacts/crash_demo/crash-43ed2a04
+Base64: igoKlA==
+stat::number_of_executed_units: 41
+stat::average_exec_per_sec:     0
 ";
 
     #[test]
     fn a_clean_run_gives_the_final_stats_and_the_last_status_line() {
         let o = parse_log(CLEAN);
-        assert_eq!(o.runs.as_deref(), Some("101739"));
-        assert_eq!(o.exec_per_sec.as_deref(), Some("20347"));
+        assert_eq!(o.runs.as_deref(), Some("802336"));
+        assert_eq!(o.exec_per_sec.as_deref(), Some("133722"));
         assert_eq!(
             (o.cov.as_deref(), o.ft.as_deref(), o.corpus.as_deref()),
-            (Some("412"), Some("1620"), Some("310/9kb"))
+            (Some("208"), Some("345"), Some("129/3361b"))
         );
         assert!(o.artifacts.is_empty() && o.reason.is_none());
-        let (line, found) = summary_line("student_id", &o, Some(0), Path::new("x.log"));
+        let (line, found) = summary_line("redis_key", &o, Some(0), Path::new("x.log"));
         assert!(!found);
         assert_eq!(
             line,
-            "student_id: 101739 runs, 20347 exec/s, cov 412, ft 1620, corpus 310/9kb (units/bytes) - nothing found"
+            "redis_key: 802336 runs, 133722 exec/s, cov 208, ft 345, corpus 129/3361b (units/bytes) - nothing found"
         );
     }
 
     #[test]
     fn a_panic_gives_its_message_and_the_input() {
         let o = parse_log(PANIC);
-        assert_eq!(
-            o.reason.as_deref(),
-            Some("thread '<unnamed>' panicked at fuzz_targets/redis_key.rs:20:5: assertion failed: parsed == key")
-        );
-        assert_eq!(o.artifacts, ["fuzz/artifacts/redis_key/crash-abc123"]);
-        assert_eq!(o.cov.as_deref(), Some("90"));
-        let (line, found) = summary_line("redis_key", &o, Some(77), Path::new("x.log"));
-        assert!(found);
-        assert!(line.ends_with(
-            " - FOUND: thread '<unnamed>' panicked at fuzz_targets/redis_key.rs:20:5: assertion failed: parsed == \
-             key; input: fuzz/artifacts/redis_key/crash-abc123"
-        ));
+        let reason = "thread '<unnamed>' (27771) panicked at fuzz_targets/crash_demo.rs:3:5: demo: an input of 4 bytes";
+        assert_eq!(o.reason.as_deref(), Some(reason));
+        assert_eq!(o.artifacts, ["/w/fuzz/artifacts/crash_demo/crash-43ed2a04"]);
+        assert_eq!((o.runs.as_deref(), o.cov.as_deref(), o.corpus.as_deref()), (Some("41"), Some("18"), Some("1/1b")));
+        // A written unit is a finding whatever the exit status cargo fuzz ended with.
+        for status in [Some(77), Some(0)] {
+            let (line, found) = summary_line("crash_demo", &o, status, Path::new("x.log"));
+            assert!(found);
+            assert_eq!(
+                line,
+                format!(
+                    "crash_demo: 41 runs, 0 exec/s, cov 18, ft 18, corpus 1/1b (units/bytes) - FOUND: {reason}; \
+                     input: /w/fuzz/artifacts/crash_demo/crash-43ed2a04"
+                )
+            );
+        }
     }
 
     #[test]
