@@ -34,19 +34,10 @@ passed=0
 failed=0
 
 TEST_NAME=page_test
-LOG_PREFIX=page_test
-# shellcheck source=scripts/lib/common.sh
-source "$REPO_DIR/scripts/lib/common.sh"
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$SCRIPT_DIR/lib.sh"
 
 summary() { printf 'page_test: %d passed, %d failed\n' "$passed" "$failed"; }
-fatal() {
-  log "cannot continue: $*"
-  failed=$((failed + 1))
-  summary
-  exit 1
-}
 
 test_binaries "${PAGE_API_BIN:-}"
 
@@ -57,13 +48,14 @@ fc-list 2>/dev/null | grep -q 'Liberation Sans' || missing+=(fonts-liberation)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 command -v curl >/dev/null || missing+=(curl)
-((${#missing[@]} == 0)) || apt_install "${missing[@]}"
+xtask_bin
+((${#missing[@]} == 0)) || "$XTASK" install "${missing[@]}" || fatal "installing ${missing[*]} failed"
 want=$(node -e 'console.log(require(process.argv[1]).packages["node_modules/playwright-core"].version)' \
   "$NODE_DIR/package-lock.json")
 have=$(node -e 'try { console.log(require(process.argv[1]).version) } catch { console.log("") }' \
   "$NODE_DIR/node_modules/playwright-core/package.json")
 if [[ $have != "$want" ]]; then
-  log "npm ci (playwright-core $want) in $NODE_DIR"
+  say "npm ci (playwright-core $want) in $NODE_DIR"
   # The browser is Debian's: playwright-core never downloads one, and nothing is built here.
   (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error >&2) || fatal "npm ci in $NODE_DIR failed"
 fi
@@ -74,9 +66,9 @@ throwaway_stack page-test 27300
 # No micro-cache: with it, a stopped replica set would be hidden behind stale answers, and the
 # 503 case is about what the page shows when nothing can answer.
 STACK_NGINX_MICROCACHE=off
-add_cleanup "'$XTASK' stack down --purge >/dev/null 2>&1 || true; rm -rf '$STACK_DIR'"
+trap '"$XTASK" stack down --purge >/dev/null 2>&1 || true; rm -rf "$STACK_DIR"' EXIT
 
-log "stack in $STACK_DIR: pg $STACK_PG_PORT, redis $STACK_REDIS_PORT, api $STACK_API_PORT.., nginx $STACK_NGINX_PORT"
+say "stack in $STACK_DIR: pg $STACK_PG_PORT, redis $STACK_REDIS_PORT, api $STACK_API_PORT.., nginx $STACK_NGINX_PORT"
 seed_throwaway_stack "$STUDENTS"
 STACK_SERVICES="pg redis api nginx"
 "$XTASK" stack up >"$STACK_DIR/up.log" 2>&1 || fatal "xtask stack up (api nginx) failed: $(tail -5 "$STACK_DIR/up.log")"
@@ -110,7 +102,7 @@ for asset in app.js:text/javascript style.css:text/css; do
   check "/$file is the file in web/" bash -c "curl -fs '$url' | cmp -s - '$REPO_DIR/web/$file'"
   check "/$file is gzipped when asked" has_header "$url" 'Content-Encoding: gzip' -H 'Accept-Encoding: gzip'
 done
-check "the ?v= stamps in web/index.html match the assets (scripts/stamp_web.sh --check)" bash "$REPO_DIR/scripts/stamp_web.sh" --check
+check "the ?v= stamps in web/index.html match the assets (cargo xtask stamp-web --check)" "$XTASK" stamp-web --check
 for path in /index.html /app.js.map /web/ /web/index.html /favicon.ico /metrics /debug/pprof/profile /admin /README.md; do
   check "$path: still the JSON 404" json_404 "$path"
 done
@@ -122,7 +114,7 @@ check "the compose rendering serves the page from the mounted ./web" bash -c \
 # --- the browser --------------------------------------------------------------------------------
 mkdir -p "$SHOTS_DIR"
 out=$STACK_DIR/browser.txt
-log "headless chromium ($("$CHROMIUM" --version 2>/dev/null | head -n 1)) against $ORIGIN"
+say "headless chromium ($("$CHROMIUM" --version 2>/dev/null | head -n 1)) against $ORIGIN"
 rc=0
 # Bounded: the cases take ~10 s; a browser that hangs is killed, and the run fails.
 PAGE_ORIGIN=$ORIGIN PAGE_VALID_ID=$VALID_ID PAGE_UNKNOWN_ID=$UNKNOWN_ID PAGE_SHOTS_DIR=$SHOTS_DIR \
@@ -132,17 +124,15 @@ while IFS= read -r line; do
   case $line in
     PASS\ *) passed=$((passed + 1)) ;;
     FAIL\ *) failed=$((failed + 1)) && printf '%s: FAILED: %s\n' "$TEST_NAME" "${line#FAIL }" >&2 ;;
-    NOTE\ *) log "${line#NOTE }" ;;
+    NOTE\ *) say "${line#NOTE }" ;;
   esac
 done <"$out"
 if ((rc != 0)) && ! grep -q '^FAIL ' "$out"; then
   failed=$((failed + 1))
-  log "the browser run ended with status $rc without a failed check; its last lines:"
+  say "the browser run ended with status $rc without a failed check; its last lines:"
   tail -n 15 "$out" | sed 's/^/    /' >&2
 fi
-if ((rc == 0)); then log "screenshots: $SHOTS_DIR/page-phone.png, $SHOTS_DIR/page-desktop.png"; fi
+if ((rc == 0)); then say "screenshots: $SHOTS_DIR/page-phone.png, $SHOTS_DIR/page-desktop.png"; fi
 
 summary
-# An explicit exit: a failing test command here would set off common.sh's ERR trap, whose line
-# would then come after the summary that scripts/test.sh reads as the last one.
-if ((failed)); then exit 1; fi
+((failed == 0))

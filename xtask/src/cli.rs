@@ -1,8 +1,6 @@
-//! The command line: `cargo xtask stack up | down [--purge] | stop SERVICE... | status | env |
-//! logs [SERVICE...] | help`, `cargo xtask install PACKAGE...`, `cargo xtask reference` and
-//! `cargo xtask bench seed | api | stack | import [RUNS]`. Parses, loads the configuration,
-//! runs, and maps the outcome to an exit status (1 on an error, 3 when `status` finds a chosen
-//! service down).
+//! The command line (every command, as docs/reference/xtask.md shows it): parses, loads the
+//! configuration, runs, and maps the outcome to an exit status (1 on an error, 3 when `status`
+//! finds a chosen service down).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -63,6 +61,24 @@ pub enum Command {
     /// test's rows (scripts/tests/hostile_test.sh).
     #[command(subcommand)]
     RawHttp(crate::probe::RawHttpCommand),
+    /// Fuzz everything that decodes untrusted bytes (the targets in fuzz/) with libFuzzer via
+    /// cargo-fuzz (installed when missing), one target after another; prints per target the
+    /// runs, exec/s, coverage (cov edges, ft features), corpus and any crash with its input
+    /// file. Summary and logs in runs/fuzz/<UTC time>/. Exit status 1 when a target found
+    /// something, 2 on a usage or build error.
+    #[command(after_long_help = crate::fuzz::variables_help())]
+    Fuzz {
+        /// Seconds each target runs.
+        #[arg(default_value_t = crate::fuzz::DEFAULT_SECONDS, value_parser = clap::value_parser!(u32).range(1..=999_999))]
+        seconds_per_target: u32,
+    },
+    /// Set each ?v= in web/index.html to the first 12 hex digits of the asset's SHA-256 (run it
+    /// after editing web/app.js or web/style.css: NGINX lets browsers keep the assets a year).
+    StampWeb {
+        /// Change nothing; exit status 1 when a stamp is stale.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 /// `cargo xtask bench ...`: each takes the rounds as its argument (default 3).
@@ -225,6 +241,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::CapacityModel(args) => return Ok(crate::capacity::main(args)),
         Command::Slowloris(args) => return Ok(crate::probe::slowloris(&args)),
         Command::RawHttp(command) => return Ok(crate::probe::raw_http(&command)),
+        Command::Fuzz { seconds_per_target } => return Ok(crate::fuzz::main(seconds_per_target)),
+        Command::StampWeb { check } => return Ok(crate::stamp_web::main(check)),
         Command::Install { packages } => {
             let missing: Vec<String> = packages.into_iter().filter(|p| !crate::supervise::have(p)).collect();
             apt::install(&missing)?;

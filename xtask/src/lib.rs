@@ -1,8 +1,7 @@
 //! The project's automation behind `cargo xtask` (the rust-analyzer model: typed, tested Rust
-//! instead of shell). Today: the native stack, `cargo xtask stack up | down [--purge] | stop
-//! SERVICE... | status | env | logs`, `cargo xtask install PACKAGE...`, `cargo xtask reference`
-//! (docs/reference/ from every binary's `--help`) and `cargo xtask bench seed | api | stack |
-//! import [RUNS]`.
+//! instead of shell): the native stack, benchmarks, the capacity model, the configuration
+//! reference, fuzzing, the web assets' stamps and the drill's probes. The commands and their
+//! options: `cargo xtask --help`, or docs/reference/xtask.md (generated from it).
 //!
 //! Why our own supervision rather than supervisord, s6 or `systemd --user`: the services must
 //! outlive the command and be found again by the next one through their pid files and data
@@ -33,6 +32,9 @@
 //! - [`bench`]: the benchmarks, each against the ceiling of its own shape, medians to docs/bench/.
 //! - [`probe`]: raw-socket clients against our own edge: `cargo xtask slowloris` (the drill's
 //!   slow clients) and `cargo xtask raw-http send | idle` (the hostile test's requests).
+//! - [`fuzz`]: `cargo xtask fuzz`, fuzz/'s targets one after another with libFuzzer via
+//!   cargo-fuzz, and the parsing of libFuzzer's output.
+//! - [`stamp_web`]: `cargo xtask stamp-web`, the assets' content stamps in web/index.html.
 //! - [`cli`]: the command line and exit statuses.
 
 pub mod api;
@@ -42,6 +44,7 @@ pub mod capacity;
 pub mod cli;
 pub mod config;
 pub mod facts;
+pub mod fuzz;
 pub mod monitor;
 pub mod net;
 pub mod nginx;
@@ -51,4 +54,5 @@ pub mod redis;
 pub mod reference;
 pub mod service;
 pub mod stack;
+pub mod stamp_web;
 pub mod supervise;
