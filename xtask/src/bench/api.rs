@@ -38,7 +38,7 @@ use crate::bench::host::{
 use crate::bench::result::Table;
 use crate::bench::servers::{
     ApiSpec, HOST, HttpSettings, NginxDir, Replica, check_data_set, ensure_tools, fill, get, get_ok, http_settings,
-    label, metric_sum, nginx_version, nginx_workers, start_api, start_nginx, wrk_version,
+    label, metric_sum, nginx_version, nginx_workers, start_api, start_nginx, vars, wrk_version,
 };
 use crate::bench::stores::{Stores, ensure_data_set};
 use crate::bench::wrk::{self, COMMON_COLUMNS, Load, WRK_TIMEOUT, common_cells, id_range};
@@ -55,28 +55,19 @@ pub const VARIABLES: &[Variable] = &[
         help: "Redis key prefix of the data set; `seeder --key-prefix` runs first (a no-op when \
                loaded; loads Redis from PostgreSQL when only Redis lacks it).",
     },
-    Variable { name: "BENCH_DURATION", default: "15", help: "Seconds of each measured run." },
-    Variable { name: "BENCH_WARMUP", default: "5", help: "Seconds of warm-up per target before the first round." },
-    Variable { name: "BENCH_CONNECTIONS", default: "64", help: "wrk keep-alive connections." },
-    Variable {
-        name: "BENCH_THREADS",
-        default: "1",
-        help: "wrk threads (keep 1: wrk shares the cores with the servers).",
-    },
+    vars::DURATION,
+    vars::WARMUP,
+    vars::CONNECTIONS,
+    vars::THREADS,
     Variable {
         name: "BENCH_PROFILE_SECONDS",
         default: "8",
         help: "Length of the CPU profile, 0..60 (0 skips the profile run).",
     },
-    Variable { name: "BENCH_BUILD", default: "1", help: "0: use the existing release api and seeder, no cargo build." },
-    Variable { name: "BENCH_START_TIMEOUT", default: "60", help: "Seconds to wait for a server to become ready." },
+    vars::BUILD,
+    vars::START_TIMEOUT,
     Variable { name: "BENCH_RESULT_FILE", default: "docs/bench/api.json", help: RESULT_FILE_HELP },
-    Variable {
-        name: "DATABASE_URL",
-        default: "",
-        help: "[the stack's, as `cargo xtask stack env` prints it, unless both are set] With \
-               REDIS_URL (redis://host:port), the stores; loopback only, and they must answer.",
-    },
+    vars::STORES,
 ];
 
 const TARGETS: [&str; 3] = ["ceiling", "api", "api-nocache"];

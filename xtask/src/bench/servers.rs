@@ -39,6 +39,44 @@ pub struct HttpSettings {
     pub start_timeout: u64,
 }
 
+/// The variables [`http_settings`] reads besides BENCH_KEY_PREFIX, and the stores' URLs: the
+/// same in `bench api` and `bench stack`, each of whose tables lists them.
+pub mod vars {
+    use crate::facts::Variable;
+
+    /// BENCH_DURATION.
+    pub const DURATION: Variable =
+        Variable { name: "BENCH_DURATION", default: "15", help: "Seconds of each measured run." };
+    /// BENCH_WARMUP.
+    pub const WARMUP: Variable =
+        Variable { name: "BENCH_WARMUP", default: "5", help: "Seconds of warm-up per target before the first round." };
+    /// BENCH_CONNECTIONS.
+    pub const CONNECTIONS: Variable =
+        Variable { name: "BENCH_CONNECTIONS", default: "64", help: "wrk keep-alive connections." };
+    /// BENCH_THREADS.
+    pub const THREADS: Variable = Variable {
+        name: "BENCH_THREADS",
+        default: "1",
+        help: "wrk threads (keep 1: wrk shares the cores with the servers).",
+    };
+    /// BENCH_BUILD.
+    pub const BUILD: Variable = Variable {
+        name: "BENCH_BUILD",
+        default: "1",
+        help: "0: use the existing release api and seeder, no cargo build.",
+    };
+    /// BENCH_START_TIMEOUT.
+    pub const START_TIMEOUT: Variable =
+        Variable { name: "BENCH_START_TIMEOUT", default: "60", help: "Seconds to wait for a server to become ready." };
+    /// DATABASE_URL (and REDIS_URL with it).
+    pub const STORES: Variable = Variable {
+        name: "DATABASE_URL",
+        default: "",
+        help: "[the stack's, as `cargo xtask stack env` prints it, unless both are set] With \
+               REDIS_URL (redis://host:port), the stores; loopback only, and they must answer.",
+    };
+}
+
 /// Reads [`HttpSettings`]; errors name the variable.
 pub fn http_settings(vars: &impl Vars, table: &[Variable]) -> Result<HttpSettings> {
     let prefix = get_var(vars, table, "BENCH_KEY_PREFIX");

@@ -34,7 +34,7 @@ use crate::bench::api::{latency_table, per_request_us, verdict};
 use crate::bench::host::{Children, Ports, busy_pct, clock_ticks_per_second, cpu_ticks, machine_ticks, ratio};
 use crate::bench::servers::{
     ApiSpec, HOST, HttpSettings, NginxDir, Replica, check_data_set, ensure_tools, fill, get, get_ok, http_settings,
-    label, metric_sum, nginx_version, nginx_workers, start_api, start_nginx, wrk_version,
+    label, metric_sum, nginx_version, nginx_workers, start_api, start_nginx, vars, wrk_version,
 };
 use crate::bench::stores::{Stores, ensure_data_set, redis_info};
 use crate::bench::wrk::{self, COMMON_COLUMNS, WRK_TIMEOUT, common_cells, id_range};
@@ -50,16 +50,12 @@ pub const VARIABLES: &[Variable] = &[
         default: "full",
         help: "Redis key prefix of the data set; `seeder --key-prefix` runs first (a no-op when loaded).",
     },
-    Variable { name: "BENCH_DURATION", default: "15", help: "Seconds of each measured run." },
-    Variable { name: "BENCH_WARMUP", default: "5", help: "Seconds of warm-up per target before the first round." },
-    Variable { name: "BENCH_CONNECTIONS", default: "64", help: "wrk keep-alive connections." },
-    Variable {
-        name: "BENCH_THREADS",
-        default: "1",
-        help: "wrk threads (keep 1: wrk shares the cores with the servers).",
-    },
-    Variable { name: "BENCH_BUILD", default: "1", help: "0: use the existing release api and seeder, no cargo build." },
-    Variable { name: "BENCH_START_TIMEOUT", default: "60", help: "Seconds to wait for a server to become ready." },
+    vars::DURATION,
+    vars::WARMUP,
+    vars::CONNECTIONS,
+    vars::THREADS,
+    vars::BUILD,
+    vars::START_TIMEOUT,
     Variable {
         name: "BENCH_API_THREADS",
         default: crate::facts::API_WORKER_THREADS,
@@ -74,12 +70,7 @@ pub const VARIABLES: &[Variable] = &[
                summary names the file system.",
     },
     Variable { name: "BENCH_RESULT_FILE", default: "docs/bench/stack.json", help: RESULT_FILE_HELP },
-    Variable {
-        name: "DATABASE_URL",
-        default: "",
-        help: "[the stack's, as `cargo xtask stack env` prints it, unless both are set] With \
-               REDIS_URL (redis://host:port), the stores; loopback only, and they must answer.",
-    },
+    vars::STORES,
 ];
 
 const TARGETS: [&str; 3] = ["ceiling", "stack-nocache", "stack-cache"];
