@@ -33,7 +33,7 @@ fn free_ports(count: u16) -> u16 {
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask/ has a parent").to_path_buf()
+    xtask::facts::repo_dir()
 }
 
 /// target/debug/api, built when missing (`cargo test --workspace` builds it anyway).
