@@ -2,14 +2,13 @@
 //! configuration, runs, and maps the outcome to an exit status (1 on an error, 3 when `status`
 //! finds a chosen service down).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::config::{Config, Environment};
+use crate::config::{Config, Environment, EnvironmentWithServices};
 use crate::facts::{API_DRAIN_DELAY_MS, VARIABLES};
 use crate::{apt, bench, reference, stack};
 
@@ -36,6 +35,13 @@ pub enum Command {
         #[arg(required = true)]
         packages: Vec<String>,
     },
+    /// The project's test command (scripts/test.sh runs it): the stack's PostgreSQL and Redis
+    /// up, leftovers of earlier runs swept (seedtest_* databases, t-* keys, ro-* Redis users),
+    /// every test built once, then `cargo test` and each scripts/tests/*_test.sh as suites run
+    /// --jobs at a time, the longest first, each suite's output printed whole when it ends (and
+    /// kept in target/test-logs/). Ends with a table of wall times and a tally; exit status 1
+    /// when a suite failed.
+    Test(crate::suite::Args),
     /// Regenerate the configuration reference, docs/reference/<binary>.md, from each binary's
     /// --help (builds the debug binaries first). The binaries' tests fail while a page is stale.
     Reference,
@@ -214,7 +220,11 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    let who = if matches!(cli.command, Command::Bench(_)) { "bench" } else { "stack" };
+    let who = match cli.command {
+        Command::Bench(_) => "bench",
+        Command::Test(_) => "test",
+        _ => "stack",
+    };
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -228,11 +238,7 @@ fn load(services: Option<&[String]>) -> Result<Config> {
     let cwd = std::env::current_dir()?;
     match services {
         None => Config::load(&Environment, &cwd),
-        Some(names) => {
-            let mut vars: HashMap<String, String> = std::env::vars().collect();
-            vars.insert("STACK_SERVICES".into(), names.join(" "));
-            Config::load(&vars, &cwd)
-        }
+        Some(names) => Config::load(&EnvironmentWithServices(names.join(" ")), &cwd),
     }
 }
 
@@ -247,6 +253,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let missing: Vec<String> = packages.into_iter().filter(|p| !crate::supervise::have(p)).collect();
             apt::install(&missing)?;
         }
+        Command::Test(args) => return crate::suite::main(&args),
         Command::Reference => reference::write_all()?,
         Command::Bench(which) => {
             bench::host::stop_children_on_signal()?;

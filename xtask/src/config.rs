@@ -95,6 +95,16 @@ impl Source for Environment {
     }
 }
 
+/// The process environment with STACK_SERVICES replaced: `stack stop SERVICE...`, and the test
+/// command's stores.
+pub struct EnvironmentWithServices(pub String);
+
+impl Source for EnvironmentWithServices {
+    fn get(&self, name: &str) -> Option<String> {
+        if name == "STACK_SERVICES" { Some(self.0.clone()) } else { Environment.get(name) }
+    }
+}
+
 impl Source for HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
         HashMap::get(self, name).filter(|v| !v.is_empty()).cloned()

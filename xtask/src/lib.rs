@@ -35,6 +35,8 @@
 //! - [`fuzz`]: `cargo xtask fuzz`, fuzz/'s targets one after another with libFuzzer via
 //!   cargo-fuzz, and the parsing of libFuzzer's output.
 //! - [`stamp_web`]: `cargo xtask stamp-web`, the assets' content stamps in web/index.html.
+//! - [`suite`]: `cargo xtask test`, the test command: stores up, sweep, one build, then
+//!   `cargo test` and the script tests side by side in lanes.
 //! - [`cli`]: the command line and exit statuses.
 
 pub mod api;
@@ -55,4 +57,5 @@ pub mod reference;
 pub mod service;
 pub mod stack;
 pub mod stamp_web;
+pub mod suite;
 pub mod supervise;

@@ -1,0 +1,365 @@
+//! `cargo xtask test` (what scripts/test.sh runs): the project's one test command. Brings the
+//! stack's PostgreSQL and Redis up, sweeps what earlier runs left behind, builds every test once,
+//! then runs `cargo test` and the script tests (scripts/tests/*_test.sh) side by side in
+//! `--jobs` lanes, each suite's output printed whole when it ends, and a table of wall times and
+//! one tally line at the end.
+//!
+//! Why lanes: most of a script test's wall time is waiting (a throw-away stack starting, a load
+//! of fixed duration, a failover's timeout), not CPU, so on two cores the suites overlap well.
+//! Each script test runs on its own ports and folder, and the Rust tests make their own
+//! databases and key prefixes, so they cannot see each other. The longest suites start first,
+//! so the run ends when the longest one does rather than behind a late long one.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{Config, EnvironmentWithServices};
+use crate::{apt, facts, net, stack, supervise};
+
+/// `cargo xtask test`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Suites run at the same time: `cargo test` is one, each script test another. 1 runs them
+    /// one after another.
+    #[arg(long, env = "TEST_JOBS", default_value_t = DEFAULT_JOBS, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub jobs: u32,
+    /// Arguments for `cargo test` (e.g. `-p seeder killed`); with any, only `cargo test` runs,
+    /// without the script tests.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cargo_args: Vec<String>,
+}
+
+/// Three lanes on a two-core machine: measured best (see docs/operations.md#the-test-command).
+pub const DEFAULT_JOBS: u32 = 3;
+
+/// The script tests' usual wall time in seconds on a quiet two-core machine, only to start the
+/// long ones first (a script missing here counts as [`UNKNOWN_SECONDS`]).
+const USUAL_SECONDS: &[(&str, u64)] = &[
+    ("drill_test", 95),
+    ("redis_cluster_test", 60),
+    ("edge_test", 43),
+    ("hostile_test", 38),
+    ("monitoring_test", 35),
+    ("page_test", 25),
+    ("pg_replica_test", 22),
+    ("openapi_test", 21),
+    ("correction_test", 18),
+];
+const UNKNOWN_SECONDS: u64 = 30;
+
+/// One suite: a name for the table and the command that runs it.
+struct Suite {
+    name: String,
+    command: Command,
+    weight: u64,
+}
+
+/// How a suite ended.
+struct Outcome {
+    name: String,
+    secs: u64,
+    ok: bool,
+    passed: u64,
+    failed: u64,
+}
+
+/// Runs the test command and returns its exit status: 0 when every suite passed.
+pub fn main(args: &Args) -> Result<ExitCode> {
+    let repo = facts::repo_dir();
+    let stores = Config::load(&EnvironmentWithServices("pg redis".into()), &std::env::current_dir()?)?;
+    stack::up(&stores)?;
+    // wrk drives the edge test's loads under chaos; the stack installs the rest.
+    if !supervise::have("wrk") {
+        apt::install(&["wrk".to_owned()])?;
+    }
+    let env = stack::env_pairs(&stores);
+    sweep(&stores, &env)?;
+
+    let whole = args.cargo_args.is_empty();
+    let cargo_args: Vec<String> = if whole { vec!["--workspace".into()] } else { args.cargo_args.clone() };
+    let mut timings = Vec::new();
+    let build = Instant::now();
+    say("building the tests");
+    let built = cargo(&repo, &env, &["test", "--locked", "--no-run"], &cargo_args).status()?.success();
+    timings.push(("cargo build (tests)".to_owned(), build.elapsed().as_secs()));
+    if !built {
+        print_table(&timings);
+        bail!("the tests did not build");
+    }
+
+    if !whole {
+        // One suite: its output live, as cargo prints it.
+        let run = Instant::now();
+        let ok = cargo(&repo, &env, &["test", "--locked"], &cargo_args).status()?.success();
+        timings.push(("cargo test".to_owned(), run.elapsed().as_secs()));
+        print_table(&timings);
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    let mut suites = vec![Suite {
+        name: "cargo test".into(),
+        command: cargo(&repo, &env, &["test", "--locked"], &cargo_args),
+        // Always first: it is the longest and the one a developer waits on most.
+        weight: u64::MAX,
+    }];
+    suites.extend(script_tests(&repo, &env)?);
+    suites.sort_by_key(|s| std::cmp::Reverse(s.weight));
+    let logs = repo.join("target").join("test-logs");
+    fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let outcomes = run_in_lanes(suites, args.jobs as usize, &logs);
+
+    timings.extend(outcomes.iter().map(|o| (o.name.clone(), o.secs)));
+    print_table(&timings);
+    let passed: u64 = outcomes.iter().map(|o| o.passed).sum();
+    let failed: u64 = outcomes.iter().map(|o| o.failed).sum();
+    println!("tests: {passed} passed, {failed} failed");
+    let failing: Vec<&str> = outcomes.iter().filter(|o| !o.ok).map(|o| o.name.as_str()).collect();
+    if failing.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    say(&format!("failed: {} (whole logs in {})", failing.join(", "), logs.display()));
+    Ok(ExitCode::FAILURE)
+}
+
+fn say(line: &str) {
+    eprintln!("test: {line}");
+}
+
+/// `cargo SUBCOMMAND... ARGS...` in the repository with the stores' URLs in its environment.
+fn cargo(repo: &Path, env: &[(&str, String)], subcommand: &[&str], args: &[String]) -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(repo).args(subcommand).args(args);
+    with_env(&mut c, env);
+    c
+}
+
+fn with_env(c: &mut Command, env: &[(&str, String)]) {
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    // No "skipping" notices from the scripts' psql.
+    c.env("PGOPTIONS", "-c client_min_messages=warning");
+}
+
+/// scripts/tests/*_test.sh, each run by bash with XTASK naming this very binary (the scripts'
+/// many stack up/downs then skip cargo's lock and freshness checks).
+fn script_tests(repo: &Path, env: &[(&str, String)]) -> Result<Vec<Suite>> {
+    let dir = repo.join("scripts").join("tests");
+    let mut scripts: Vec<PathBuf> = fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.ends_with("_test.sh")))
+        .collect();
+    scripts.sort();
+    let me = std::env::current_exe().context("finding the xtask binary")?;
+    Ok(scripts
+        .into_iter()
+        .map(|path| {
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let weight = USUAL_SECONDS.iter().find(|(n, _)| *n == name).map_or(UNKNOWN_SECONDS, |(_, s)| *s);
+            let mut command = Command::new("bash");
+            command.arg(&path).current_dir(repo).env("XTASK", &me);
+            with_env(&mut command, env);
+            Suite { name, command, weight }
+        })
+        .collect())
+}
+
+/// Runs the suites, at most `jobs` at a time, in the order given; each one's output goes to
+/// LOGS/<name>.log and is printed whole when it ends. The outcomes come in the order the suites
+/// ended.
+fn run_in_lanes(suites: Vec<Suite>, jobs: usize, logs: &Path) -> Vec<Outcome> {
+    let queue = Mutex::new(suites.into_iter());
+    let outcomes = Mutex::new(Vec::new());
+    let print = Mutex::new(());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| {
+                loop {
+                    let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                    let Some(suite) = next else { break };
+                    let outcome = run_one(suite, logs, &print);
+                    if let Ok(mut all) = outcomes.lock() {
+                        all.push(outcome);
+                    }
+                }
+            });
+        }
+    });
+    outcomes.into_inner().unwrap_or_default()
+}
+
+fn run_one(mut suite: Suite, logs: &Path, print: &Mutex<()>) -> Outcome {
+    let log = logs.join(format!("{}.log", suite.name.replace(' ', "-")));
+    say(&format!("started {}", suite.name));
+    let start = Instant::now();
+    let ok = match fs::File::create(&log).and_then(|f| Ok((f.try_clone()?, f))) {
+        Ok((out, err)) => {
+            suite.command.stdin(Stdio::null()).stdout(out).stderr(err);
+            suite.command.status().map(|s| s.success()).unwrap_or_else(|e| {
+                say(&format!("{} could not start: {e}", suite.name));
+                false
+            })
+        }
+        Err(e) => {
+            say(&format!("{}: cannot write {}: {e}", suite.name, log.display()));
+            false
+        }
+    };
+    let secs = start.elapsed().as_secs();
+    let text = fs::read_to_string(&log).unwrap_or_default();
+    let (passed, failed) = tally(&text);
+    let _one_at_a_time = print.lock();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "===== {} ({secs} s, {}) =====", suite.name, if ok { "ok" } else { "FAILED" });
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+    say(&format!(
+        "{} {} in {secs} s: {passed} passed, {failed} failed",
+        suite.name,
+        if ok { "passed" } else { "FAILED" }
+    ));
+    Outcome { name: suite.name, secs, ok, passed, failed }
+}
+
+/// Passed and failed tests in a suite's output: cargo's `test result:` lines and the script
+/// tests' closing `NAME: N passed, M failed` line.
+pub fn tally(output: &str) -> (u64, u64) {
+    let (mut passed, mut failed) = (0, 0);
+    for line in output.lines() {
+        let counts = if let Some(rest) = line.strip_prefix("test result: ") {
+            // test result: ok. 12 passed; 0 failed; 1 ignored; ...
+            let words: Vec<&str> = rest.split([' ', ';']).filter(|w| !w.is_empty()).collect();
+            count_before(&words, "passed").zip(count_before(&words, "failed"))
+        } else if let Some((name, rest)) = line.split_once(": ") {
+            let words: Vec<&str> = rest.split([' ', ',']).filter(|w| !w.is_empty()).collect();
+            let script = name.ends_with("_test") && !name.contains(' ') && words.len() == 4;
+            if script { count_before(&words, "passed").zip(count_before(&words, "failed")) } else { None }
+        } else {
+            None
+        };
+        if let Some((p, f)) = counts {
+            passed += p;
+            failed += f;
+        }
+    }
+    (passed, failed)
+}
+
+fn count_before(words: &[&str], label: &str) -> Option<u64> {
+    let at = words.iter().position(|w| *w == label)?;
+    words.get(at.checked_sub(1)?)?.parse().ok()
+}
+
+fn print_table(timings: &[(String, u64)]) {
+    let mut text = String::from("wall time per suite:\n");
+    for (name, secs) in timings {
+        let _ = writeln!(text, "{secs:6} s  {name}");
+    }
+    eprint!("{text}");
+}
+
+/// Drops what earlier runs may have left behind: test databases (seedtest_*), test keys (t-*)
+/// and test Redis users (ro-*), which a failed or killed test does not clean up.
+fn sweep(c: &Config, env: &[(&str, String)]) -> Result<()> {
+    say("sweeping leftovers of earlier test runs");
+    let url = env.iter().find(|(k, _)| *k == "DATABASE_URL").map(|(_, v)| v.clone()).unwrap_or_default();
+    let psql = |sql: &str| {
+        let mut p = supervise::cmd("psql");
+        p.args([url.as_str(), "-Atq", "-c", sql]).env("PGOPTIONS", "-c client_min_messages=warning");
+        supervise::output(&mut p)
+    };
+    let list = psql("SELECT datname FROM pg_database WHERE datname LIKE 'seedtest\\_%'")?;
+    for db in String::from_utf8_lossy(&list.stdout).lines().filter(|l| !l.is_empty()) {
+        // Not WITH (FORCE): it would have to end autovacuum workers, which only a superuser
+        // may; a plain DROP cancels them itself.
+        psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' AND usename = current_user"
+        ))?;
+        psql(&format!("DROP DATABASE IF EXISTS \"{db}\""))?;
+    }
+    let (host, port) = (c.host.as_str(), c.redis_port);
+    let mut cursor = "0".to_owned();
+    loop {
+        let reply = net::redis(host, port, &["SCAN", &cursor, "MATCH", "t-*", "COUNT", "1000"])?;
+        let net::Reply::Array(Some(parts)) = reply else { bail!("SCAN answered {reply:?}") };
+        let [net::Reply::Bulk(Some(next)), net::Reply::Array(Some(keys))] = parts.as_slice() else {
+            bail!("SCAN answered {parts:?}")
+        };
+        let keys: Vec<&str> = keys.iter().filter_map(net::Reply::text).collect();
+        if !keys.is_empty() {
+            let mut unlink = vec!["UNLINK"];
+            unlink.extend(keys);
+            net::redis(host, port, &unlink)?;
+        }
+        if next == "0" {
+            break;
+        }
+        cursor.clone_from(next);
+    }
+    if let Ok(net::Reply::Array(Some(users))) = net::redis(host, port, &["ACL", "USERS"]) {
+        for user in users.iter().filter_map(net::Reply::text).filter(|u| u.starts_with("ro-")) {
+            net::redis(host, port, &["ACL", "DELUSER", user])?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::{Suite, run_in_lanes, tally};
+
+    fn sh(name: &str, script: &str) -> Suite {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        Suite { name: name.into(), command, weight: 0 }
+    }
+
+    #[test]
+    fn every_suite_runs_once_and_a_failing_one_is_reported_with_its_counts() {
+        let logs = tempfile::tempdir().expect("a temporary folder");
+        let suites = vec![
+            sh("a_test", "echo 'a_test: 2 passed, 0 failed'"),
+            sh("b_test", "echo 'b_test: 1 passed, 1 failed'; echo to-stderr >&2; exit 1"),
+            sh("c_test", "echo 'c_test: 5 passed, 0 failed'"),
+        ];
+        let mut outcomes = run_in_lanes(suites, 2, logs.path());
+        outcomes.sort_by(|x, y| x.name.cmp(&y.name));
+        let seen: Vec<(&str, bool, u64, u64)> =
+            outcomes.iter().map(|o| (o.name.as_str(), o.ok, o.passed, o.failed)).collect();
+        assert_eq!(seen, [("a_test", true, 2, 0), ("b_test", false, 1, 1), ("c_test", true, 5, 0)]);
+        let b_log = std::fs::read_to_string(logs.path().join("b_test.log")).expect("b_test's log");
+        assert!(b_log.contains("b_test: 1 passed, 1 failed") && b_log.contains("to-stderr"), "{b_log}");
+    }
+
+    #[test]
+    fn a_suite_that_cannot_start_fails() {
+        let logs = tempfile::tempdir().expect("a temporary folder");
+        let missing = Suite { name: "gone".into(), command: Command::new("/nonexistent/program"), weight: 0 };
+        let outcomes = run_in_lanes(vec![missing], 3, logs.path());
+        assert!(outcomes.len() == 1 && !outcomes[0].ok);
+    }
+
+    #[test]
+    fn tally_sums_cargo_and_script_lines_and_ignores_the_rest() {
+        let out = "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.2s\n\
+                   test result: FAILED. 3 passed; 2 failed; 0 ignored\n\
+                   edge_test: 40 passed, 1 failed\n\
+                   edge_test: FAILED: a check with 3 passed, 4 failed in its words\n\
+                   running 12 tests\n";
+        assert_eq!(tally(out), (55, 3));
+    }
+
+    #[test]
+    fn tally_of_no_result_line_is_zero() {
+        assert_eq!(tally("error: could not compile `api`\n"), (0, 0));
+    }
+}
