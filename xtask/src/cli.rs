@@ -37,10 +37,10 @@ pub enum Command {
     },
     /// The project's test command (scripts/test.sh runs it): the stack's PostgreSQL and Redis
     /// up, leftovers of earlier runs swept (seedtest_* databases, t-* keys, ro-* Redis users),
-    /// every test built once, then `cargo test` and each scripts/tests/*_test.sh as suites run
-    /// --jobs at a time, the longest first, each suite's output printed whole when it ends (and
-    /// kept in target/test-logs/). Ends with a table of wall times and a tally; exit status 1
-    /// when a suite failed.
+    /// every test built once, then the suites --jobs at a time, the longest first: each test
+    /// binary (run as `cargo test` runs it), the doc tests, each scripts/tests/*_test.sh. Each
+    /// suite's output is printed whole when it ends (and kept in target/test-logs/). Ends with a
+    /// table of wall times and a tally; exit status 1 when a suite failed.
     Test(crate::suite::Args),
     /// Regenerate the configuration reference, docs/reference/<binary>.md, from each binary's
     /// --help (builds the debug binaries first). The binaries' tests fail while a page is stale.

@@ -1,18 +1,19 @@
 //! `cargo xtask test` (what scripts/test.sh runs): the project's one test command. Brings the
-//! stack's PostgreSQL and Redis up, sweeps what earlier runs left behind, builds every test once,
-//! then runs `cargo test` and the script tests (scripts/tests/*_test.sh) side by side in
-//! `--jobs` lanes, each suite's output printed whole when it ends, and a table of wall times and
-//! one tally line at the end.
+//! stack's PostgreSQL and Redis up, sweeps what earlier runs left behind, builds every test once
+//! (`cargo test --no-run`), then runs the suites side by side in `--jobs` lanes: each test binary
+//! cargo built (in its package's folder, as `cargo test` runs it), the doc tests, and each script
+//! test (scripts/tests/*_test.sh). Each suite's output is printed whole when it ends; a table of
+//! wall times and one tally line close the run.
 //!
 //! Why lanes: most of a script test's wall time is waiting (a throw-away stack starting, a load
-//! of fixed duration, a failover's timeout), not CPU, so on two cores the suites overlap well.
+//! of fixed duration, a failover's timeout), not CPU, and the Rust tests that take long wait on
+//! PostgreSQL and on the seeder processes they start, so on two cores the suites overlap well.
 //! Each script test runs on its own ports and folder, and the Rust tests make their own
 //! databases and key prefixes, so they cannot see each other. The longest suites start first,
 //! so the run ends when the longest one does rather than behind a late long one.
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Mutex;
@@ -26,12 +27,12 @@ use crate::{apt, facts, net, stack, supervise};
 /// `cargo xtask test`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Suites run at the same time: `cargo test` is one, each script test another. 1 runs them
-    /// one after another.
+    /// Suites run at the same time (a suite: one test binary, the doc tests, or one script
+    /// test). 1 runs them one after another.
     #[arg(long, env = "TEST_JOBS", default_value_t = DEFAULT_JOBS, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub jobs: u32,
-    /// Arguments for `cargo test` (e.g. `-p seeder killed`); with any, only `cargo test` runs,
-    /// without the script tests.
+    /// Arguments for `cargo test` (e.g. `-p seeder killed`); with any, `cargo test` runs with
+    /// them, its output live, and nothing else.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub cargo_args: Vec<String>,
 }
@@ -39,9 +40,14 @@ pub struct Args {
 /// Three lanes on a two-core machine: measured best (see docs/operations.md#the-test-command).
 pub const DEFAULT_JOBS: u32 = 3;
 
-/// The script tests' usual wall time in seconds on a quiet two-core machine, only to start the
-/// long ones first (a script missing here counts as [`UNKNOWN_SECONDS`]).
+/// The suites' usual wall time in seconds on a quiet two-core machine, only to start the long
+/// ones first (a suite missing here counts as [`UNKNOWN_SECONDS`]). Test binaries are named
+/// PACKAGE/KIND/TARGET, script tests by their file.
 const USUAL_SECONDS: &[(&str, u64)] = &[
+    ("seeder/test/it", 95),
+    ("loadgen/test/loadgen", 50),
+    ("api/test/api", 48),
+    ("xtask/test/stack", 16),
     ("drill_test", 95),
     ("redis_cluster_test", 60),
     ("edge_test", 43),
@@ -52,7 +58,11 @@ const USUAL_SECONDS: &[(&str, u64)] = &[
     ("openapi_test", 21),
     ("correction_test", 18),
 ];
-const UNKNOWN_SECONDS: u64 = 30;
+const UNKNOWN_SECONDS: u64 = 5;
+
+fn usual_seconds(name: &str) -> u64 {
+    USUAL_SECONDS.iter().find(|(n, _)| *n == name).map_or(UNKNOWN_SECONDS, |(_, s)| *s)
+}
 
 /// One suite: a name for the table and the command that runs it.
 struct Suite {
@@ -82,38 +92,29 @@ pub fn main(args: &Args) -> Result<ExitCode> {
     let env = stack::env_pairs(&stores);
     sweep(&stores, &env)?;
 
-    let whole = args.cargo_args.is_empty();
-    let cargo_args: Vec<String> = if whole { vec!["--workspace".into()] } else { args.cargo_args.clone() };
-    let mut timings = Vec::new();
-    let build = Instant::now();
-    say("building the tests");
-    let built = cargo(&repo, &env, &["test", "--locked", "--no-run"], &cargo_args).status()?.success();
-    timings.push(("cargo build (tests)".to_owned(), build.elapsed().as_secs()));
-    if !built {
-        print_table(&timings);
-        bail!("the tests did not build");
-    }
-
-    if !whole {
-        // One suite: its output live, as cargo prints it.
+    if !args.cargo_args.is_empty() {
+        // A chosen part: cargo test alone, its output live, as cargo prints it.
         let run = Instant::now();
-        let ok = cargo(&repo, &env, &["test", "--locked"], &cargo_args).status()?.success();
-        timings.push(("cargo test".to_owned(), run.elapsed().as_secs()));
-        print_table(&timings);
+        let ok = cargo(&repo, &env, &["test", "--locked"], &args.cargo_args).status()?.success();
+        print_table(&[("cargo test".to_owned(), run.elapsed().as_secs())]);
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
-    let mut suites = vec![Suite {
-        name: "cargo test".into(),
-        command: cargo(&repo, &env, &["test", "--locked"], &cargo_args),
-        // Always first: it is the longest and the one a developer waits on most.
-        weight: u64::MAX,
-    }];
+    let build = Instant::now();
+    say("building the tests");
+    let binaries = build_test_binaries(&repo, &env)?;
+    let mut timings = vec![("cargo build (tests)".to_owned(), build.elapsed().as_secs())];
+    let mut suites = test_binaries(binaries, &env);
+    // rustdoc's tests are not binaries cargo can hand over: cargo runs them.
+    suites.push(Suite {
+        name: "doc tests".into(),
+        command: cargo(&repo, &env, &["test", "--locked", "--workspace", "--doc"], &[]),
+        weight: 0,
+    });
     suites.extend(script_tests(&repo, &env)?);
     suites.sort_by_key(|s| std::cmp::Reverse(s.weight));
     let logs = repo.join("target").join("test-logs");
     fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let outcomes = run_in_lanes(suites, args.jobs as usize, &logs);
-
     timings.extend(outcomes.iter().map(|o| (o.name.clone(), o.secs)));
     print_table(&timings);
     let passed: u64 = outcomes.iter().map(|o| o.passed).sum();
@@ -147,6 +148,74 @@ fn with_env(c: &mut Command, env: &[(&str, String)]) {
     c.env("PGOPTIONS", "-c client_min_messages=warning");
 }
 
+/// A test binary cargo built: where it is, and the package it tests.
+#[derive(Debug, PartialEq)]
+pub struct TestBinary {
+    /// PACKAGE/KIND/TARGET, e.g. seeder/test/it or api/lib/api.
+    pub name: String,
+    /// The binary.
+    pub executable: PathBuf,
+    /// The package's folder: cargo runs a test binary there, and so do we.
+    pub package_dir: PathBuf,
+}
+
+/// `cargo test --workspace --no-run`, its human diagnostics on stderr, and the test binaries it
+/// reports.
+fn build_test_binaries(repo: &Path, env: &[(&str, String)]) -> Result<Vec<TestBinary>> {
+    let mut build = cargo(
+        repo,
+        env,
+        &["test", "--locked", "--no-run", "--workspace", "--message-format=json-render-diagnostics"],
+        &[],
+    );
+    let out = build.stderr(Stdio::inherit()).output().context("running cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("the tests did not build");
+    }
+    let binaries = test_binaries_in(&String::from_utf8_lossy(&out.stdout));
+    if binaries.is_empty() {
+        bail!("cargo built no test binary");
+    }
+    Ok(binaries)
+}
+
+/// The test binaries among cargo's JSON messages (one per line; other lines are skipped).
+pub fn test_binaries_in(messages: &str) -> Vec<TestBinary> {
+    messages
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["profile"]["test"] == true)
+        .filter_map(|m| {
+            let executable = PathBuf::from(m["executable"].as_str()?);
+            let package_dir = Path::new(m["manifest_path"].as_str()?).parent()?.to_path_buf();
+            let package = package_dir.file_name()?.to_string_lossy().into_owned();
+            let kind = m["target"]["kind"].get(0)?.as_str()?;
+            let kind = if kind == "test" {
+                "test"
+            } else if kind == "bin" {
+                "bin"
+            } else {
+                "lib"
+            };
+            let name = format!("{package}/{kind}/{}", m["target"]["name"].as_str()?);
+            Some(TestBinary { name, executable, package_dir })
+        })
+        .collect()
+}
+
+/// A suite per test binary, run in its package's folder as cargo would.
+fn test_binaries(binaries: Vec<TestBinary>, env: &[(&str, String)]) -> Vec<Suite> {
+    binaries
+        .into_iter()
+        .map(|b| {
+            let mut command = Command::new(&b.executable);
+            command.current_dir(&b.package_dir).env("CARGO_MANIFEST_DIR", &b.package_dir);
+            with_env(&mut command, env);
+            Suite { weight: usual_seconds(&b.name), name: b.name, command }
+        })
+        .collect()
+}
+
 /// scripts/tests/*_test.sh, each run by bash with XTASK naming this very binary (the scripts'
 /// many stack up/downs then skip cargo's lock and freshness checks).
 fn script_tests(repo: &Path, env: &[(&str, String)]) -> Result<Vec<Suite>> {
@@ -162,7 +231,7 @@ fn script_tests(repo: &Path, env: &[(&str, String)]) -> Result<Vec<Suite>> {
         .into_iter()
         .map(|path| {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let weight = USUAL_SECONDS.iter().find(|(n, _)| *n == name).map_or(UNKNOWN_SECONDS, |(_, s)| *s);
+            let weight = usual_seconds(&name);
             let mut command = Command::new("bash");
             command.arg(&path).current_dir(repo).env("XTASK", &me);
             with_env(&mut command, env);
@@ -216,10 +285,8 @@ fn run_one(mut suite: Suite, logs: &Path, print: &Mutex<()>) -> Outcome {
     let text = fs::read_to_string(&log).unwrap_or_default();
     let (passed, failed) = tally(&text);
     let _one_at_a_time = print.lock();
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "===== {} ({secs} s, {}) =====", suite.name, if ok { "ok" } else { "FAILED" });
-    let _ = out.write_all(text.as_bytes());
-    let _ = out.flush();
+    // print!, not a locked stdout: the test harness captures it in this module's own tests.
+    print!("===== {} ({secs} s, {}) =====\n{text}", suite.name, if ok { "ok" } else { "FAILED" });
     say(&format!(
         "{} {} in {secs} s: {passed} passed, {failed} failed",
         suite.name,
@@ -338,6 +405,21 @@ mod tests {
         assert_eq!(seen, [("a_test", true, 2, 0), ("b_test", false, 1, 1), ("c_test", true, 5, 0)]);
         let b_log = std::fs::read_to_string(logs.path().join("b_test.log")).expect("b_test's log");
         assert!(b_log.contains("b_test: 1 passed, 1 failed") && b_log.contains("to-stderr"), "{b_log}");
+    }
+
+    #[test]
+    fn test_binaries_are_read_from_cargos_messages() {
+        let messages = r#"{"reason":"compiler-artifact","package_id":"path+file:///r/seeder#0.1.0","manifest_path":"/r/seeder/Cargo.toml","target":{"kind":["test"],"name":"it"},"profile":{"test":true},"executable":"/r/target/debug/deps/it-1"}
+{"reason":"compiler-artifact","manifest_path":"/r/api/Cargo.toml","target":{"kind":["lib"],"name":"api"},"profile":{"test":false},"executable":null}
+{"reason":"compiler-artifact","manifest_path":"/r/api/Cargo.toml","target":{"kind":["bin"],"name":"api"},"profile":{"test":true},"executable":"/r/target/debug/deps/api-2"}
+{"reason":"compiler-artifact","manifest_path":"/r/results-core/Cargo.toml","target":{"kind":["lib"],"name":"results_core"},"profile":{"test":true},"executable":"/r/target/debug/deps/results_core-3"}
+{"reason":"build-finished","success":true}
+not json at all"#;
+        let found = super::test_binaries_in(messages);
+        let names: Vec<&str> = found.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["seeder/test/it", "api/bin/api", "results-core/lib/results_core"]);
+        assert_eq!(found[0].executable, std::path::Path::new("/r/target/debug/deps/it-1"));
+        assert_eq!(found[0].package_dir, std::path::Path::new("/r/seeder"));
     }
 
     #[test]
