@@ -265,7 +265,7 @@ fn run_in_lanes(suites: Vec<Suite>, jobs: usize, logs: &Path) -> Vec<Outcome> {
 }
 
 fn run_one(mut suite: Suite, logs: &Path, print: &Mutex<()>) -> Outcome {
-    let log = logs.join(format!("{}.log", suite.name.replace(' ', "-")));
+    let log = logs.join(format!("{}.log", suite.name.replace([' ', '/'], "-")));
     say(&format!("started {}", suite.name));
     let start = Instant::now();
     let ok = match fs::File::create(&log).and_then(|f| Ok((f.try_clone()?, f))) {
@@ -394,7 +394,8 @@ mod tests {
     fn every_suite_runs_once_and_a_failing_one_is_reported_with_its_counts() {
         let logs = tempfile::tempdir().expect("a temporary folder");
         let suites = vec![
-            sh("a_test", "echo 'a_test: 2 passed, 0 failed'"),
+            // A name with a slash, as a test binary's: its log is still one file in LOGS.
+            sh("a/test", "echo 'a_test: 2 passed, 0 failed'"),
             sh("b_test", "echo 'b_test: 1 passed, 1 failed'; echo to-stderr >&2; exit 1"),
             sh("c_test", "echo 'c_test: 5 passed, 0 failed'"),
         ];
@@ -402,7 +403,8 @@ mod tests {
         outcomes.sort_by(|x, y| x.name.cmp(&y.name));
         let seen: Vec<(&str, bool, u64, u64)> =
             outcomes.iter().map(|o| (o.name.as_str(), o.ok, o.passed, o.failed)).collect();
-        assert_eq!(seen, [("a_test", true, 2, 0), ("b_test", false, 1, 1), ("c_test", true, 5, 0)]);
+        assert_eq!(seen, [("a/test", true, 2, 0), ("b_test", false, 1, 1), ("c_test", true, 5, 0)]);
+        assert!(logs.path().join("a-test.log").is_file());
         let b_log = std::fs::read_to_string(logs.path().join("b_test.log")).expect("b_test's log");
         assert!(b_log.contains("b_test: 1 passed, 1 failed") && b_log.contains("to-stderr"), "{b_log}");
     }
