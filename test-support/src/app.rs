@@ -32,7 +32,7 @@ pub struct TestApp {
 
 impl TestApp {
     /// Spawns the API over `stores`, with both stores behind proxies, after `tweak` adjusts the
-    /// settings (the directory refresh is 200 ms unless tweaked).
+    /// settings (unless tweaked: the directory refresh is 200 ms, the PostgreSQL bound 5 s).
     pub async fn spawn(stores: &TestStores, tweak: impl FnOnce(&mut Settings)) -> Self {
         Self::spawn_with_stores(stores, true, tweak).await
     }
@@ -48,6 +48,10 @@ impl TestApp {
         }
         let mut settings = Settings::new(pg_proxy.url(), redis_proxy.url(), stores.stores.layout.clone());
         settings.refresh = Duration::from_millis(200);
+        // The default 1 s PostgreSQL bound is for production; a debug build's SCRAM login or a
+        // lookup on a busy test host (the suites run side by side) took longer now and then and
+        // answered 503 in tests about something else. Tests of the bound set their own.
+        settings.pg_timeout = Duration::from_secs(5);
         tweak(&mut settings);
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind the public port");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind the admin port");

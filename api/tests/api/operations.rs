@@ -12,7 +12,6 @@ async fn graceful_shutdown_finishes_the_request_in_flight_and_reports_draining()
     let seeded = Seeded::shared(SHARED_STUDENTS).await;
     let mut app = TestApp::spawn(&seeded, |s| {
         s.drain_delay = Duration::from_millis(600);
-        s.pg_timeout = Duration::from_secs(5);
     })
     .await;
     app.wait_ready(Duration::from_secs(5), |r| r["ready"] == true).await;

@@ -28,7 +28,6 @@ async fn postgres_reads_go_to_the_replica_and_never_to_the_primary_while_it_answ
     // The one check at start-up gets time to connect on a busy host.
     let app = TestApp::spawn_with_replica(&seeded, |s| {
         s.refresh = Duration::from_secs(3_600);
-        s.pg_timeout = Duration::from_secs(5);
         s.cache_ttl = Duration::from_millis(1);
     })
     .await;
