@@ -12,6 +12,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
+/// The HTTP request header a lookup presents the factor in. A header, not the URL: URLs end up
+/// in access logs, browser history and cache keys; NGINX's log format does not log this header,
+/// and it does not cache a request that carries it.
+pub const FACTOR_HEADER: &str = "x-second-factor";
 /// Bytes of a stored factor hash: 128 bits, far beyond what guessing through the API can use.
 pub const FACTOR_HASH_BYTES: usize = 16;
 /// The shortest accepted secret, in bytes (a 256-bit key written as text).

@@ -192,6 +192,17 @@ impl Seeded {
         Self { inner, spec }
     }
 
+    /// The generated data set `spec` with PINs required (`seeder load --pins`, keyed with
+    /// [`FACTOR_KEY`]), in fresh stores; a student's PIN is
+    /// `results_core::factor::generated_pin(spec.seed(), id)`.
+    pub async fn generated_with_pins(spec: DatasetSpec) -> Self {
+        let inner = TestStores::new().await;
+        let mut settings = inner.load_settings(spec);
+        settings.pins = Some(results_core::FactorKey::new(FACTOR_KEY).expect("the test key is long enough"));
+        seeder::load::run(&settings).await.expect("seed the test data");
+        Self { inner, spec }
+    }
+
     /// The results file `file` imported into fresh stores; `spec` is the generated data set it
     /// was exported from (what the test expects to find).
     pub async fn imported(file: &Path, spec: DatasetSpec) -> Self {
