@@ -120,3 +120,17 @@ async fn with_redis_down_postgresql_checks_the_pin_and_without_the_key_nothing_i
     let response = get(&keyless, &format!("/v1/results/{id}"), Some(&pin)).await;
     assert_eq!(error_code(response).await, (503, "unavailable".to_owned()));
 }
+
+#[test]
+fn nginx_neither_caches_nor_logs_a_request_that_carries_the_factor() {
+    let template = include_str!("../../../nginx/nginx.conf.template");
+    let variable = format!("$http_{}", FACTOR_HEADER.replace('-', "_"));
+    assert!(template.contains(&format!("map {variable} $second_factor_sent")), "the template reads {FACTOR_HEADER}");
+    for directive in ["proxy_cache_bypass", "proxy_no_cache"] {
+        let line = template.lines().find(|l| l.trim_start().starts_with(directive)).expect(directive);
+        assert!(line.contains("$second_factor_sent"), "{line}");
+    }
+    // No access log at all, and no log format that could name the header.
+    assert!(template.contains("access_log off;"));
+    assert!(!template.contains("log_format"));
+}
