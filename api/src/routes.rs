@@ -97,7 +97,7 @@ async fn result(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> 
             }
         }
     };
-    if mode != FactorMode::Open {
+    if matches!(mode, FactorMode::Required(_)) {
         // An answer that depends on a header no cache keys on must not be stored by any: NGINX's
         // micro-cache would hand one student's result (or one wrong guess's 404) to the next.
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
