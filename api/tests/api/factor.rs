@@ -10,6 +10,7 @@ use results_core::factor::{FACTOR_HEADER, generated_pin};
 use test_support::{FACTOR_KEY, Seeded, TestApp};
 
 use crate::helpers::error_code;
+use crate::schema::{Document, Received};
 
 const FIRST: u32 = 1_000_000;
 const STUDENTS: u32 = 500;
@@ -40,6 +41,16 @@ async fn answer(response: reqwest::Response) -> (u16, Vec<(String, String)>, byt
         .collect();
     headers.sort();
     (status, headers, response.bytes().await.expect("body"))
+}
+
+/// Checks an answer of GET /v1/results/{id} against the OpenAPI document.
+async fn documented(response: reqwest::Response) -> Result<(), String> {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.expect("body");
+    let document = Document::embedded();
+    let expected = document.response("/v1/results/{id}", "get", status)?;
+    document.check_response(expected, &Received { headers: &headers, body: &body })
 }
 
 async fn guarded() -> (Seeded, TestApp) {
@@ -94,6 +105,12 @@ async fn right_pin_200_wrong_pin_exactly_an_unknown_number_missing_pin_400() {
     assert!(!text.contains("12ab"), "the value is never echoed: {text}");
     // A malformed number is still a malformed number, whatever the PIN.
     assert_eq!(error_code(get(&app, "/v1/results/01", Some(&pin)).await).await, (400, "invalid_id".to_owned()));
+
+    // Every answer of a guarded data set is one the OpenAPI document describes.
+    for (pin, id) in [(Some(pin.as_str()), id), (Some("000000"), unknown), (None, id), (Some("12ab"), id)] {
+        let answer = documented(get(&app, &format!("/v1/results/{id}"), pin).await).await;
+        assert_eq!(answer, Ok(()), "{pin:?} {id}");
+    }
 
     let metrics = app.metrics().await;
     assert!(metrics.contains("outcome=\"wrong_factor\""), "wrong factors are counted");
