@@ -110,8 +110,9 @@ async fn result(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> 
 /// and a wrong factor do the same work. The header's value is personal data: never logged.
 fn presented_factor(state: &AppState, mode: FactorMode, headers: &HeaderMap) -> Result<Option<FactorHash>, ApiError> {
     let FactorMode::Required(kind) = mode else { return Ok(None) };
-    let value = headers.get(FACTOR_HEADER).ok_or(ApiError::factor_required(kind))?;
-    let canonical = value.to_str().ok().and_then(|text| kind.canonical(text)).ok_or(ApiError::invalid_factor(kind))?;
+    let value = headers.get(FACTOR_HEADER).ok_or_else(|| ApiError::factor_required(kind))?;
+    let canonical =
+        value.to_str().ok().and_then(|text| kind.canonical(text)).ok_or_else(|| ApiError::invalid_factor(kind))?;
     let Some(key) = &state.settings.factor_key else {
         state.factor_key_warning.warn(
             "the data set requires a second factor but this replica has no FACTOR_KEY; answering 503",
