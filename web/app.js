@@ -25,6 +25,29 @@
   };
   var STREAMS = { natural_science: "Natural science", social_science: "Social science" };
 
+  // The second detail a data set may require besides the number (results-core/src/factor.rs):
+  // its label, hint, keyboard, the form the API accepts, and the messages about it.
+  var FACTORS = {
+    pin: {
+      label: "PIN",
+      hint: "The PIN printed on your admission slip (4 to 12 digits).",
+      inputMode: "numeric",
+      pattern: /^[0-9]{4,12}$/,
+      needed: "Your results are protected: enter the PIN printed on your admission slip as well, then press Show result.",
+      malformed: "A PIN is 4 to 12 digits. Check the PIN on your admission slip and try again.",
+      unknown: "No result matches registration number {id} with this PIN. Check both on your admission slip and try again."
+    },
+    date_of_birth: {
+      label: "Date of birth",
+      hint: "As on your admission slip, written year-month-day, e.g. 2008-03-25.",
+      inputMode: "text",
+      pattern: /^[0-9]{4}-[0-9]{2}-[0-9]{2}$/,
+      needed: "Your results are protected: enter your date of birth as well, then press Show result.",
+      malformed: "Write the date of birth as year-month-day, e.g. 2008-03-25.",
+      unknown: "No result matches registration number {id} with this date of birth. Check both on your admission slip and try again."
+    }
+  };
+
   var MESSAGES = {
     malformed: "A registration number is made of digits only (at most 9) and does not start with 0. Check the number on your admission slip and try again.",
     unknown: "No result was found for registration number {id}. Check the number on your admission slip. If it is right, your result may not be published yet.",
@@ -39,6 +62,9 @@
   var submit = document.getElementById("lookup-submit");
   var message = document.getElementById("lookup-message");
   var result = document.getElementById("result");
+  var factorBlock = document.getElementById("factor");
+  var factorInput = document.getElementById("lookup-factor");
+  var factor = null; // FACTORS entry once the API has said the results need one
   var current = null; // the AbortController of the lookup in flight, if any
 
   function byId(id) { return document.getElementById(id); }
@@ -74,11 +100,30 @@
     input.removeAttribute("aria-invalid");
   }
 
-  function fail(text) {
+  function fail(text, field) {
     showMessage(text, "error");
     result.hidden = true;
-    // Back to the field, so the student can correct the number straight away.
-    input.focus();
+    // Back to the field at fault, so the student can correct it straight away.
+    var at = field || input;
+    if (at !== input) input.removeAttribute("aria-invalid");
+    if (at === factorInput) factorInput.setAttribute("aria-invalid", "true");
+    at.focus();
+  }
+
+  // The API said which detail it needs: show its field, labelled for it.
+  function askFor(kind) {
+    factor = FACTORS[kind] || FACTORS.pin;
+    setText("lookup-factor-label", factor.label);
+    setText("lookup-factor-hint", factor.hint);
+    factorInput.setAttribute("inputmode", factor.inputMode);
+    factorBlock.hidden = false;
+  }
+
+  // The error envelope's code and factor, or nothing when the body is not the envelope.
+  function errorOf(response) {
+    return response.json().then(function (body) {
+      return body && body.error ? body.error : {};
+    }, function () { return {}; });
   }
 
   function setText(id, text) { byId(id).textContent = text; }
@@ -144,8 +189,13 @@
       }
     }
 
+    var headers = { Accept: "application/json" };
+    var secondFactor = factor ? factorInput.value.trim() : "";
+    if (secondFactor) headers["X-Second-Factor"] = secondFactor;
     fetch("/v1/results/" + id, {
-      headers: { Accept: "application/json" },
+      headers: headers,
+      // The answer depends on the header: never a cached one (the API says no-store anyway).
+      cache: secondFactor ? "no-store" : "default",
       credentials: "omit",
       signal: controller ? controller.signal : undefined
     }).then(function (response) {
@@ -159,8 +209,21 @@
           fail(MESSAGES.other);
         });
       }
+      if (response.status === 400) {
+        return errorOf(response).then(function (error) {
+          done();
+          if (error.code === "factor_required") {
+            askFor(error.factor);
+            fail(factor.needed, factorInput);
+          } else if (error.code === "invalid_factor") {
+            askFor(error.factor);
+            fail(factor.malformed, factorInput);
+          } else fail(MESSAGES.malformed);
+        });
+      }
       done();
-      if (response.status === 400) fail(MESSAGES.malformed);
+      // With a second detail a 404 does not say which of the two is wrong (nor does the API).
+      if (response.status === 404 && secondFactor) fail(format(factor.unknown, { id: id }));
       else if (response.status === 404) fail(format(MESSAGES.unknown, { id: id }));
       else if (response.status === 429) fail(format(MESSAGES.rateLimited, { wait: seconds(retryAfter(response, 1)) }));
       else if (response.status === 503) fail(format(MESSAGES.busy, { wait: seconds(retryAfter(response, 2)) }));
@@ -181,7 +244,15 @@
       return;
     }
     input.value = id;
-    // The number in the address bar: a reload or a bookmark shows the same result again.
+    if (factor && factorInput.value.trim() === "") {
+      fail(factor.needed, factorInput);
+      return;
+    }
+    if (factor && !factor.pattern.test(factorInput.value.trim())) {
+      fail(factor.malformed, factorInput);
+      return;
+    }
+    // The number in the address bar (never the second detail): a reload or a bookmark shows the same result again.
     if (window.history && history.replaceState) history.replaceState(null, "", "/?id=" + id);
     lookUp(id);
   });

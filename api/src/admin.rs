@@ -72,6 +72,7 @@ async fn profile(Query(query): Query<ProfileQuery>) -> Response {
             status: StatusCode::BAD_REQUEST,
             code: "invalid_seconds",
             message: format!("seconds must be between 1 and {MAX_PROFILE_SECONDS}"),
+            factor: None,
         }
         .into_response();
     }
@@ -83,6 +84,7 @@ async fn profile(Query(query): Query<ProfileQuery>) -> Response {
                 status: StatusCode::BAD_REQUEST,
                 code: "invalid_format",
                 message: "format must be svg or pb".into(),
+                factor: None,
             }
             .into_response();
         }
@@ -92,6 +94,7 @@ async fn profile(Query(query): Query<ProfileQuery>) -> Response {
             status: StatusCode::CONFLICT,
             code: "profile_running",
             message: "a profile is already running".into(),
+            factor: None,
         }
         .into_response();
     }

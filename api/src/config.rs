@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use results_core::KeyLayout;
 use results_core::keys::DEFAULT_PREFIX;
+use results_core::{FactorKey, KeyLayout};
 
 /// Serves exam results: `GET /v1/results/{id}` (and the reference design's `/student/{id}`) on
 /// the public port; `/metrics` and `/debug/pprof/profile` on the admin port, which must never be
@@ -86,6 +86,11 @@ pub struct Args {
     /// Longest wait for in-flight requests after the listener closed, in milliseconds.
     #[arg(long, env = "API_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// The secret the stores' second-factor hashes are keyed with (the seeder's FACTOR_KEY, at
+    /// least 32 bytes). Needed only to serve a data set that requires a second factor: without
+    /// it such a data set answers 503.
+    #[arg(long, env = "FACTOR_KEY", hide_env_values = true)]
+    pub factor_key: Option<String>,
     /// Runtime worker threads (default: one per core). Several replicas on one host share its
     /// cores: fewer threads each avoid waking and stealing across replicas (cargo xtask bench stack).
     #[arg(long, env = "API_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -127,6 +132,8 @@ pub struct Settings {
     pub drain_delay: Duration,
     /// Longest wait for in-flight requests on shutdown.
     pub shutdown_grace: Duration,
+    /// The key of the second-factor hashes, if given.
+    pub factor_key: Option<FactorKey>,
 }
 
 impl Settings {
@@ -149,6 +156,7 @@ impl Settings {
             refresh: Duration::from_millis(1_000),
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_millis(10_000),
+            factor_key: None,
         }
     }
 }
@@ -184,6 +192,7 @@ impl Args {
             refresh: Duration::from_millis(self.refresh_ms),
             drain_delay: Duration::from_millis(self.drain_delay_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            factor_key: self.factor_key.as_deref().map(FactorKey::new).transpose()?,
         })
     }
 }

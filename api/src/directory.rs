@@ -14,16 +14,37 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use results_core::generate::StreamSizes;
-use results_core::{CODEC_VERSION, Marker};
+use results_core::{FactorKind, Marker, READABLE_CODEC_VERSIONS};
 use tokio_util::sync::CancellationToken;
 
 use crate::pg_servers::{PgServers, ReplicaState};
 use crate::stores::RedisTier;
 use crate::view::SchoolInfo;
 
+/// Whether lookups must present a second factor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FactorMode {
+    /// Neither store has said yet (both down since start-up): a result that carries a factor
+    /// hash is then refused, never served open.
+    #[default]
+    Unknown,
+    /// The data set is open: the registration number is enough.
+    Open,
+    /// Every lookup must present this factor.
+    Required(FactorKind),
+}
+
+impl FactorMode {
+    fn from(factor: Option<FactorKind>) -> Self {
+        factor.map_or(FactorMode::Open, FactorMode::Required)
+    }
+}
+
 /// The in-memory snapshot.
 #[derive(Debug, Default)]
 pub struct Snapshot {
+    /// Whether lookups need a second factor (from the marker, else PostgreSQL's `dataset` row).
+    pub factor: FactorMode,
     /// The trusted completeness marker: while present, a Redis miss is an unknown ID.
     pub marker: Option<Marker>,
     /// Schools by ID (from Redis).
@@ -67,7 +88,12 @@ impl Directory {
     /// Forgets the marker at once (a Redis miss found it gone).
     pub fn forget_marker(&self) {
         let current = self.snapshot();
-        self.replace(Snapshot { marker: None, schools: current.schools.clone(), streams: current.streams });
+        self.replace(Snapshot {
+            factor: current.factor,
+            marker: None,
+            schools: current.schools.clone(),
+            streams: current.streams,
+        });
     }
 
     /// Re-reads the marker, schools and stream sizes, and checks both stores.
@@ -79,7 +105,7 @@ impl Directory {
         self.health.postgres_up.store(postgres_up, Ordering::Relaxed);
 
         // A marker written by another codec version describes values this build cannot read.
-        let marker = marker.ok().flatten().filter(|m| m.codec == CODEC_VERSION);
+        let marker = marker.ok().flatten().filter(|m| READABLE_CODEC_VERSIONS.contains(&m.codec));
         let schools = match &marker {
             Some(m) if current.marker.as_ref().map(|c| &c.fingerprint) != Some(&m.fingerprint) => {
                 match redis.schools().await {
@@ -104,7 +130,22 @@ impl Directory {
         if marker.is_some() != current.marker.is_some() {
             tracing::info!(complete = marker.is_some(), "Redis completeness marker changed");
         }
-        self.replace(Snapshot { marker, schools, streams });
+        // The marker says it; without one (a load under way, Redis down) PostgreSQL's dataset row.
+        let factor = match &marker {
+            Some(m) => FactorMode::from(m.factor),
+            None if postgres_up => match pg.primary().factor().await {
+                Ok(factor) => FactorMode::from(factor),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the data set's second factor from PostgreSQL");
+                    current.factor
+                }
+            },
+            None => current.factor,
+        };
+        if factor != current.factor {
+            tracing::info!(?factor, "second-factor mode changed");
+        }
+        self.replace(Snapshot { factor, marker, schools, streams });
     }
 
     /// Refreshes every `interval` until `stop` is cancelled.

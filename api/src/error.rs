@@ -4,6 +4,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use results_core::FactorKind;
 use serde::Serialize;
 
 /// Seconds a client should wait before retrying a 503.
@@ -18,6 +19,9 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable message, safe to show to a student.
     pub message: String,
+    /// The second factor the data set asks for, on the errors about it (`pin`, `date_of_birth`):
+    /// what the students' page labels its second field with.
+    pub factor: Option<FactorKind>,
 }
 
 #[derive(Serialize)]
@@ -30,12 +34,14 @@ struct Body<'a> {
     status: u16,
     code: &'a str,
     message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    factor: Option<&'static str>,
 }
 
 impl ApiError {
     /// 400: the registration number is malformed.
     pub fn invalid_id(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: "invalid_id", message: message.into() }
+        Self { status: StatusCode::BAD_REQUEST, code: "invalid_id", message: message.into(), factor: None }
     }
 
     /// 404: no result for this registration number.
@@ -44,12 +50,33 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             code: "unknown_id",
             message: "no result was published for this registration number".to_owned(),
+            factor: None,
+        }
+    }
+
+    /// 400: the data set requires a second factor and the request has none.
+    pub fn factor_required(kind: FactorKind) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "factor_required",
+            message: format!("{} from the admission slip is needed besides the registration number", phrase(kind)),
+            factor: Some(kind),
+        }
+    }
+
+    /// 400: the second factor is not of the data set's form (says the form, never echoes the value).
+    pub fn invalid_factor(kind: FactorKind) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_factor",
+            message: format!("the second detail must be {}", kind.expected()),
+            factor: Some(kind),
         }
     }
 
     /// 404: no such route.
     pub fn no_route() -> Self {
-        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: "no such page".to_owned() }
+        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: "no such page".to_owned(), factor: None }
     }
 
     /// 405: the route exists, the method does not.
@@ -58,6 +85,7 @@ impl ApiError {
             status: StatusCode::METHOD_NOT_ALLOWED,
             code: "method_not_allowed",
             message: "only GET and HEAD are allowed here".to_owned(),
+            factor: None,
         }
     }
 
@@ -67,6 +95,7 @@ impl ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: "body_too_large",
             message: "request body too large".to_owned(),
+            factor: None,
         }
     }
 
@@ -76,6 +105,7 @@ impl ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "unavailable",
             message: "results are temporarily unavailable; please retry shortly".to_owned(),
+            factor: None,
         }
     }
 
@@ -85,14 +115,29 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
             message: "something went wrong on our side".to_owned(),
+            factor: None,
         }
     }
 
     /// The JSON body.
     pub fn body(&self) -> String {
-        let envelope =
-            Envelope { error: Body { status: self.status.as_u16(), code: self.code, message: &self.message } };
+        let envelope = Envelope {
+            error: Body {
+                status: self.status.as_u16(),
+                code: self.code,
+                message: &self.message,
+                factor: self.factor.map(FactorKind::as_str),
+            },
+        };
         serde_json::to_string(&envelope).unwrap_or_else(|_| String::from("{\"error\":{}}"))
+    }
+}
+
+/// How messages name a factor.
+fn phrase(kind: FactorKind) -> &'static str {
+    match kind {
+        FactorKind::Pin => "the PIN",
+        FactorKind::DateOfBirth => "the date of birth",
     }
 }
 

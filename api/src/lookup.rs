@@ -22,12 +22,16 @@
 //!   primary's, asked last). A replica's miss is final: asking the primary too would send an
 //!   ID-enumeration flood to it.
 //! - Neither can answer: 503.
+//! - A result that carries a second-factor hash is only answered to a lookup that presents the
+//!   same hash (compared in constant time); otherwise it is an unknown ID, counted
+//!   `wrong_factor`. On Redis that path also makes the miss path's marker check, so a wrong factor
+//!   and an unknown number cost the same round trips: the answer's timing is no oracle either.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use moka::future::Cache;
-use results_core::{StudentId, codec};
+use results_core::{FactorHash, FactorKey, StudentId, codec};
 
 use crate::config::Settings;
 use crate::directory::Directory;
@@ -45,6 +49,15 @@ pub enum LookupError {
     /// No store could answer.
     #[error("no store could answer")]
     Unavailable,
+}
+
+/// Whether a lookup presenting `presented` may see a result guarded by `stored`.
+fn admits(stored: Option<&FactorHash>, presented: Option<&FactorHash>) -> bool {
+    match (stored, presented) {
+        (None, _) => true,
+        (Some(stored), Some(presented)) => FactorKey::matches(stored, presented),
+        (Some(_), None) => false,
+    }
 }
 
 fn count(tier: &'static str, outcome: &'static str) {
@@ -79,11 +92,22 @@ impl Lookup {
         }
     }
 
-    /// The rendered result for `id`.
-    pub async fn find(&self, id: StudentId) -> Result<Arc<RenderedResult>, LookupError> {
+    /// The rendered result for `id`, if `presented` (the keyed hash of the second factor the
+    /// request carries) admits it.
+    pub async fn find(
+        &self,
+        id: StudentId,
+        presented: Option<&FactorHash>,
+    ) -> Result<Arc<RenderedResult>, LookupError> {
         let snapshot = self.directory.snapshot();
         match self.redis.get(id).await {
             Ok(Some(bytes)) => match codec::decode_result(id, &bytes) {
+                Ok(record) if !admits(record.factor.as_ref(), presented) => {
+                    count("redis", "wrong_factor");
+                    // What the miss path below does, so that both take one more round trip.
+                    drop(self.redis.marker_exists().await);
+                    return Err(LookupError::NotFound);
+                }
                 Ok(record) => {
                     let school = snapshot.schools.get(&record.school_id);
                     let size = snapshot.streams.map(|s| s.of(record.stream));
@@ -114,11 +138,20 @@ impl Lookup {
             Err(e) => self.redis_failed(&e),
         }
         if let Some(hit) = self.cache.get(&id).await {
+            if !admits(hit.factor.as_ref(), presented) {
+                count("memory", "wrong_factor");
+                return Err(LookupError::NotFound);
+            }
             count("memory", "hit");
             return Ok(hit);
         }
         let streams = snapshot.streams;
-        self.cache.try_get_with(id, self.load_from_postgres(id, streams)).await.map_err(|e| *e)
+        let found = self.cache.try_get_with(id, self.load_from_postgres(id, streams)).await.map_err(|e| *e)?;
+        if !admits(found.factor.as_ref(), presented) {
+            count("db", "wrong_factor");
+            return Err(LookupError::NotFound);
+        }
+        Ok(found)
     }
 
     fn redis_failed(&self, error: &StoreError) {

@@ -12,10 +12,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
-use results_core::StudentId;
+use results_core::factor::FACTOR_HEADER;
+use results_core::{FactorHash, StudentId};
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::directory::FactorMode;
 use crate::error::ApiError;
 use crate::lookup::LookupError;
 use crate::openapi;
@@ -79,15 +81,46 @@ async fn result(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> 
         Ok(id) => id,
         Err(e) => return ApiError::invalid_id(e.to_string()).into_response(),
     };
-    match tokio::time::timeout(state.settings.request_timeout, state.lookup.find(id)).await {
-        Ok(Ok(rendered)) => respond(&rendered, &headers, &state.cache_control),
-        Ok(Err(LookupError::NotFound)) => ApiError::unknown_id().into_response(),
-        Ok(Err(LookupError::Unavailable)) => ApiError::unavailable().into_response(),
-        Err(_) => {
-            tracing::warn!(student = %id, "lookup exceeded the request timeout");
-            ApiError::unavailable().into_response()
+    let mode = state.directory.snapshot().factor;
+    let mut response = match presented_factor(&state, mode, &headers) {
+        Err(refusal) => refusal.into_response(),
+        Ok(presented) => {
+            match tokio::time::timeout(state.settings.request_timeout, state.lookup.find(id, presented.as_ref())).await
+            {
+                Ok(Ok(rendered)) => respond(&rendered, &headers, &state.cache_control),
+                Ok(Err(LookupError::NotFound)) => ApiError::unknown_id().into_response(),
+                Ok(Err(LookupError::Unavailable)) => ApiError::unavailable().into_response(),
+                Err(_) => {
+                    tracing::warn!(student = %id, "lookup exceeded the request timeout");
+                    ApiError::unavailable().into_response()
+                }
+            }
         }
+    };
+    if matches!(mode, FactorMode::Required(_)) {
+        // An answer that depends on a header no cache keys on must not be stored by any: NGINX's
+        // micro-cache would hand one student's result (or one wrong guess's 404) to the next.
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
     }
+    response
+}
+
+/// The keyed hash of the second factor the request presents, when the data set requires one. It
+/// is computed before the lookup, whether or not the number exists, so that an unknown number
+/// and a wrong factor do the same work. The header's value is personal data: never logged.
+fn presented_factor(state: &AppState, mode: FactorMode, headers: &HeaderMap) -> Result<Option<FactorHash>, ApiError> {
+    let FactorMode::Required(kind) = mode else { return Ok(None) };
+    let value = headers.get(FACTOR_HEADER).ok_or_else(|| ApiError::factor_required(kind))?;
+    let canonical =
+        value.to_str().ok().and_then(|text| kind.canonical(text)).ok_or_else(|| ApiError::invalid_factor(kind))?;
+    let Some(key) = &state.settings.factor_key else {
+        state.factor_key_warning.warn(
+            "the data set requires a second factor but this replica has no FACTOR_KEY; answering 503",
+            &"FACTOR_KEY is not set",
+        );
+        return Err(ApiError::unavailable());
+    };
+    Ok(Some(key.hash(kind, &canonical)))
 }
 
 /// Whether an `If-None-Match` header matches `etag` (a list, `*`, or weak forms compare equal).

@@ -34,6 +34,8 @@ pub struct Inner {
     pub metrics: PrometheusHandle,
     /// `Cache-Control` of result responses.
     pub cache_control: HeaderValue,
+    /// Says, at most every 10 s, that a data set requiring a second factor meets no key.
+    pub factor_key_warning: telemetry::RateLimitedWarning,
 }
 
 impl std::ops::Deref for AppState {
@@ -60,6 +62,7 @@ impl AppState {
             pg,
             metrics: telemetry::recorder(),
             cache_control,
+            factor_key_warning: telemetry::RateLimitedWarning::new(std::time::Duration::from_secs(10)),
         })))
     }
 }

@@ -9,7 +9,7 @@ use fred::clients::WithOptions;
 use fred::prelude::*;
 use results_core::generate::StreamSizes;
 use results_core::record::{Region, ResultRecord, Stream};
-use results_core::{KeyLayout, Marker, StudentId};
+use results_core::{FactorHash, FactorKind, KeyLayout, Marker, StudentId};
 use sqlx::Row;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
@@ -192,7 +192,7 @@ impl PgTier {
             let subjects: Vec<String> = stream.subjects().iter().map(|s| format!("r.{}", s.as_str())).collect();
             format!(
                 "SELECT s.full_name, s.school_id, s.stream::text AS stream, sc.name AS school, sc.region_id, {}, \
-                 r.rank_in_stream FROM students s JOIN schools sc ON sc.id = s.school_id \
+                 r.rank_in_stream, s.factor_hash FROM students s JOIN schools sc ON sc.id = s.school_id \
                  JOIN {} r ON r.student_id = s.id WHERE s.id = $1",
                 subjects.join(", "),
                 match stream {
@@ -243,9 +243,28 @@ impl PgTier {
             stream,
             scores,
             rank: row.try_get::<i32, _>("rank_in_stream").map_err(|e| bad(&e))? as u32,
+            factor: match row.try_get::<Option<Vec<u8>>, _>("factor_hash").map_err(|e| bad(&e))? {
+                None => None,
+                Some(bytes) => {
+                    Some(FactorHash(bytes.try_into().map_err(|_| bad(&"a factor hash of the wrong length"))?))
+                }
+            },
         };
         let school = SchoolInfo { name: row.try_get("school").map_err(|e| bad(&e))?, region: region.name };
         Ok(Some(PgResult { record, school }))
+    }
+
+    /// The second factor the loaded data set requires (`dataset.factor`), if any; `None` also
+    /// before any load.
+    pub async fn factor(&self) -> Result<Option<FactorKind>, StoreError> {
+        let row = self.bounded(sqlx::query("SELECT factor FROM dataset").fetch_optional(&self.pool)).await?;
+        let Some(row) = row else { return Ok(None) };
+        match row.try_get::<Option<String>, _>(0)? {
+            None => Ok(None),
+            Some(name) => FactorKind::from_name(&name)
+                .map(Some)
+                .ok_or_else(|| StoreError::BadRow(format!("dataset.factor {name:?} is not a factor this build knows"))),
+        }
     }
 
     /// Students per stream.

@@ -3,6 +3,7 @@
 
 use axum::http::HeaderValue;
 use bytes::Bytes;
+use results_core::FactorHash;
 use results_core::record::{PASS_MARK, ResultRecord, SUBJECTS_PER_STREAM, Subject};
 use serde::Serialize;
 
@@ -22,6 +23,8 @@ pub struct RenderedResult {
     pub body: Bytes,
     /// Strong ETag of the body (`"…"`).
     pub etag: HeaderValue,
+    /// The keyed hash of the second factor a lookup must present to see it, if any.
+    pub factor: Option<FactorHash>,
 }
 
 #[derive(Serialize)]
@@ -82,5 +85,6 @@ pub fn render(record: &ResultRecord, school: &SchoolInfo, stream_size: u32) -> R
     RenderedResult {
         body: Bytes::from(body),
         etag: HeaderValue::from_str(&etag).unwrap_or_else(|_| HeaderValue::from_static("\"0\"")),
+        factor: record.factor,
     }
 }

@@ -1,5 +1,6 @@
 //! Every valid record and school survives encode → decode unchanged (arbitrary Unicode names,
-//! every stream, region, score and rank), and the encoding carries the current version byte.
+//! every stream, region, score and rank, with or without a second-factor hash), and the encoding
+//! carries its version byte (1 without a factor, 2 with one).
 //!
 //! The input is shaped by `arbitrary`; it is then mapped into the valid domain (scores 0-100,
 //! rank and school ID at least 1, a non-empty name) rather than discarded, so no run is wasted.
@@ -8,7 +9,7 @@
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use results_core::codec::{decode_result, decode_school, encode_result, encode_result_into, encode_school};
-use results_core::{CODEC_VERSION, Region, ResultRecord, School, Stream, StudentId, Subject};
+use results_core::{CODEC_VERSION, FACTOR_CODEC_VERSION, FactorHash, Region, ResultRecord, School, Stream, StudentId, Subject};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -18,6 +19,7 @@ struct Input {
     social_science: bool,
     scores: [u8; 6],
     rank: u32,
+    factor: Option<[u8; 16]>,
     school_name: String,
     region: u8,
 }
@@ -32,9 +34,10 @@ fuzz_target!(|input: Input| {
         stream: if input.social_science { Stream::SocialScience } else { Stream::NaturalScience },
         scores: input.scores.map(|s| s % (Subject::MAX_SCORE + 1)),
         rank: input.rank.max(1),
+        factor: input.factor.map(FactorHash),
     };
     let bytes = encode_result(&record);
-    assert_eq!(bytes[0], CODEC_VERSION);
+    assert_eq!(bytes[0], if record.factor.is_some() { FACTOR_CODEC_VERSION } else { CODEC_VERSION });
     assert_eq!(decode_result(id, &bytes).ok().as_ref(), Some(&record));
     // Appending into a reused buffer (the seeder's path) gives the same bytes.
     let mut reused = Vec::new();

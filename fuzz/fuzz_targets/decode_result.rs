@@ -8,13 +8,15 @@
 
 use libfuzzer_sys::fuzz_target;
 use results_core::codec::{decode_result, encode_result};
-use results_core::{CODEC_VERSION, CodecError, StudentId, Subject};
+use results_core::{CodecError, READABLE_CODEC_VERSIONS, StudentId, Subject};
 
 fuzz_target!(|data: &[u8]| {
     let id = StudentId::new(1_234_567).expect("in range");
     match decode_result(id, data) {
         Ok(record) => {
-            assert_eq!(data[0], CODEC_VERSION);
+            assert!(READABLE_CODEC_VERSIONS.contains(&data[0]));
+            // Version 2 exactly when the value carries a second-factor hash.
+            assert_eq!(data[0] == READABLE_CODEC_VERSIONS[1], record.factor.is_some());
             assert_eq!(record.id, id, "the ID comes from the hash field, never from the value");
             assert!(record.scores.iter().all(|&s| s <= Subject::MAX_SCORE), "{record:?}");
             assert!(record.rank > 0 && record.school_id > 0 && !record.name.is_empty(), "{record:?}");
@@ -24,8 +26,8 @@ fuzz_target!(|data: &[u8]| {
         Err(CodecError::Empty) => assert!(data.is_empty()),
         Err(CodecError::UnsupportedVersion { found }) => {
             assert_eq!(found, data[0]);
-            assert_ne!(found, CODEC_VERSION);
+            assert!(!READABLE_CODEC_VERSIONS.contains(&found));
         }
-        Err(CodecError::Malformed(_) | CodecError::Invalid(_)) => assert_eq!(data[0], CODEC_VERSION),
+        Err(CodecError::Malformed(_) | CodecError::Invalid(_)) => assert!(READABLE_CODEC_VERSIONS.contains(&data[0])),
     }
 });

@@ -91,6 +91,7 @@ pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Resu
         refresh_percent: options.refresh_percent,
         latency: Recorder::new(reset_after),
         clients: UserClients::new(ClientSettings::new(&configuration, options)?, options.client_per_user)?,
+        pins: options.pins.then_some(options.seed),
     });
 
     let mut attack = GooseAttack::initialize_with_config(configuration).map_err(goose)?;

@@ -178,6 +178,10 @@ pub struct Options {
     /// Generator seed of the data set, as given to the seeder (chooses the hot schools)
     #[arg(long, env = "LOADGEN_SEED", default_value_t = DEFAULT_SEED, help_heading = "Data set")]
     pub seed: u64,
+    /// The data set requires PINs (seeder load --pins): send each student's, derived from --seed
+    /// and the registration number, in the X-Second-Factor header
+    #[arg(long, env = "LOADGEN_PINS", conflicts_with = "ids_file", help_heading = "Data set")]
+    pub pins: bool,
 
     /// Weight of students looking up their own result (uniform over the seeded IDs)
     #[arg(long, env = "LOADGEN_WEIGHT_STUDENT", default_value_t = 70, help_heading = "Scenario mix")]

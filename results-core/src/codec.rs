@@ -8,14 +8,24 @@
 //!
 //! Evolving the encoding: add a new version byte and keep decoding the old one for one release,
 //! so old and new replicas can run side by side during a rolling deploy.
+//!
+//! Version 2 ([`FACTOR_CODEC_VERSION`]) is version 1 plus the keyed hash of the student's second
+//! factor ([`crate::factor`]). Only a result that has one is written in version 2: an open data
+//! set's values, and so its fingerprint, stay byte for byte what they were.
 
 use serde::{Deserialize, Serialize};
 
+use crate::factor::{FACTOR_HASH_BYTES, FactorHash};
 use crate::id::StudentId;
 use crate::record::{Region, ResultRecord, SUBJECTS_PER_STREAM, School, Stream, Subject};
 
 /// The version byte written in front of every value by this build.
 pub const CODEC_VERSION: u8 = 1;
+/// The version byte of a result that carries a second-factor hash (and of the marker of a data
+/// set whose results do).
+pub const FACTOR_CODEC_VERSION: u8 = 2;
+/// Every version byte this build reads.
+pub const READABLE_CODEC_VERSIONS: [u8; 2] = [CODEC_VERSION, FACTOR_CODEC_VERSION];
 
 /// Why bytes from Redis could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +34,7 @@ pub enum CodecError {
     #[error("empty value")]
     Empty,
     /// Written by another version of the codec.
-    #[error("value has codec version {found}, this build reads version {CODEC_VERSION}")]
+    #[error("value has codec version {found}, this build reads versions {CODEC_VERSION} and {FACTOR_CODEC_VERSION}")]
     UnsupportedVersion {
         /// The version byte found.
         found: u8,
@@ -47,6 +57,36 @@ struct ResultV1<'a> {
     rank: u32,
 }
 
+/// Version 2: version 1 and the factor hash (field order is the format).
+#[derive(Serialize, Deserialize)]
+struct ResultV2<'a> {
+    name: &'a str,
+    school_id: u32,
+    stream: u8,
+    scores: [u8; SUBJECTS_PER_STREAM],
+    rank: u32,
+    #[serde(with = "serde_bytes_array")]
+    factor: [u8; FACTOR_HASH_BYTES],
+}
+
+/// The factor hash as one MessagePack bin of 16 bytes (an array of integers would be ~twice as
+/// long).
+mod serde_bytes_array {
+    use serde::de::Error as _;
+    use serde::{Deserializer, Serializer};
+
+    use super::FACTOR_HASH_BYTES;
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8; FACTOR_HASH_BYTES], out: S) -> Result<S::Ok, S::Error> {
+        out.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(input: D) -> Result<[u8; FACTOR_HASH_BYTES], D::Error> {
+        let bytes: &'de [u8] = serde::Deserialize::deserialize(input)?;
+        bytes.try_into().map_err(|_| D::Error::custom("a factor hash is 16 bytes"))
+    }
+}
+
 /// The on-the-wire shape of a school, version 1.
 #[derive(Serialize, Deserialize)]
 struct SchoolV1<'a> {
@@ -55,7 +95,11 @@ struct SchoolV1<'a> {
 }
 
 fn encode_with_version<T: Serialize>(value: &T, out: &mut Vec<u8>) {
-    out.push(CODEC_VERSION);
+    encode_as(CODEC_VERSION, value, out);
+}
+
+fn encode_as<T: Serialize>(version: u8, value: &T, out: &mut Vec<u8>) {
+    out.push(version);
     // Serializing plain structs of integers, strings and arrays into a Vec cannot fail:
     // the only error sources of rmp-serde are I/O (a Vec never fails) and unsupported types.
     if let Err(error) = rmp_serde::encode::write(out, value) {
@@ -71,16 +115,17 @@ fn payload(bytes: &[u8]) -> Result<&[u8], CodecError> {
     }
 }
 
-/// Appends the encoding of `record` to `out` (cleared by the caller when reusing a buffer).
+/// Appends the encoding of `record` to `out` (cleared by the caller when reusing a buffer):
+/// version 1 without a factor, version 2 with one.
 pub fn encode_result_into(record: &ResultRecord, out: &mut Vec<u8>) {
-    let wire = ResultV1 {
-        name: &record.name,
-        school_id: record.school_id,
-        stream: record.stream.tag(),
-        scores: record.scores,
-        rank: record.rank,
-    };
-    encode_with_version(&wire, out);
+    let (name, school_id, stream, scores, rank) =
+        (record.name.as_str(), record.school_id, record.stream.tag(), record.scores, record.rank);
+    match record.factor {
+        None => encode_with_version(&ResultV1 { name, school_id, stream, scores, rank }, out),
+        Some(FactorHash(factor)) => {
+            encode_as(FACTOR_CODEC_VERSION, &ResultV2 { name, school_id, stream, scores, rank, factor }, out);
+        }
+    }
 }
 
 /// The encoding of `record`.
@@ -90,9 +135,22 @@ pub fn encode_result(record: &ResultRecord) -> Vec<u8> {
     out
 }
 
-/// Decodes the value stored for `id`.
+/// Decodes the value stored for `id` (either version).
 pub fn decode_result(id: StudentId, bytes: &[u8]) -> Result<ResultRecord, CodecError> {
-    let wire: ResultV1<'_> = rmp_serde::from_slice(payload(bytes)?)?;
+    let (wire, factor) = match bytes.split_first() {
+        Some((&FACTOR_CODEC_VERSION, rest)) => {
+            let v2: ResultV2<'_> = rmp_serde::from_slice(rest)?;
+            let v1 = ResultV1 {
+                name: v2.name,
+                school_id: v2.school_id,
+                stream: v2.stream,
+                scores: v2.scores,
+                rank: v2.rank,
+            };
+            (v1, Some(FactorHash(v2.factor)))
+        }
+        _ => (rmp_serde::from_slice::<ResultV1<'_>>(payload(bytes)?)?, None),
+    };
     let stream = Stream::from_tag(wire.stream).ok_or(CodecError::Invalid("unknown stream"))?;
     if wire.scores.iter().any(|&s| s > Subject::MAX_SCORE) {
         return Err(CodecError::Invalid("score above the maximum"));
@@ -107,6 +165,7 @@ pub fn decode_result(id: StudentId, bytes: &[u8]) -> Result<ResultRecord, CodecE
         stream,
         scores: wire.scores,
         rank: wire.rank,
+        factor,
     })
 }
 
@@ -136,6 +195,27 @@ mod tests {
             stream: Stream::SocialScience,
             scores: [55, 61, 70, 48, 100, 0],
             rank: 120_345,
+            factor: None,
+        }
+    }
+
+    #[test]
+    fn a_result_with_a_factor_is_version_2_and_one_without_stays_version_1() {
+        let open = sample();
+        let v1 = encode_result(&open);
+        let mut guarded = sample();
+        guarded.factor = Some(FactorHash([7; FACTOR_HASH_BYTES]));
+        let v2 = encode_result(&guarded);
+        assert_eq!((v1[0], v2[0]), (CODEC_VERSION, FACTOR_CODEC_VERSION));
+        assert_eq!(v2.len(), v1.len() + 2 + FACTOR_HASH_BYTES, "one bin of 16 bytes more");
+        assert_eq!(decode_result(open.id, &v1).expect("v1"), open);
+        assert_eq!(decode_result(guarded.id, &v2).expect("v2"), guarded);
+        // A version-1 body under the version-2 byte is refused, not read as open.
+        let mut relabelled = v1.clone();
+        relabelled[0] = FACTOR_CODEC_VERSION;
+        assert!(decode_result(open.id, &relabelled).is_err());
+        for cut in 1..v2.len() {
+            assert!(decode_result(guarded.id, &v2[..cut]).is_err(), "truncated at {cut}");
         }
     }
 
@@ -158,10 +238,10 @@ mod tests {
     #[test]
     fn another_version_is_refused_not_misread() {
         let mut bytes = encode_result(&sample());
-        bytes[0] = CODEC_VERSION + 1;
+        bytes[0] = FACTOR_CODEC_VERSION + 1;
         assert!(matches!(
             decode_result(sample().id, &bytes),
-            Err(CodecError::UnsupportedVersion { found }) if found == CODEC_VERSION + 1
+            Err(CodecError::UnsupportedVersion { found }) if found == FACTOR_CODEC_VERSION + 1
         ));
     }
 

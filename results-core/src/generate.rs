@@ -300,6 +300,7 @@ impl Dataset {
             stream,
             scores,
             rank: 0,
+            factor: None,
         })
     }
 

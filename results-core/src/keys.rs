@@ -41,12 +41,15 @@ pub const MARKER_GENERATOR: &str = "generator";
 pub const MARKER_FIRST_ID: &str = "first_id";
 /// Marker field: the largest registration number of the data set.
 pub const MARKER_LAST_ID: &str = "last_id";
-/// Marker field: [`crate::codec::CODEC_VERSION`] of the stored values.
+/// Marker field: the codec version of the stored values ([`crate::codec::CODEC_VERSION`], or
+/// [`crate::codec::FACTOR_CODEC_VERSION`] when they carry a second factor).
 pub const MARKER_CODEC: &str = "codec";
 /// Marker field: students in the natural-science stream (the API shows "rank N of M").
 pub const MARKER_NATURAL_SCIENCE: &str = "natural_science";
 /// Marker field: students in the social-science stream.
 pub const MARKER_SOCIAL_SCIENCE: &str = "social_science";
+/// Marker field, only when lookups need a second factor: its kind ([`crate::FactorKind::as_str`]).
+pub const MARKER_FACTOR: &str = "factor";
 /// Marker field: when the load finished, Unix seconds.
 pub const MARKER_LOADED_AT: &str = "loaded_at";
 

@@ -4,6 +4,7 @@
 //!
 //! - [`id`]: what a well-formed registration number is, and strict parsing from untrusted text.
 //! - [`record`]: the result record, streams, subjects, schools, regions and the pass mark.
+//! - [`factor`]: the second factor (PIN or date of birth) and its keyed hash.
 //! - [`codec`]: the versioned MessagePack encoding of records and schools stored in Redis.
 //! - [`keys`]: the Redis key layout (prefix, layout version, buckets, completeness marker).
 //! - [`marker`]: the completeness marker the seeder writes last, which makes a miss authoritative.
@@ -14,6 +15,7 @@
 
 pub mod checksum;
 pub mod codec;
+pub mod factor;
 pub mod generate;
 pub mod id;
 pub mod keys;
@@ -23,7 +25,8 @@ mod names;
 pub mod record;
 
 pub use checksum::ContentChecksum;
-pub use codec::{CODEC_VERSION, CodecError};
+pub use codec::{CODEC_VERSION, CodecError, FACTOR_CODEC_VERSION, READABLE_CODEC_VERSIONS};
+pub use factor::{FactorHash, FactorKey, FactorKind};
 pub use generate::{
     DEFAULT_FIRST_ID, DEFAULT_SEED, DEFAULT_STUDENTS, Dataset, DatasetSpec, GENERATOR_VERSION, SpecError,
 };

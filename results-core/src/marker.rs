@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use crate::factor::FactorKind;
 use crate::generate::StreamSizes;
 use crate::keys;
 
@@ -31,12 +32,14 @@ pub struct Marker {
     pub streams: StreamSizes,
     /// When the load finished, Unix seconds.
     pub loaded_at: u64,
+    /// The second factor every lookup must present, if the data set carries one.
+    pub factor: Option<FactorKind>,
 }
 
 impl Marker {
     /// The hash fields to write.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut fields = vec![
             (keys::MARKER_FINGERPRINT, self.fingerprint.clone()),
             (keys::MARKER_COUNT, self.count.to_string()),
             (keys::MARKER_SEED, self.seed.to_string()),
@@ -47,7 +50,11 @@ impl Marker {
             (keys::MARKER_NATURAL_SCIENCE, self.streams.natural_science.to_string()),
             (keys::MARKER_SOCIAL_SCIENCE, self.streams.social_science.to_string()),
             (keys::MARKER_LOADED_AT, self.loaded_at.to_string()),
-        ]
+        ];
+        if let Some(kind) = self.factor {
+            fields.push((keys::MARKER_FACTOR, kind.as_str().to_owned()));
+        }
+        fields
     }
 
     /// Parses the hash fields; `None` if any is missing or malformed (such a marker is not
@@ -70,6 +77,11 @@ impl Marker {
             }
             _ => return None,
         };
+        // Absent: an open data set (and every marker written before factors existed).
+        let factor = match fields.get(keys::MARKER_FACTOR) {
+            None => None,
+            Some(name) => Some(FactorKind::from_name(name)?),
+        };
         Some(Marker {
             fingerprint: fields.get(keys::MARKER_FINGERPRINT)?.clone(),
             count,
@@ -83,6 +95,7 @@ impl Marker {
                 social_science: u32::try_from(number(keys::MARKER_SOCIAL_SCIENCE)?).ok()?,
             },
             loaded_at: number(keys::MARKER_LOADED_AT)?,
+            factor,
         })
     }
 }
@@ -103,9 +116,10 @@ mod tests {
             codec: 1,
             streams: StreamSizes { natural_science: 303_000, social_science: 371_823 },
             loaded_at: 1_790_000_000,
+            factor: None,
         };
         let fields: HashMap<String, String> = marker.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        assert_eq!(Marker::from_fields(&fields), Some(marker));
+        assert_eq!(Marker::from_fields(&fields), Some(marker.clone()));
         let mut damaged = fields.clone();
         damaged.insert(keys::MARKER_COUNT.to_owned(), "many".to_owned());
         assert_eq!(Marker::from_fields(&damaged), None);
@@ -117,6 +131,15 @@ mod tests {
         let mut half = fields.clone();
         half.remove(keys::MARKER_LAST_ID);
         assert_eq!(Marker::from_fields(&half), None);
+        // A data set with a second factor says which; a kind this build does not know is damage
+        // (serving it open would skip the check).
+        let guarded = Marker { factor: Some(FactorKind::DateOfBirth), ..marker.clone() };
+        let guarded_fields: HashMap<String, String> =
+            guarded.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        assert_eq!(Marker::from_fields(&guarded_fields), Some(guarded));
+        let mut unknown = guarded_fields;
+        unknown.insert(keys::MARKER_FACTOR.to_owned(), "fingerprint".to_owned());
+        assert_eq!(Marker::from_fields(&unknown), None);
         let mut old = fields;
         old.remove(keys::MARKER_FIRST_ID);
         old.remove(keys::MARKER_LAST_ID);

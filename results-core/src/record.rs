@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::factor::FactorHash;
 use crate::id::StudentId;
 
 /// Every stream examines this many subjects, each scored 0 to [`Subject::MAX_SCORE`].
@@ -170,6 +171,9 @@ pub struct ResultRecord {
     pub scores: [u8; SUBJECTS_PER_STREAM],
     /// Rank within the stream by total, highest first; ties share a rank ("1224" ranking).
     pub rank: u32,
+    /// The keyed hash of the student's second factor, when the data set carries one
+    /// ([`crate::factor`]): a lookup must then present the factor.
+    pub factor: Option<FactorHash>,
 }
 
 impl ResultRecord {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use results_core::keys::DEFAULT_PREFIX;
-use results_core::{DEFAULT_FIRST_ID, DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec, KeyLayout, StudentId};
+use results_core::{DEFAULT_FIRST_ID, DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec, FactorKey, KeyLayout, StudentId};
 
 use crate::Stores;
 use crate::correct::CorrectSettings;
@@ -225,6 +225,11 @@ pub struct LoadArgs {
     /// How to load.
     #[command(flatten)]
     pub how: LoadOptions,
+    /// Give every generated student a six-digit PIN and require it at lookup (the demo data set
+    /// stays open without this). The PINs derive from --seed and the registration number, so the
+    /// load generator can send them (loadgen --pins); needs FACTOR_KEY.
+    #[arg(long, env = "SEEDER_PINS")]
+    pub pins: bool,
 }
 
 /// How `load` and `import` load, whatever the data set.
@@ -245,6 +250,17 @@ pub struct LoadOptions {
     /// Progress display: bars on a terminal and log lines otherwise (auto), or forced.
     #[arg(long, env = "SEEDER_PROGRESS", value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
+    /// The secret the second factor's hash is keyed with (at least 32 bytes; the API must be given
+    /// the same). Needed only for a data set with a second factor; never commit it.
+    #[arg(long, env = "FACTOR_KEY", hide_env_values = true)]
+    pub factor_key: Option<String>,
+}
+
+impl LoadOptions {
+    /// The factor key, checked, if one was given.
+    pub fn factor_key(&self) -> anyhow::Result<Option<FactorKey>> {
+        self.factor_key.as_deref().map(FactorKey::new).transpose().map_err(anyhow::Error::from)
+    }
 }
 
 impl StoreArgs {
@@ -286,6 +302,7 @@ impl ImportArgs {
             discard_corrections: self.how.discard_corrections,
             pg_connections: usize::from(self.how.pg_connections),
             progress: self.how.progress,
+            factor_key: self.how.factor_key()?,
         })
     }
 }
@@ -299,6 +316,13 @@ impl LoadArgs {
             force: self.how.force,
             pg_connections: usize::from(self.how.pg_connections),
             progress: self.how.progress,
+            pins: match (self.pins, self.how.factor_key()?) {
+                (false, _) => None,
+                (true, Some(key)) => Some(key),
+                (true, None) => {
+                    anyhow::bail!("--pins (SEEDER_PINS) needs FACTOR_KEY: the stores hold only keyed hashes")
+                }
+            },
         })
     }
 }

@@ -55,6 +55,13 @@ impl<'a> Outputs<'a> {
 
     fn write(&mut self, record: &ResultRecord) -> anyhow::Result<()> {
         if let Some(writer) = &mut self.results {
+            // Writing the row without it would make a re-import an open data set.
+            if record.factor.is_some() {
+                anyhow::bail!(
+                    "the data set requires a second factor, which the stores hold only as a keyed hash: a results \
+                     file cannot be exported from them (publish again from the authority's file; --ids-file alone works)"
+                );
+            }
             let school = self
                 .schools
                 .get(&record.school_id)

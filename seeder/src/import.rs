@@ -22,9 +22,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use results_core::ContentChecksum;
 use results_core::generate::RankTable;
 use results_core::record::ResultRecord;
+use results_core::{ContentChecksum, FactorKey};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::Stores;
@@ -78,6 +78,9 @@ pub struct ImportSettings {
     pub pg_connections: usize,
     /// How to show progress.
     pub progress: ProgressMode,
+    /// The secret a second factor's hash is keyed with (`FACTOR_KEY`); needed when the file has a
+    /// factor column.
+    pub factor_key: Option<FactorKey>,
 }
 
 /// The bad lines of a refused file.
@@ -336,7 +339,7 @@ pub fn check(input: &Input) -> Result<Checked, ImportError> {
     };
     let students = u32::try_from(ids.len()).context("too many students")?;
     drop(ids);
-    let origin = Origin::File(FileOrigin { digest, students, first_id, last_id });
+    let origin = Origin::File(FileOrigin { digest, students, first_id, last_id, factor: header.factor() });
     let source = match (input, spool) {
         (_, Some(spool)) => Source::Spool(spool),
         (Input::Path(path), None) => Source::Path(path.clone()),
@@ -350,6 +353,7 @@ pub fn check(input: &Input) -> Result<Checked, ImportError> {
 /// (as `seeder export` writes them), the data set's fingerprint.
 fn stream_records(
     checked: &Checked,
+    key: Option<&FactorKey>,
     batches: &tokio::sync::mpsc::Sender<Vec<ResultRecord>>,
 ) -> anyhow::Result<(String, Option<String>)> {
     let path = checked.source.path();
@@ -372,6 +376,12 @@ fn stream_records(
         let row = header.parse_row(&record).map_err(|_| changed())?;
         let school_id = checked.schools.id_of(&row).ok_or_else(changed)?;
         let total = row.scores.iter().map(|&s| u16::from(s)).sum();
+        let factor = match (header.factor(), row.factor.as_deref()) {
+            (Some(kind), Some(value)) => {
+                Some(key.context("the file has a second-factor column but no FACTOR_KEY")?.hash(kind, value))
+            }
+            _ => None,
+        };
         let record = ResultRecord {
             id: row.id,
             name: row.name,
@@ -379,6 +389,7 @@ fn stream_records(
             stream: row.stream,
             scores: row.scores,
             rank: checked.ranks.rank(row.stream, total),
+            factor,
         };
         if record.id.get() < previous {
             sum = None;
@@ -401,8 +412,8 @@ fn stream_records(
     Ok((csv.into_inner().digest(), sum.map(|sum| sum.finish())))
 }
 
-/// The rows of a checked file, for the load plan.
-struct FileRows(Arc<Checked>);
+/// The rows of a checked file, and the key of its factor, for the load plan.
+struct FileRows(Arc<Checked>, Option<FactorKey>);
 
 impl Rows for FileRows {
     fn origin(&self) -> &Origin {
@@ -418,7 +429,8 @@ impl Rows for FileRows {
         let stream_type = pg.stream_type().await?;
         let (sender, mut batches) = tokio::sync::mpsc::channel(2);
         let checked = Arc::clone(&self.0);
-        let reader = tokio::task::spawn_blocking(move || stream_records(&checked, &sender));
+        let key = self.1.clone();
+        let reader = tokio::task::spawn_blocking(move || stream_records(&checked, key.as_ref(), &sender));
         while let Some(batch) = batches.recv().await {
             copied += pg.copy_records(&batch, &stream_type, phase).await?;
         }
@@ -434,6 +446,17 @@ impl Rows for FileRows {
 pub async fn run(settings: &ImportSettings) -> Result<LoadOutcome, ImportError> {
     let input = settings.input.clone();
     let checked = tokio::task::spawn_blocking(move || check(&input)).await.context("the file check failed")??;
+    if let Some(kind) = checked.origin.factor()
+        && settings.factor_key.is_none()
+    {
+        return Err(anyhow::anyhow!(
+            "the file has a {} column: set FACTOR_KEY (a secret of at least {} bytes, the same the API is given) \
+             so that the stores hold only its keyed hash; nothing was written",
+            kind.as_str(),
+            results_core::factor::MIN_KEY_BYTES
+        )
+        .into());
+    }
     tracing::info!(
         students = checked.origin.students(),
         schools = checked.schools.schools().len(),
@@ -446,5 +469,5 @@ pub async fn run(settings: &ImportSettings) -> Result<LoadOutcome, ImportError> 
         pg_connections: settings.pg_connections,
         progress: settings.progress,
     };
-    Ok(plan.execute(&FileRows(Arc::new(checked))).await?)
+    Ok(plan.execute(&FileRows(Arc::new(checked), settings.factor_key.clone())).await?)
 }

@@ -23,9 +23,10 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use results_core::factor::generated_pin;
 use results_core::generate::StreamSizes;
 use results_core::record::{ResultRecord, School};
-use results_core::{CODEC_VERSION, ContentChecksum, Dataset, DatasetSpec};
+use results_core::{ContentChecksum, Dataset, DatasetSpec, FactorKey, FactorKind};
 
 use crate::Stores;
 use crate::origin::Origin;
@@ -46,6 +47,9 @@ pub struct LoadSettings {
     pub pg_connections: usize,
     /// How to show progress.
     pub progress: ProgressMode,
+    /// Give every student a PIN (derived from the seed and the ID, see
+    /// [`results_core::factor::generated_pin`]) and require it, hashed with this key.
+    pub pins: Option<FactorKey>,
 }
 
 /// What a load did.
@@ -90,7 +94,8 @@ pub async fn run_with(settings: &LoadSettings, discard_corrections: bool) -> any
         pg_connections: settings.pg_connections,
         progress: settings.progress,
     };
-    plan.execute(&Generated(Origin::Generated(settings.spec))).await
+    let factor = settings.pins.as_ref().map(|_| FactorKind::Pin);
+    plan.execute(&Generated(Origin::Generated(settings.spec, factor), settings.pins.clone())).await
 }
 
 /// A data set held in memory, with its fingerprint.
@@ -123,8 +128,8 @@ pub(crate) trait Rows {
     async fn copy(&self, pg: &Pg, prepared: Option<&InMemory>, phase: &Phase) -> anyhow::Result<Copied>;
 }
 
-/// The generated data set.
-struct Generated(Origin);
+/// The generated data set, and the key of its PINs when it has them.
+struct Generated(Origin, Option<FactorKey>);
 
 impl Rows for Generated {
     fn origin(&self) -> &Origin {
@@ -132,11 +137,18 @@ impl Rows for Generated {
     }
 
     async fn prepare(&self, progress: &Progress, phases: &mut Vec<PhaseReport>) -> anyhow::Result<Option<InMemory>> {
-        let Origin::Generated(spec) = self.0 else { bail!("a generated load needs a generated origin") };
+        let Origin::Generated(spec, _) = self.0 else { bail!("a generated load needs a generated origin") };
         let phase = progress.phase("generate", u64::from(spec.students()));
+        let key = self.1.clone();
         let generated = tokio::task::spawn_blocking(move || {
             let dataset = Dataset::new(spec);
-            let records = dataset.generate();
+            let mut records = dataset.generate();
+            if let Some(key) = key {
+                for record in &mut records {
+                    let pin = generated_pin(spec.seed(), record.id.get());
+                    record.factor = Some(key.hash(FactorKind::Pin, &pin));
+                }
+            }
             let fingerprint = fingerprint(dataset.schools(), &records);
             InMemory { schools: dataset.schools().to_vec(), records, fingerprint }
         })
@@ -216,7 +228,8 @@ impl Plan<'_> {
             && !self.force
             && marker.fingerprint == *fingerprint
             && marker.count == u64::from(origin.students())
-            && marker.codec == CODEC_VERSION
+            && marker.codec == origin.codec()
+            && marker.factor == origin.factor()
             && marker.generator == origin.generator()
             && (marker.first_id, marker.last_id) == origin.id_range()
         {

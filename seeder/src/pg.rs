@@ -20,12 +20,12 @@ use bytes::BytesMut;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 use futures_util::{StreamExt, TryStreamExt, pin_mut, stream};
 use results_core::record::{Region, ResultRecord, School, Stream};
-use results_core::{ContentChecksum, StudentId};
+use results_core::{ContentChecksum, FactorHash, FactorKind, StudentId};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, Kind, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, GenericClient, NoTls};
 
-use crate::origin::Origin;
+use crate::origin::{Origin, factor_phrase};
 use crate::progress::Phase;
 
 /// Embedded migrations (the one `migrations/` folder at the top of the repository).
@@ -57,6 +57,8 @@ pub struct DatasetRow {
     pub source_digest: Option<String>,
     /// The content fingerprint, once complete.
     pub fingerprint: Option<String>,
+    /// The second factor lookups must present (`dataset.factor`), if any.
+    pub factor: Option<FactorKind>,
 }
 
 impl DatasetRow {
@@ -67,18 +69,27 @@ impl DatasetRow {
             && self.generator_version == origin.generator()
             && (self.first_id, self.last_id) == origin.id_range()
             && self.source_digest.as_deref() == origin.digest()
+            && self.factor == origin.factor()
     }
 
     /// One phrase for messages, as [`Origin::describe`] says it.
     pub fn describe(&self) -> String {
         match &self.source_digest {
             Some(digest) => format!(
-                "an imported results file of {} students (IDs {}..{}, file digest {digest})",
-                self.students, self.first_id, self.last_id
+                "an imported results file of {} students (IDs {}..{}, file digest {digest}){}",
+                self.students,
+                self.first_id,
+                self.last_id,
+                factor_phrase(self.factor)
             ),
             None => format!(
-                "the generated data set of seed {}, {} students (IDs {}..{}), generator v{}",
-                self.seed, self.students, self.first_id, self.last_id, self.generator_version
+                "the generated data set of seed {}, {} students (IDs {}..{}), generator v{}{}",
+                self.seed,
+                self.students,
+                self.first_id,
+                self.last_id,
+                self.generator_version,
+                factor_phrase(self.factor)
             ),
         }
     }
@@ -259,7 +270,7 @@ impl Pg {
         let row = client
             .query_opt(
                 "SELECT state = 'complete', seed, students, generator_version, fingerprint, first_id, last_id, \
-                 source_digest FROM dataset",
+                 source_digest, factor FROM dataset",
                 &[],
             )
             .await
@@ -273,6 +284,7 @@ impl Pg {
             first_id: row.get::<_, i32>(5) as u32,
             last_id: row.get::<_, i32>(6) as u32,
             source_digest: row.get(7),
+            factor: row.get::<_, Option<&str>>(8).and_then(FactorKind::from_name),
         }))
     }
 
@@ -284,10 +296,10 @@ impl Pg {
         let (first_id, last_id) = origin.id_range();
         tx.execute(
             "INSERT INTO dataset (singleton, state, seed, students, generator_version, fingerprint, first_id, last_id, \
-             source_digest) VALUES (true, 'loading', $1, $2, $3, NULL, $4, $5, $6) \
+             source_digest, factor) VALUES (true, 'loading', $1, $2, $3, NULL, $4, $5, $6, $7) \
              ON CONFLICT (singleton) DO UPDATE SET state = 'loading', seed = $1, students = $2, \
              generator_version = $3, fingerprint = NULL, first_id = $4, last_id = $5, source_digest = $6, \
-             updated_at = now()",
+             factor = $7, updated_at = now()",
             &[
                 &(origin.seed() as i64),
                 &(origin.students() as i32),
@@ -295,6 +307,7 @@ impl Pg {
                 &(first_id as i32),
                 &(last_id as i32),
                 &origin.digest(),
+                &origin.factor().map(FactorKind::as_str),
             ],
         )
         .await
@@ -423,15 +436,16 @@ impl Pg {
             CopyJob::Students(records) => {
                 let sink = copy_in(
                     &client,
-                    "COPY students (id, full_name, school_id, stream) FROM STDIN BINARY",
-                    &[Type::INT4, Type::TEXT, Type::INT4, stream_type.clone()],
+                    "COPY students (id, full_name, school_id, stream, factor_hash) FROM STDIN BINARY",
+                    &[Type::INT4, Type::TEXT, Type::INT4, stream_type.clone(), Type::BYTEA],
                 )
                 .await?;
                 pin_mut!(sink);
                 for r in records {
                     let stream = EnumLabel(r.stream.as_str());
+                    let factor = r.factor.as_ref().map(|h| h.0.as_slice());
                     sink.as_mut()
-                        .write(&[&(r.id.get() as i32), &r.name, &(r.school_id as i32), &stream])
+                        .write(&[&(r.id.get() as i32), &r.name, &(r.school_id as i32), &stream, &factor])
                         .await
                         .pg("COPY students failed")?;
                     written += 1;
@@ -691,7 +705,7 @@ fn results_sql(only_ids: bool) -> String {
         let subjects: Vec<String> = stream.subjects().iter().map(|s| format!("r.{}", s.as_str())).collect();
         let filter = if only_ids { " WHERE s.id = ANY($1)" } else { "" };
         format!(
-            "SELECT s.id, s.full_name, s.school_id, s.stream::text, {}, r.rank_in_stream \
+            "SELECT s.id, s.full_name, s.school_id, s.stream::text, {}, r.rank_in_stream, s.factor_hash \
              FROM students s JOIN {} r ON r.student_id = s.id{filter}",
             subjects.join(", "),
             results_table(stream)
@@ -765,6 +779,10 @@ fn record_from_row(row: &tokio_postgres::Row) -> anyhow::Result<ResultRecord> {
         stream,
         scores,
         rank: row.get::<_, i32>(10) as u32,
+        factor: match row.get::<_, Option<&[u8]>>(11) {
+            None => None,
+            Some(bytes) => Some(FactorHash(bytes.try_into().map_err(|_| bad("a factor hash of the wrong length"))?)),
+        },
     })
 }
 

@@ -13,11 +13,11 @@ use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::scan::ScanType;
 use futures_util::{StreamExt, TryStreamExt, stream};
+use results_core::StudentId;
 use results_core::codec;
 use results_core::generate::StreamSizes;
 use results_core::keys::{self, KeyLayout};
 use results_core::record::{ResultRecord, School};
-use results_core::{CODEC_VERSION, StudentId};
 
 use crate::origin::Origin;
 use crate::progress::Phase;
@@ -214,9 +214,10 @@ impl RedisStore {
             generator: origin.generator(),
             first_id,
             last_id,
-            codec: CODEC_VERSION,
+            codec: origin.codec(),
             streams,
             loaded_at,
+            factor: origin.factor(),
         };
         let fields = marker.to_fields();
         self.client.hset::<u64, _, _>(self.layout.marker_key(), fields).await.map_err(|e| {

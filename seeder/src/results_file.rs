@@ -4,14 +4,15 @@
 //!
 //! UTF-8 (a leading BOM is accepted), CRLF or LF line ends, fields quoted as CSV quotes them
 //! (commas and doubled quotes inside quotes). A header row names the columns, in any order:
-//! [`COLUMNS`] must all be there but [`SCHOOL_CODE`], which may be; nothing else. One row per student.
+//! [`COLUMNS`] must all be there but [`SCHOOL_CODE`], which may be, and at most one second-factor
+//! column ([`FactorKind::as_str`]: `pin` or `date_of_birth`); nothing else. One row per student.
 //! Spaces around a field are ignored.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use results_core::record::{Region, SUBJECTS_PER_STREAM, School, Stream, Subject};
-use results_core::{IdError, StudentId};
+use results_core::{FactorKind, IdError, StudentId};
 
 /// The registration-number column.
 pub const REGISTRATION_NUMBER: &str = "registration_number";
@@ -66,7 +67,12 @@ pub fn required() -> impl Iterator<Item = &'static str> {
 
 /// The columns, as messages and `--help` name them.
 pub fn expected_columns() -> String {
-    format!("{} (and optionally {SCHOOL_CODE})", required().collect::<Vec<_>>().join(","))
+    let factors: Vec<&str> = FactorKind::ALL.iter().map(|k| k.as_str()).collect();
+    format!(
+        "{} (and optionally {SCHOOL_CODE}, and one second-factor column: {})",
+        required().collect::<Vec<_>>().join(","),
+        factors.join(" or ")
+    )
 }
 
 /// The longest full name or school name, in characters (the `students.full_name` CHECK).
@@ -79,7 +85,8 @@ pub const MAX_LINE_BYTES: usize = 4_096;
 pub const FORMAT_HELP: &str = "The file: CSV, UTF-8 (a BOM is accepted), LF or CRLF line ends, fields with commas or \
 quotes in double quotes (a quote inside doubled). The first line is the header; it names these columns, in any order \
 (nothing else): registration_number, full_name, school, region, stream, english, mathematics, physics, chemistry, \
-biology, geography, history, economics, aptitude, and optionally school_code. Then one row per student:\n\n\
+biology, geography, history, economics, aptitude, and optionally school_code and at most one of pin or date_of_birth. \
+Then one row per student:\n\n\
 registration_number  a positive whole number of at most 9 digits, no leading zero; each appears once\n\
 full_name            1-200 characters\n\
 school_code          optional: a positive whole number of at most 9 digits; when the column is there it identifies \
@@ -91,7 +98,11 @@ Harari, Oromia, Sidama, Somali, South Ethiopia, South West Ethiopia Peoples', Ti
 stream               natural_science (english, mathematics, physics, chemistry, biology, aptitude) or social_science \
 (english, mathematics, geography, history, economics, aptitude)\n\
 subject columns      the six subjects of the row's stream: a whole number 0-100 each; the other stream's subjects \
-empty\n\n\
+empty\n\
+pin                  optional second factor: 4 to 12 digits from the student's admission slip (leading zeros count)\n\
+date_of_birth        optional second factor instead: YYYY-MM-DD\n\n\
+With a pin or date_of_birth column every row must have one, and the API then answers a result only to a lookup that \
+presents it; the stores keep only its keyed hash (HMAC-SHA-256 under FACTOR_KEY, which the import then needs).\n\n\
 Spaces around fields are ignored; control characters and invalid UTF-8 are refused; a line may be at most 4096 bytes. \
 Ranks are computed (competition rank by total within the stream), not read. A sample is docs/results-sample.csv; \
 the full description is docs/results-file.md.";
@@ -107,6 +118,8 @@ pub struct Header {
     stream: usize,
     /// Per entry of [`SUBJECTS`], its column.
     subjects: [usize; 9],
+    /// The second-factor column, when the file has one.
+    factor: Option<(FactorKind, usize)>,
     columns: usize,
 }
 
@@ -127,6 +140,9 @@ pub struct Row {
     pub stream: Stream,
     /// Scores in the order of [`Stream::subjects`].
     pub scores: [u8; SUBJECTS_PER_STREAM],
+    /// The second factor in its canonical text ([`FactorKind::canonical`]), when the file has one.
+    /// Personal data: never in a message.
+    pub factor: Option<String>,
 }
 
 /// At most a few characters of a field, for messages (names are never echoed: personal data).
@@ -143,6 +159,7 @@ impl Header {
     /// Reads the header row; the error names what is wrong and the expected columns.
     pub fn parse(record: &csv::ByteRecord) -> Result<Self, String> {
         let mut found: HashMap<&str, usize> = HashMap::new();
+        let mut factor: Option<(FactorKind, usize)> = None;
         let mut problems = Vec::new();
         for (i, raw) in record.iter().enumerate() {
             let Ok(name) = std::str::from_utf8(raw) else {
@@ -150,6 +167,15 @@ impl Header {
                 continue;
             };
             let name = name.trim().trim_start_matches('\u{feff}');
+            if let Some(kind) = FactorKind::from_name(name) {
+                match factor {
+                    Some((first, _)) if first == kind => problems.push(format!("column {name} twice")),
+                    Some((first, _)) => problems
+                        .push(format!("columns {} and {name}: a data set has one second factor", first.as_str())),
+                    None => factor = Some((kind, i)),
+                }
+                continue;
+            }
             match COLUMNS.iter().find(|c| **c == name) {
                 Some(column) if found.insert(column, i).is_some() => problems.push(format!("column {column} twice")),
                 Some(_) => {}
@@ -172,8 +198,14 @@ impl Header {
             region: at(REGION),
             stream: at(STREAM),
             subjects: SUBJECTS.map(|s| at(s.as_str())),
+            factor,
             columns: record.len(),
         })
+    }
+
+    /// The second factor the file carries, if any.
+    pub fn factor(&self) -> Option<FactorKind> {
+        self.factor.map(|(kind, _)| kind)
     }
 
     /// Whether schools are identified by a code column.
@@ -244,7 +276,18 @@ impl Header {
                 }
             }
         }
-        Ok(Row { id, name: full_name, school_code, school, region, stream, scores })
+        let factor = match self.factor {
+            None => None,
+            Some((kind, column)) => {
+                let value = text(column, kind.as_str())?;
+                if value.is_empty() {
+                    return Err(format!("{} is empty (with a {0} column every student needs one)", kind.as_str()));
+                }
+                // The value is personal data: the message says what is expected, never what was there.
+                Some(kind.canonical(value).ok_or_else(|| format!("{} is not {}", kind.as_str(), kind.expected()))?)
+            }
+        };
+        Ok(Row { id, name: full_name, school_code, school, region, stream, scores, factor })
     }
 }
 
@@ -461,8 +504,38 @@ mod tests {
     }
 
     #[test]
+    fn a_factor_column_is_optional_single_checked_and_never_echoed() {
+        let with = |column: &str, value: &str| {
+            let mut names = COLUMNS.to_vec();
+            names.push(column);
+            let mut fields = GOOD.to_vec();
+            fields.push(value);
+            Header::parse(&record(&names))
+                .and_then(|h| h.parse_row(&record(&fields)).map(|row| (h.factor(), row.factor)))
+        };
+        assert_eq!(with("pin", " 004217 "), Ok((Some(FactorKind::Pin), Some("004217".to_owned()))));
+        assert_eq!(
+            with("date_of_birth", "2008-02-29"),
+            Ok((Some(FactorKind::DateOfBirth), Some("2008-02-29".to_owned())))
+        );
+        assert_eq!(header().factor(), None);
+        assert_eq!(row(GOOD).expect("valid").factor, None);
+        let empty = with("pin", "").expect_err("empty");
+        assert!(empty.contains("pin is empty"), "{empty}");
+        for (column, bad) in [("pin", "12a456"), ("pin", "123"), ("date_of_birth", "2007-02-29")] {
+            let problem = with(column, bad).expect_err(bad);
+            assert!(problem.contains(&format!("{column} is not")), "{problem}");
+            assert!(!problem.contains(bad), "the value is personal data: {problem}");
+        }
+        let mut two = COLUMNS.to_vec();
+        two.extend(["pin", "date_of_birth"]);
+        let problem = Header::parse(&record(&two)).expect_err("two factors");
+        assert!(problem.contains("one second factor"), "{problem}");
+    }
+
+    #[test]
     fn the_help_lists_every_column_and_region() {
-        for column in COLUMNS {
+        for column in COLUMNS.into_iter().chain(FactorKind::ALL.map(FactorKind::as_str)) {
             assert!(FORMAT_HELP.contains(column), "{column}");
         }
         for region in Region::ALL {

@@ -204,8 +204,8 @@ pub async fn run(stores: &Stores) -> anyhow::Result<VerifyReport> {
     }
     if undecodable > 0 {
         differences.push(format!(
-            "{undecodable} Redis value(s) do not decode with codec version {}",
-            results_core::CODEC_VERSION
+            "{undecodable} Redis value(s) do not decode with codec versions {:?}",
+            results_core::READABLE_CODEC_VERSIONS
         ));
     }
     report.redis =

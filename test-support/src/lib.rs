@@ -25,4 +25,4 @@ pub mod urls;
 #[cfg(feature = "api")]
 pub use app::TestApp;
 pub use chaos::ChaosProxy;
-pub use stores::{SEED, Seeded, TestStores};
+pub use stores::{FACTOR_KEY, SEED, Seeded, TestStores};

@@ -26,6 +26,10 @@ use crate::urls::{with_credentials, with_database};
 /// The seed of the data sets tests generate (the load generator's tests derive IDs from it).
 pub const SEED: u64 = 7;
 
+/// The `FACTOR_KEY` of the tests' data sets with a second factor: a test value, never a real key
+/// (production's comes from a secret setting that is never committed).
+pub const FACTOR_KEY: &str = "test-only second-factor key, not a secret";
+
 /// The swept name prefixes (`scripts/test.sh`): test databases, Redis key prefixes, Redis users.
 const DATABASE_PREFIX: &str = "seedtest_";
 const KEY_PREFIX: &str = "t-";
@@ -87,6 +91,7 @@ impl TestStores {
             force: false,
             pg_connections: 2,
             progress: ProgressMode::Quiet,
+            pins: None,
         }
     }
 
@@ -187,6 +192,17 @@ impl Seeded {
         Self { inner, spec }
     }
 
+    /// The generated data set `spec` with PINs required (`seeder load --pins`, keyed with
+    /// [`FACTOR_KEY`]), in fresh stores; a student's PIN is
+    /// `results_core::factor::generated_pin(spec.seed(), id)`.
+    pub async fn generated_with_pins(spec: DatasetSpec) -> Self {
+        let inner = TestStores::new().await;
+        let mut settings = inner.load_settings(spec);
+        settings.pins = Some(results_core::FactorKey::new(FACTOR_KEY).expect("the test key is long enough"));
+        seeder::load::run(&settings).await.expect("seed the test data");
+        Self { inner, spec }
+    }
+
     /// The results file `file` imported into fresh stores; `spec` is the generated data set it
     /// was exported from (what the test expects to find).
     pub async fn imported(file: &Path, spec: DatasetSpec) -> Self {
@@ -198,6 +214,7 @@ impl Seeded {
             discard_corrections: false,
             pg_connections: 2,
             progress: ProgressMode::Quiet,
+            factor_key: None,
         };
         seeder::import::run(&settings).await.expect("import the test data");
         Self { inner, spec }

@@ -3,6 +3,7 @@
 //! cutting a TCP proxy in front of a store. The fixtures are the workspace's `test-support`
 //! crate's. One test binary for the crate.
 
+mod factor;
 mod helpers;
 mod imported;
 mod openapi;

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use goose::goose::{
-    GooseRequest, GooseResponse, GooseUser, Scenario, Transaction, TransactionFunction, TransactionResult,
+    GooseMethod, GooseRequest, GooseResponse, GooseUser, Scenario, Transaction, TransactionFunction, TransactionResult,
 };
+use results_core::factor::{FACTOR_HEADER, generated_pin};
 
 use crate::client::UserClients;
 use crate::config::Options;
@@ -73,6 +74,8 @@ pub struct Plan {
     pub latency: Recorder,
     /// Where each arriving user gets its HTTP client.
     pub clients: UserClients,
+    /// The data set requires PINs (`seeder load --pins`): the seed they derive from.
+    pub pins: Option<u64>,
 }
 
 /// A path such as `/v1/results/1234567`, written on the stack.
@@ -112,8 +115,13 @@ fn done(plan: &Plan, request: Request, started: Instant, cadence_ms: u64, error:
 pub async fn fetch(user: &mut GooseUser, plan: &Plan, request: Request, target: Target) -> TransactionResult {
     let path = PathBuf::new(request.prefix(), target);
     let expected = target.expected_status();
-    let goose_request =
-        GooseRequest::builder().path(path.as_str()).name(request.name()).expect_status_code(expected).build();
+    let mut builder = GooseRequest::builder().path(path.as_str()).name(request.name()).expect_status_code(expected);
+    // A student knows their own PIN; a mistyped number goes with the PIN the student meant it for.
+    if let (Some(seed), Target::Student(id) | Target::Unknown(id)) = (plan.pins, target) {
+        let with_pin = user.get_request_builder(&GooseMethod::Get, path.as_str())?;
+        builder = builder.set_request_builder(with_pin.header(FACTOR_HEADER, generated_pin(seed, id)));
+    }
+    let goose_request = builder.build();
     let started = Instant::now();
     let GooseResponse { request: mut metric, response } = user.request(goose_request).await?;
     // goose's expected cadence of this user (ms) under --co-mitigation: the histograms' correction.

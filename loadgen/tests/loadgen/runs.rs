@@ -284,3 +284,27 @@ fn pool_idle_secs_out_of_range_is_refused() {
         assert!(refused.is_err(), "--pool-idle-secs {bad} is refused");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pins_every_lookup_sends_the_students_pin_and_without_them_results_are_refused() {
+    let spec = results_core::DatasetSpec::new(crate::helpers::SEED, crate::helpers::STUDENTS).expect("spec");
+    let seeded = test_support::Seeded::generated_with_pins(spec).await;
+    let api = test_support::TestApp::spawn(&seeded, |s| {
+        s.factor_key = Some(results_core::FactorKey::new(test_support::FACTOR_KEY).expect("key"));
+    })
+    .await;
+    api.wait_ready(Duration::from_secs(20), |r| r["complete_data_set"] == true).await;
+    let _one = one_load_at_a_time().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let live = Live::new().expect("live");
+    let with_pins = run_args(&api.base, &out.path().join("pins"), 4, &["--pins"]);
+    let summary = loadgen::attack::run(&with_pins, &live, None).await.expect("the run happens");
+    assert!(row(&summary, Request::Result).requests > 0, "{}", summary.render());
+    assert!(row(&summary, Request::Unknown).requests > 0, "{}", summary.render());
+    assert_eq!(summary.stats.failures, 0, "{}", summary.render());
+    // The same load without the PINs: the data set refuses every result lookup (400).
+    let without = run_args(&api.base, &out.path().join("open"), 4, &[]);
+    let summary = loadgen::attack::run(&without, &live, None).await.expect("the run happens");
+    let results = row(&summary, Request::Result);
+    assert!(results.requests > 0 && results.failures == results.requests, "{}", summary.render());
+}

@@ -191,6 +191,49 @@ await step("unknown ID", async () => {
   check("unknown ID (404): the not-found message with the number", /No result was found/.test(text) && text.includes(UNKNOWN_ID) && plain(text), text);
 });
 
+await step("a second factor (results published with PINs)", async () => {
+  // The stack's data set is open; the browser's route plays a data set that requires a PIN
+  // (the API's exact answers: api/tests/api/factor.rs) and lets the right PIN through to the real result.
+  const PIN = "004217";
+  const page = await newPage(PHONE, { isMobile: true, hasTouch: true });
+  await page.goto(`${ORIGIN}/`);
+  check("factor: no second field until the results ask for one", await page.locator("#factor").isHidden());
+  const sent = [];
+  const envelope = (status, code, message, extra = {}) => JSON.stringify({ error: { status, code, message, ...extra } });
+  await page.route("**/v1/results/**", (route) => {
+    const pin = route.request().headers()["x-second-factor"];
+    sent.push(pin);
+    if (!pin) return route.fulfill({ status: 400, contentType: "application/json",
+      body: envelope(400, "factor_required", "the PIN from the admission slip is needed besides the registration number", { factor: "pin" }) });
+    if (pin === PIN) return route.continue();
+    return route.fulfill({ status: 404, contentType: "application/json",
+      body: envelope(404, "unknown_id", "no result was published for this registration number") });
+  });
+  const pinField = () => page.getByLabel("PIN", { exact: true });
+  let text = await messageAfter(page, VALID_ID);
+  check("factor required (400): a field labelled 'PIN' appears", (await pinField().count()) === 1 && await page.locator("#factor").isVisible());
+  check("factor required: the message asks for the PIN and the focus is in its field",
+    /enter the PIN printed on your admission slip/.test(text) && plain(text) &&
+    await page.evaluate(() => document.activeElement.id) === "lookup-factor", text);
+  check("factor required: the PIN field asks for the numeric keyboard", (await page.getAttribute("#lookup-factor", "inputmode")) === "numeric");
+  const before = sent.length;
+  await pinField().fill("12a");
+  text = await messageAfter(page, VALID_ID);
+  check("malformed PIN: the PIN's form, no request sent", /4 to 12 digits/.test(text) && sent.length === before && plain(text), text);
+  check("malformed PIN: the PIN field is marked invalid", (await page.getAttribute("#lookup-factor", "aria-invalid")) === "true");
+  await pinField().fill("999999");
+  text = await messageAfter(page, VALID_ID);
+  check("wrong PIN (404): one message that does not say which of the two is wrong",
+    text.includes(`No result matches registration number ${VALID_ID} with this PIN`) && plain(text), text);
+  await pinField().fill(PIN);
+  await lookUp(page, VALID_ID);
+  await page.locator("#result").waitFor({ state: "visible" });
+  check("right PIN: the result", (await page.locator("#result-name").textContent()) === expected.name);
+  check("the PIN travels in the X-Second-Factor header", sent.includes(PIN), sent.join(","));
+  check("the PIN is in no URL, not even the address bar", !requests.some((u) => u.includes(PIN)) && !page.url().includes(PIN), page.url());
+  await page.context().close();
+});
+
 await step("network failure", async () => {
   await phone.route("**/v1/results/**", (route) => route.abort("internetdisconnected"));
   const text = await messageAfter(phone, VALID_ID);

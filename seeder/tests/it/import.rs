@@ -9,7 +9,7 @@ use seeder::results_file::{COLUMNS, write_row};
 use seeder::verify;
 use tokio::io::AsyncWriteExt;
 
-use test_support::TestStores;
+use test_support::{FACTOR_KEY, TestStores};
 
 use crate::helpers::{RunSeeder as _, assert_one_clear_error, kill_when, spawn_piped, stderr, stdout};
 
@@ -106,6 +106,70 @@ async fn the_sample_file_imports_verifies_and_a_second_import_is_a_no_op() {
     let piped = child.wait_with_output().await.expect("wait");
     assert!(piped.status.success(), "{}", stderr(&piped));
     assert!(stdout(&piped).contains("already seeded"), "{}", stdout(&piped));
+    t.cleanup().await;
+}
+
+/// The sample with a `date_of_birth` column: 2008-01-DD for the student on line DD+1.
+fn sample_with_birth_dates() -> String {
+    let mut out = String::new();
+    for (i, line) in sample_text().lines().enumerate() {
+        let extra = if i == 0 { "date_of_birth".to_owned() } else { format!("2008-01-{i:02}") };
+        out.push_str(&format!("{line},{extra}\n"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_second_factor_is_stored_only_as_a_keyed_hash_in_both_stores() {
+    let t = TestStores::new().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("with-dob.csv");
+    std::fs::write(&file, sample_with_birth_dates()).expect("write the file");
+    // Without the key nothing is written: the stores must never hold the factor in clear.
+    let refused = import(&t, &file, &[]).await;
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("FACTOR_KEY"), "{}", stderr(&refused));
+    let pg = t.pg().await;
+    let table: Option<String> = pg.query_one("SELECT to_regclass('students')::text", &[]).await.expect("look").get(0);
+    assert_eq!(table, None, "the refusal came before PostgreSQL was touched at all");
+
+    let out = import(&t, &file, &["--factor-key", FACTOR_KEY]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = verify::run(&t.stores).await.expect("verify runs");
+    assert!(report.agrees(), "{}", report.render());
+    let factor: Option<String> = pg.query_one("SELECT factor FROM dataset", &[]).await.expect("dataset").get(0);
+    assert_eq!(factor.as_deref(), Some("date_of_birth"));
+    let key = results_core::FactorKey::new(FACTOR_KEY).expect("key");
+    let stored: Vec<u8> =
+        pg.query_one("SELECT factor_hash FROM students WHERE id = 10003", &[]).await.expect("hash").get(0);
+    let expected = key.hash(results_core::FactorKind::DateOfBirth, "2008-01-03");
+    assert_eq!(stored, expected.0, "the keyed hash of the student's own date, nothing else");
+    let anywhere: i64 = pg
+        .query_one("SELECT count(*) FROM students WHERE position('2008-01'::bytea in factor_hash) > 0", &[])
+        .await
+        .expect("search")
+        .get(0);
+    assert_eq!(anywhere, 0, "no date in clear");
+    // Redis: the value is codec version 2 with the same hash, the marker names the factor.
+    let redis = t.redis().await;
+    let id = results_core::StudentId::new(10_003).expect("id");
+    let bytes: Vec<u8> = fred::prelude::HashesInterface::hget(
+        &redis,
+        t.stores.layout.bucket_key(results_core::KeyLayout::bucket_of(id)),
+        id.get() % results_core::keys::BUCKET_SIZE,
+    )
+    .await
+    .expect("value");
+    assert_eq!(bytes[0], results_core::FACTOR_CODEC_VERSION);
+    assert!(!bytes.windows(10).any(|w| w == b"2008-01-03"), "no date in clear in Redis");
+    assert_eq!(results_core::codec::decode_result(id, &bytes).expect("decodes").factor, Some(expected));
+    let marker: std::collections::HashMap<String, String> =
+        fred::prelude::HashesInterface::hgetall(&redis, t.stores.layout.marker_key()).await.expect("marker");
+    assert_eq!(marker.get("factor").map(String::as_str), Some("date_of_birth"));
+    // A results file cannot be exported from hashes (a re-import would be open); the IDs can.
+    let export = t.seeder(&["export", "--file", dir.path().join("out.csv").to_str().expect("path")]).await;
+    assert!(!export.status.success());
+    assert!(stderr(&export).contains("second factor"), "{}", stderr(&export));
     t.cleanup().await;
 }
 
