@@ -121,7 +121,7 @@ pub fn main(args: &Args) -> Result<ExitCode> {
         alone: false,
     });
     suites.extend(script_tests(&repo, &env)?);
-    suites.sort_by_key(|s| std::cmp::Reverse(s.weight));
+    suites = in_running_order(suites);
     let logs = repo.join("target").join("test-logs");
     fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let outcomes = run_in_lanes(suites, args.jobs as usize, &logs);
@@ -156,6 +156,14 @@ fn with_env(c: &mut Command, env: &[(&str, String)]) {
     }
     // No "skipping" notices from the scripts' psql.
     c.env("PGOPTIONS", "-c client_min_messages=warning");
+}
+
+/// The order the suites start in: those that run alone first (nothing runs yet, so they start at
+/// once; queued behind others, one would hold back every lane while it waits), then the longest
+/// first.
+fn in_running_order(mut suites: Vec<Suite>) -> Vec<Suite> {
+    suites.sort_by_key(|s| (!s.alone, std::cmp::Reverse(s.weight)));
+    suites
 }
 
 /// A test binary cargo built: where it is, and the package it tests.
@@ -491,6 +499,16 @@ not json at all"#;
         // Before it, the suites queued ahead of it all ended; after it, the rest started.
         let ended_before = lines[..at].iter().filter(|l| l.starts_with("end ")).count();
         assert_eq!(ended_before, 2, "{lines:?}");
+    }
+
+    #[test]
+    fn suites_alone_start_first_then_the_longest() {
+        let mut lonely = sh("lonely", "true");
+        lonely.alone = true;
+        let weighed = |name: &str, weight| Suite { weight, ..sh(name, "true") };
+        let order = super::in_running_order(vec![weighed("short", 5), weighed("long", 95), lonely, weighed("mid", 40)]);
+        let names: Vec<&str> = order.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["lonely", "long", "mid", "short"]);
     }
 
     #[test]
