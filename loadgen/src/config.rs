@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use goose::config::GooseConfiguration;
+use results_core::env::{SHARED_STUDENTS, shared_or};
 use results_core::{DEFAULT_FIRST_ID, DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec};
 
 use loadgen_report::summary::Slo;
@@ -170,8 +171,9 @@ pub struct RunArgs {
 /// This project's options.
 #[derive(Debug, Clone, Args)]
 pub struct Options {
-    /// Students in the data set under test (IDs --first-id..--first-id+N-1), as given to the seeder
-    #[arg(long, env = "LOADGEN_STUDENTS", default_value_t = DEFAULT_STUDENTS, help_heading = "Data set")]
+    /// Students in the data set under test (IDs --first-id..--first-id+N-1), as given to the seeder.
+    /// Unset: the shared RESULTS_STUDENTS (the seeder reads it too), else the default
+    #[arg(long, env = "LOADGEN_STUDENTS", default_value = shared_or(SHARED_STUDENTS, &DEFAULT_STUDENTS.to_string()), help_heading = "Data set")]
     pub students: u32,
     /// The first registration number of the data set under test, as given to the seeder
     #[arg(long, env = "LOADGEN_FIRST_ID", default_value_t = DEFAULT_FIRST_ID, help_heading = "Data set")]

@@ -131,6 +131,14 @@ async fn bad_configuration_is_one_clear_error_naming_the_variable() {
         ("API_KEY_PREFIX", "a:b"),
     ]);
     assert!(String::from_utf8_lossy(&bad_prefix.stderr).contains("API_KEY_PREFIX"));
+    // The shared RESULTS_KEY_PREFIX is read when API_KEY_PREFIX is unset, and loses to it.
+    let stores = [("DATABASE_URL", "postgres://a@127.0.0.1:1/x"), ("REDIS_URL", "redis://127.0.0.1:1")];
+    let shared = run(&[stores[0], stores[1], ("RESULTS_KEY_PREFIX", "shared:bad")]);
+    let shared = String::from_utf8_lossy(&shared.stderr);
+    assert!(shared.contains("\"shared:bad\"") && shared.contains("RESULTS_KEY_PREFIX"), "{shared}");
+    let both = run(&[stores[0], stores[1], ("RESULTS_KEY_PREFIX", "shared:bad"), ("API_KEY_PREFIX", "own:bad")]);
+    let both = String::from_utf8_lossy(&both.stderr);
+    assert!(both.contains("\"own:bad\"") && !both.contains("shared:bad"), "{both}");
     let bad_number = run(&[("API_PG_POOL_SIZE", "lots")]);
     assert_eq!(bad_number.status.code(), Some(2), "clap usage error");
     assert!(String::from_utf8_lossy(&bad_number.stderr).contains("lots"));
