@@ -61,13 +61,12 @@ fn parse_error(path: &Path, line: usize, what: impl std::fmt::Display) -> Report
     ReportError::Input(format!("{} line {line}: {what}", path.display()))
 }
 
+/// A CSV's data rows, each with its line number.
+type Rows = Vec<(usize, csv::StringRecord)>;
+
 /// The rows of the CSV `text` (RFC 4180 quoting, cells trimmed, blank lines skipped, rows may be
 /// short), each with its line number, and the columns `names` asks for, in that order.
-fn read_csv(
-    path: &Path,
-    text: &str,
-    names: &[&str],
-) -> Result<(Vec<usize>, Vec<(usize, csv::StringRecord)>), ReportError> {
+fn read_csv(path: &Path, text: &str, names: &[&str]) -> Result<(Vec<usize>, Rows), ReportError> {
     let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(text.as_bytes());
     let line_of = |e: &csv::Error| e.position().map_or(1, |p| p.line() as usize);
     let header = reader.headers().map_err(|e| parse_error(path, line_of(&e), &e))?.clone();
