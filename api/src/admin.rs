@@ -19,6 +19,9 @@ use crate::telemetry::{DB_POOL, DB_REPLICAS, REDIS_CONNECTED};
 /// The longest profile one request may ask for, in seconds.
 pub const MAX_PROFILE_SECONDS: u64 = 60;
 
+/// The Prometheus text exposition format's media type, with its charset (the format is UTF-8).
+pub const EXPOSITION_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Only one profile at a time: the profiler is process-wide (one SIGPROF timer).
 static PROFILING: AtomicBool = AtomicBool::new(false);
 
@@ -45,7 +48,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
     metrics::gauge!(REDIS_CONNECTED).set(if state.redis.is_connected() { 1.0 } else { 0.0 });
     let body = state.metrics.render();
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], body).into_response()
+    ([(header::CONTENT_TYPE, HeaderValue::from_static(EXPOSITION_CONTENT_TYPE))], body).into_response()
 }
 
 /// Query of the profile endpoint.

@@ -5,8 +5,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use results_core::env::{SHARED_KEY_PREFIX, shared_or};
 use results_core::keys::DEFAULT_PREFIX;
 use results_core::{FactorKey, KeyLayout};
+
+/// The variable of the log filter (tracing's EnvFilter directives); `RUST_LOG` when it is unset.
+pub const LOG_VAR: &str = "API_LOG";
 
 /// Serves exam results: `GET /v1/results/{id}` (and the reference design's `/student/{id}`) on
 /// the public port; `/metrics` and `/debug/pprof/profile` on the admin port, which must never be
@@ -17,7 +21,13 @@ use results_core::{FactorKey, KeyLayout};
 /// in-process cache in front of PostgreSQL. Starts without either store being up and becomes
 /// ready (`/readyz`) when one is.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "api", version)]
+#[command(
+    name = "api",
+    version,
+    after_help = "Logging: API_LOG, else RUST_LOG, holds the log filter (tracing's directives, e.g. \
+                  debug or info,api=debug) [default: info,sqlx=warn]. A flag wins over its variable; \
+                  --key-prefix's variable over the shared RESULTS_KEY_PREFIX, which the seeder reads too."
+)]
 pub struct Args {
     /// Public address (results, health).
     #[arg(long, env = "API_LISTEN", default_value = "127.0.0.1:8081")]
@@ -43,8 +53,9 @@ pub struct Args {
     /// Redis URL (redis://host:port, or redis-cluster://host:port for a cluster).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
-    /// Prefix of the Redis keys (as given to the seeder).
-    #[arg(long, env = "API_KEY_PREFIX", default_value = DEFAULT_PREFIX)]
+    /// Prefix of the Redis keys (as given to the seeder). Unset: the shared RESULTS_KEY_PREFIX,
+    /// else the default
+    #[arg(long, env = "API_KEY_PREFIX", default_value = shared_or(SHARED_KEY_PREFIX, DEFAULT_PREFIX))]
     pub key_prefix: String,
     /// PostgreSQL connections per replica; three replicas must stay under max_connections (200).
     #[arg(long, env = "API_PG_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -174,7 +185,8 @@ impl Args {
         let database_replica_urls = replica_urls(&self.database_replica_urls)?;
         let redis_url =
             self.redis_url.clone().ok_or_else(|| anyhow::anyhow!("no Redis URL: set REDIS_URL or pass --redis-url"))?;
-        let layout = KeyLayout::new(&self.key_prefix).map_err(|e| anyhow::anyhow!("API_KEY_PREFIX: {e}"))?;
+        let layout = KeyLayout::new(&self.key_prefix)
+            .map_err(|e| anyhow::anyhow!("API_KEY_PREFIX (or {SHARED_KEY_PREFIX}): {e}"))?;
         Ok(Settings {
             database_url,
             database_replica_urls,

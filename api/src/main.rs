@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use api::config::Args;
+use api::config::LOG_VAR;
 use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -13,7 +14,10 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("API_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .with_env_filter(
+            EnvFilter::try_new(results_core::env::log_filter(LOG_VAR))
+                .unwrap_or_else(|_| EnvFilter::new(results_core::env::DEFAULT_LOG_FILTER)),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)

@@ -58,18 +58,25 @@ pub static PUBLIC_ROUTES: LazyLock<Vec<&'static str>> =
 
 /// The public router.
 pub fn public_router(state: AppState) -> Router {
-    routes()
-        .into_iter()
-        .fold(Router::new(), |router, (template, handler)| router.route(template, handler))
+    let router =
+        routes().into_iter().fold(Router::new(), |router, (template, handler)| router.route(template, handler));
+    with_request_layers(router, state)
+}
+
+/// The fallbacks and the layers every public request goes through (the last added is the
+/// outermost). A panic is caught innermost, inside `track`: its 500 is counted and timed like
+/// any response, and the in-flight gauge released.
+fn with_request_layers(router: Router<AppState>, state: AppState) -> Router {
+    router
         .fallback(|| async { ApiError::no_route() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(middleware::from_fn(refuse_bodies))
-        .layer(middleware::from_fn_with_state(state.clone(), close_when_draining))
-        .layer(middleware::from_fn(track))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
             ApiError::internal().into_response()
         }))
+        .layer(middleware::from_fn(refuse_bodies))
+        .layer(middleware::from_fn_with_state(state.clone(), close_when_draining))
+        .layer(middleware::from_fn(track))
         .with_state(state)
 }
 
@@ -239,6 +246,24 @@ fn status_label(status: StatusCode) -> &'static str {
     }
 }
 
+/// One request in [`HTTP_IN_FLIGHT`] until dropped: also when the client goes away and the
+/// request's future is dropped mid-way (a decrement after the `await` would never run).
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn start() -> Self {
+        let gauge = metrics::gauge!(HTTP_IN_FLIGHT);
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 async fn track(request: Request, next: Next) -> Response {
     let route = route_label(request.extensions().get::<MatchedPath>());
     let method = match *request.method() {
@@ -246,11 +271,10 @@ async fn track(request: Request, next: Next) -> Response {
         http::Method::HEAD => "HEAD",
         _ => "other",
     };
-    let in_flight = metrics::gauge!(HTTP_IN_FLIGHT);
-    in_flight.increment(1.0);
+    let in_flight = InFlight::start();
     let started = Instant::now();
     let response = next.run(request).await;
-    in_flight.decrement(1.0);
+    drop(in_flight);
     metrics::histogram!(HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
     metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status_label(response.status()))
         .increment(1);
@@ -259,7 +283,41 @@ async fn track(request: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use tower::ServiceExt;
+
     use super::*;
+    use crate::config::Settings;
+
+    /// The value of the series `series` (name and labels, as rendered) in `text`, 0 when absent.
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_counted_500_that_releases_the_in_flight_gauge() {
+        // Stores are connected lazily: nothing listens on port 1, and nothing here reads them.
+        let settings = Settings::new("postgres://127.0.0.1:1/none", "redis://127.0.0.1:1", Default::default());
+        let state = AppState::build(settings).expect("the state");
+        let router: Router<AppState> = Router::new().route(
+            "/panics",
+            get(|| async {
+                if true {
+                    panic!("a handler bug");
+                }
+                StatusCode::OK
+            }),
+        );
+        let app = with_request_layers(router, state.clone());
+        let counted = "http_requests_total{route=\"unmatched\",method=\"GET\",status=\"500\"}";
+        let before = state.metrics.render();
+        let request = Request::builder().uri("/panics").body(axum::body::Body::empty()).expect("a request");
+        let response = app.oneshot(request).await.expect("a response, not a dropped connection");
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let after = state.metrics.render();
+        assert_eq!(value(&after, counted), value(&before, counted) + 1.0, "the panic's 500 is counted:\n{after}");
+        // No other test of this binary sends requests through `track`: nothing else moves the gauge.
+        assert_eq!(value(&after, HTTP_IN_FLIGHT), 0.0, "the in-flight gauge is released:\n{after}");
+    }
 
     #[test]
     fn if_none_match_accepts_lists_star_and_weak_forms() {

@@ -26,8 +26,9 @@ pub const DB_REPLICAS: &str = "db_replicas";
 /// PostgreSQL pool connections by `server` (primary, replica: all replicas) and `state` (open,
 /// idle).
 pub const DB_POOL: &str = "db_pool_connections";
-/// Redis connections up.
-pub const REDIS_CONNECTED: &str = "redis_connections_up";
+/// 1 while the Redis client is connected, else 0. In the application's `api_` namespace: a
+/// `redis_` name would read as one of redis_exporter's series, and `_up` as a count.
+pub const REDIS_CONNECTED: &str = "api_redis_connected";
 /// Constant 1 with the `version` label.
 pub const BUILD_INFO: &str = "api_build_info";
 
@@ -50,6 +51,7 @@ pub fn recorder() -> PrometheusHandle {
                     if metrics::set_global_recorder(recorder).is_err() {
                         tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
                     }
+                    describe();
                     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
                     handle
                 }
@@ -60,6 +62,21 @@ pub fn recorder() -> PrometheusHandle {
             }
         })
         .clone()
+}
+
+/// The `# HELP` line of every series above (Prometheus's exposition convention: a scrape says
+/// what each series is). A series added without one fails `api/tests/api/operations.rs`.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route template, method and status.");
+    describe_histogram!(HTTP_DURATION, "Time from request head to response, by route template, in seconds.");
+    describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being served.");
+    describe_counter!(LOOKUPS, "Result lookups by tier (memory, redis, db), outcome and, for db, server.");
+    describe_counter!(DB_REPLICA_ERRORS, "PostgreSQL read replica reads that failed.");
+    describe_gauge!(DB_REPLICAS, "PostgreSQL read replicas by state (up, down, lagging) at the last refresh.");
+    describe_gauge!(DB_POOL, "PostgreSQL pool connections by server (primary, replica) and state (open, idle).");
+    describe_gauge!(REDIS_CONNECTED, "1 while this replica's Redis client is connected, else 0.");
+    describe_gauge!(BUILD_INFO, "Constant 1, labelled with the API's version.");
 }
 
 /// Drains the histograms' raw samples into their buckets every few seconds until `stop`.

@@ -70,23 +70,24 @@ impl Step {
         }
     }
 
-    fn csv_row(&self) -> String {
-        format!(
-            "{},{},{},{:.2},{},{:.6},{:.3},{:.3},{:.3},{:.3},{},{},{}",
-            self.users,
-            self.seconds,
-            self.requests,
-            self.rps,
-            self.failures,
-            self.error_ratio,
-            self.p50_ms,
-            self.p95_ms,
-            self.p99_ms,
-            self.max_ms,
-            self.co_corrected,
-            self.slo_passed,
-            self.run_dir.display()
-        )
+    /// The row's cells, in [`CSV_HEADER`]'s order (the csv crate quotes a run folder holding a
+    /// comma, quote or line break).
+    fn csv_record(&self) -> [String; 13] {
+        [
+            self.users.to_string(),
+            self.seconds.to_string(),
+            self.requests.to_string(),
+            format!("{:.2}", self.rps),
+            self.failures.to_string(),
+            format!("{:.6}", self.error_ratio),
+            format!("{:.3}", self.p50_ms),
+            format!("{:.3}", self.p95_ms),
+            format!("{:.3}", self.p99_ms),
+            format!("{:.3}", self.max_ms),
+            self.co_corrected.to_string(),
+            self.slo_passed.to_string(),
+            self.run_dir.display().to_string(),
+        ]
     }
 }
 
@@ -156,13 +157,12 @@ impl Curve {
 /// # Errors
 /// When the file cannot be written.
 pub fn write_csv(path: &Path, steps: &[Step]) -> std::io::Result<()> {
-    let mut text = String::from(CSV_HEADER);
-    text.push('\n');
+    let mut out = csv::Writer::from_path(path)?;
+    out.write_record(CSV_HEADER.split(','))?;
     for step in steps {
-        text.push_str(&step.csv_row());
-        text.push('\n');
+        out.write_record(step.csv_record())?;
     }
-    std::fs::write(path, text)
+    out.flush()
 }
 
 /// Index of the first step that missed the SLO.
@@ -303,3 +303,40 @@ pub fn draw(path: &Path, steps: &[Step], slo: &Slo, knee: Option<usize>) -> Resu
 
 /// A percentile line: its name, colour and value of a step.
 type Series = (&'static str, RGBColor, fn(&Step) -> f64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_csv_quotes_a_run_folder_with_a_comma_or_quote_and_reads_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("capacity.csv");
+        let step = |users: usize, run_dir: &str| Step {
+            users,
+            seconds: 20,
+            requests: 1000,
+            rps: 50.0,
+            failures: 1,
+            error_ratio: 0.001,
+            p50_ms: 1.0,
+            p95_ms: 2.5,
+            p99_ms: 4.0,
+            max_ms: 9.0,
+            co_corrected: false,
+            slo_passed: true,
+            run_dir: PathBuf::from(run_dir),
+        };
+        let steps = [step(500, "runs/plain"), step(1000, "runs/a,b \"c\"")];
+        write_csv(&path, &steps).expect("written");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.starts_with(CSV_HEADER), "{text}");
+        assert!(text.contains("\"runs/a,b \"\"c\"\"\""), "the path is quoted, its quotes doubled: {text}");
+        let mut reader = csv::Reader::from_path(&path).expect("open");
+        let rows: Vec<csv::StringRecord> = reader.records().collect::<Result<_, _>>().expect("parses");
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.len() == CSV_HEADER.split(',').count()));
+        assert_eq!(&rows[1][12], "runs/a,b \"c\"");
+        assert_eq!(&rows[0][3], "50.00");
+    }
+}

@@ -61,19 +61,37 @@ fn parse_error(path: &Path, line: usize, what: impl std::fmt::Display) -> Report
     ReportError::Input(format!("{} line {line}: {what}", path.display()))
 }
 
-/// The columns of `header` in the order `names` asks for them.
-fn columns(path: &Path, header: &str, names: &[&str]) -> Result<Vec<usize>, ReportError> {
-    let cells: Vec<&str> = header.split(',').map(str::trim).collect();
-    names
+/// A CSV's data rows, each with its line number.
+type Rows = Vec<(usize, csv::StringRecord)>;
+
+/// The rows of the CSV `text` (RFC 4180 quoting, cells trimmed, blank lines skipped, rows may be
+/// short), each with its line number, and the columns `names` asks for, in that order.
+fn read_csv(path: &Path, text: &str, names: &[&str]) -> Result<(Vec<usize>, Rows), ReportError> {
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).flexible(true).from_reader(text.as_bytes());
+    let line_of = |e: &csv::Error| e.position().map_or(1, |p| p.line() as usize);
+    let header = reader.headers().map_err(|e| parse_error(path, line_of(&e), &e))?.clone();
+    if header.is_empty() {
+        return Err(parse_error(path, 1, "empty file"));
+    }
+    let cols = names
         .iter()
         .map(|name| {
-            cells.iter().position(|c| c == name).ok_or_else(|| parse_error(path, 1, format!("no column {name:?}")))
+            header.iter().position(|c| c == *name).ok_or_else(|| parse_error(path, 1, format!("no column {name:?}")))
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| parse_error(path, line_of(&e), &e))?;
+        if record.iter().all(str::is_empty) {
+            continue;
+        }
+        rows.push((record.position().map_or(0, |p| p.line() as usize), record));
+    }
+    Ok((cols, rows))
 }
 
-fn cell<'a>(cells: &[&'a str], index: usize) -> &'a str {
-    cells.get(index).copied().unwrap_or("").trim()
+fn cell(cells: &csv::StringRecord, index: usize) -> &str {
+    cells.get(index).unwrap_or("")
 }
 
 fn optional(path: &Path, line: usize, text: &str) -> Result<Option<f64>, ReportError> {
@@ -89,13 +107,9 @@ fn optional(path: &Path, line: usize, text: &str) -> Result<Option<f64>, ReportE
 /// # Errors
 /// A missing column or a cell that is not a number.
 pub fn parse_series(path: &Path, text: &str) -> Result<Vec<Sample>, ReportError> {
-    let mut lines = text.lines();
-    let header = lines.next().ok_or_else(|| parse_error(path, 1, "empty file"))?;
-    let cols = columns(path, header, &["seconds", "rps", "p99_ms", "failed_per_s", "db_per_s"])?;
+    let (cols, rows) = read_csv(path, text, &["seconds", "rps", "p99_ms", "failed_per_s", "db_per_s"])?;
     let mut samples = Vec::new();
-    for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let n = i + 2;
-        let cells: Vec<&str> = line.split(',').collect();
+    for (n, cells) in rows {
         let seconds = optional(path, n, cell(&cells, cols[0]))?
             .ok_or_else(|| parse_error(path, n, "the seconds column is empty"))?;
         samples.push(Sample {
@@ -109,18 +123,15 @@ pub fn parse_series(path: &Path, text: &str) -> Result<Vec<Sample>, ReportError>
     Ok(samples)
 }
 
-/// Parses the phases CSV `text` (read from `path`, named in errors). Names may not hold commas.
+/// Parses the phases CSV `text` (read from `path`, named in errors). A name holding a comma or a
+/// quote is quoted, as RFC 4180 (and the csv crate) write it.
 ///
 /// # Errors
 /// A missing column, a bound that is not a number or an end before its start.
 pub fn parse_phases(path: &Path, text: &str) -> Result<Vec<Phase>, ReportError> {
-    let mut lines = text.lines();
-    let header = lines.next().ok_or_else(|| parse_error(path, 1, "empty file"))?;
-    let cols = columns(path, header, &["name", "start_s", "end_s", "passed"])?;
+    let (cols, rows) = read_csv(path, text, &["name", "start_s", "end_s", "passed"])?;
     let mut phases = Vec::new();
-    for (i, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let n = i + 2;
-        let cells: Vec<&str> = line.split(',').collect();
+    for (n, cells) in rows {
         let bound = |index: usize| {
             optional(path, n, cell(&cells, index))?.ok_or_else(|| parse_error(path, n, "a phase bound is empty"))
         };
@@ -355,6 +366,23 @@ mod tests {
         assert!(bad.to_string().contains("line 2"), "{bad}");
         let backwards = parse_phases(path, "name,start_s,end_s,passed\nkill,10,5,true\n").expect_err("end < start");
         assert!(backwards.to_string().contains("before it starts"), "{backwards}");
+    }
+
+    #[test]
+    fn quoted_phase_names_keep_their_commas_and_quotes() {
+        let text = "name,start_s,end_s,passed\n\"ramp-up, then hold\",0,10,true\n\"say \"\"hi\"\"\",10,12,false\n";
+        let phases = parse_phases(Path::new("p.csv"), text).expect("parses");
+        assert_eq!(phases.len(), 2);
+        assert_eq!(
+            phases[0],
+            Phase { name: "ramp-up, then hold".into(), start: 0.0, end: 10.0, verdict: Verdict::Passed }
+        );
+        assert_eq!(phases[1].name, "say \"hi\"");
+        let unclosed = parse_phases(Path::new("p.csv"), "name,start_s,end_s,passed\nkill,1,2,true\n\"x,1,2,true\n");
+        let unclosed = unclosed.expect_err("an unclosed quote swallows the rest of the file: no bounds");
+        assert!(unclosed.to_string().contains("line 3"), "{unclosed}");
+        let empty = parse_phases(Path::new("p.csv"), "").expect_err("empty");
+        assert!(empty.to_string().contains("line 1"), "{empty}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use goose::config::GooseConfiguration;
+use results_core::env::{SHARED_STUDENTS, shared_or};
 use results_core::{DEFAULT_FIRST_ID, DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec};
 
 use loadgen_report::summary::Slo;
@@ -25,12 +26,18 @@ pub const DEFAULT_INCREASE_RATE: &str = "100";
 pub const DEFAULT_RUN_TIME_S: usize = 20;
 /// Per-request timeout, seconds: far beyond any SLO, short enough that a hung server shows.
 pub const DEFAULT_TIMEOUT_S: &str = "10";
+/// The most users a debug build runs without --allow-debug-build: the tests' and the short
+/// drill's sizes. Above it an unoptimised generator's own CPU skews what it measures (3,000 users:
+/// 5.2x release's CPU per request, p95 doubled; issue 17).
+pub const DEBUG_BUILD_MAX_USERS: usize = 200;
 
 /// goose's defaults this load generator changes (its own help shows goose's).
 const AFTER_HELP: &str = "Defaults changed from goose's: --host http://127.0.0.1:8080, --users 300, \
 --increase-rate 100, --run-time 20, --timeout 10, --co-mitigation average, -q (goose's per-user \
 log lines; -v brings them back), --report-file and --error-log into the run folder \
-(report.html, report.json, errors.json), telnet controller off (--telnet). Exit status: 0 every \
+(report.html, report.json, errors.json), telnet controller off (--telnet), --version prints \
+loadgen's version. A debug build (cargo run without --release) refuses more than 200 users \
+unless --allow-debug-build: type cargo run --release -p loadgen -- ... Exit status: 0 every \
 SLO gate met, 1 a gate or goose --threshold missed, 2 the run could not happen.";
 
 /// Result-day load tests against the results API, built on goose.
@@ -164,8 +171,9 @@ pub struct RunArgs {
 /// This project's options.
 #[derive(Debug, Clone, Args)]
 pub struct Options {
-    /// Students in the data set under test (IDs --first-id..--first-id+N-1), as given to the seeder
-    #[arg(long, env = "LOADGEN_STUDENTS", default_value_t = DEFAULT_STUDENTS, help_heading = "Data set")]
+    /// Students in the data set under test (IDs --first-id..--first-id+N-1), as given to the seeder.
+    /// Unset: the shared RESULTS_STUDENTS (the seeder reads it too), else the default
+    #[arg(long, env = "LOADGEN_STUDENTS", default_value = shared_or(SHARED_STUDENTS, &DEFAULT_STUDENTS.to_string()), help_heading = "Data set")]
     pub students: u32,
     /// The first registration number of the data set under test, as given to the seeder
     #[arg(long, env = "LOADGEN_FIRST_ID", default_value_t = DEFAULT_FIRST_ID, help_heading = "Data set")]
@@ -243,6 +251,42 @@ pub struct Options {
     /// Enable goose's telnet controller (off by default; it takes commands without authentication)
     #[arg(long, env = "LOADGEN_TELNET", help_heading = "Controllers")]
     pub telnet: bool,
+    /// Let a debug build (`cargo run` without --release) run more than 200 users. Its figures
+    /// then include the unoptimised generator's own slowness (several times release's CPU per
+    /// request); `cargo run --release -p loadgen -- ...` measures the system instead
+    #[arg(long, env = "LOADGEN_ALLOW_DEBUG_BUILD", help_heading = "Controllers")]
+    pub allow_debug_build: bool,
+}
+
+/// Refuses a load above [`DEBUG_BUILD_MAX_USERS`] users from a debug build unless `allowed`,
+/// naming the command that builds the release one. `debug_build` is `cfg!(debug_assertions)` in
+/// the binary (a parameter so tests can judge both builds).
+///
+/// # Errors
+/// [`LoadgenError::Config`] with the command to type.
+pub fn refuse_debug_load(debug_build: bool, users: usize, allowed: bool) -> Result<(), LoadgenError> {
+    if !debug_build || allowed || users <= DEBUG_BUILD_MAX_USERS {
+        return Ok(());
+    }
+    Err(LoadgenError::Config(format!(
+        "this is a debug build: {users} users would measure the unoptimised load generator as much as \
+the system (debug builds run at most {DEBUG_BUILD_MAX_USERS} users). Type \
+`cargo run --release -p loadgen -- ...` with the same options, or add --allow-debug-build \
+(LOADGEN_ALLOW_DEBUG_BUILD=true) to run it anyway"
+    )))
+}
+
+/// The command line: [`Cli`]'s, with goose's `--version` saying what it does here (loadgen's
+/// version, not goose's: goose's flag is flattened in and [`crate::run`] answers it).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command().mut_arg("version", |arg| {
+        arg.help("Print loadgen's version").long_help("Prints loadgen's version, then exits.")
+    })
+}
+
+/// What `--version` prints.
+pub fn version_line() -> String {
+    format!("loadgen {}", env!("CARGO_PKG_VERSION"))
 }
 
 impl Options {
@@ -385,6 +429,31 @@ mod tests {
         assert_eq!(cli.run.options.metrics_listen, Listen::Off);
         let cli = Cli::try_parse_from(["loadgen", "capacity", "--steps", "10,20", "--step-secs", "1"]).expect("parses");
         assert!(matches!(cli.command, Some(Command::Capacity(ref c)) if c.steps == [10, 20]));
+    }
+
+    #[test]
+    fn only_a_debug_build_above_the_toy_size_without_the_flag_is_refused() {
+        let toy = DEBUG_BUILD_MAX_USERS;
+        assert!(refuse_debug_load(true, toy, false).is_ok());
+        assert!(refuse_debug_load(true, toy + 1, true).is_ok());
+        assert!(refuse_debug_load(false, 100_000, false).is_ok());
+        let Err(LoadgenError::Config(why)) = refuse_debug_load(true, toy + 1, false) else { panic!("refused") };
+        assert!(why.contains("cargo run --release -p loadgen -- ...") && why.contains("--allow-debug-build"), "{why}");
+        let cli = Cli::try_parse_from(["loadgen", "--allow-debug-build"]).expect("parses");
+        assert!(cli.run.options.allow_debug_build);
+    }
+
+    #[test]
+    fn version_flag_is_answered_with_loadgens_version() {
+        let help = command().render_long_help().to_string();
+        assert!(help.contains("Prints loadgen's version"), "{help}");
+        // The bound is written in the help text too (clap's doc comments take no constants).
+        let bound = format!("more than {DEBUG_BUILD_MAX_USERS} users");
+        assert_eq!(help.matches(&bound).count(), 2, "--allow-debug-build and the after-help say {bound}: {help}");
+        let matches = command().try_get_matches_from(["loadgen", "--version"]).expect("parses");
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).expect("parses");
+        assert!(cli.run.goose.version);
+        assert_eq!(version_line(), format!("loadgen {}", env!("CARGO_PKG_VERSION")));
     }
 
     #[test]

@@ -67,12 +67,18 @@ pub async fn start_metrics(
 /// # Errors
 /// What stops a run before its verdict ([`LoadgenError`]).
 pub async fn run(cli: Cli) -> Result<ExitCode, LoadgenError> {
+    if cli.run.goose.version {
+        println!("{}", config::version_line());
+        return Ok(ExitCode::SUCCESS);
+    }
     let live = Live::new()?;
     let stop = CancellationToken::new();
     let result = match cli.command {
         None => {
             let args = cli.run;
-            limits::raise_open_files(args.goose.users.unwrap_or(config::DEFAULT_USERS));
+            let users = args.goose.users.unwrap_or(config::DEFAULT_USERS);
+            config::refuse_debug_load(cfg!(debug_assertions), users, args.options.allow_debug_build)?;
+            limits::raise_open_files(users);
             if let Some(addr) = start_metrics(&args.options, &live, &stop).await {
                 eprintln!("loadgen: live metrics on http://{addr}/metrics");
             }
@@ -85,7 +91,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, LoadgenError> {
             }
         }
         Some(Command::Capacity(args)) => {
-            limits::raise_open_files(args.steps.iter().copied().max().unwrap_or(0));
+            let most_users = args.steps.iter().copied().max().unwrap_or(0);
+            config::refuse_debug_load(cfg!(debug_assertions), most_users, args.run.options.allow_debug_build)?;
+            limits::raise_open_files(most_users);
             if let Some(addr) = start_metrics(&args.run.options, &live, &stop).await {
                 eprintln!("loadgen: live metrics on http://{addr}/metrics");
             }

@@ -4,12 +4,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::FromArgMatches;
 use loadgen::config::Cli;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&loadgen::config::command().get_matches()).unwrap_or_else(|e| e.exit());
     match loadgen::run(cli).await {
         Ok(code) => code,
         Err(e) => {

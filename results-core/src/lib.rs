@@ -1,6 +1,6 @@
 //! The shared vocabulary of the results portal: every binary (API, seeder, load generator) links
 //! this crate so that they agree byte for byte on what a result is and where it lives.
-//! Nothing here performs I/O.
+//! Nothing here performs I/O (`env` reads the process's environment, nothing else).
 //!
 //! - [`id`]: what a well-formed registration number is, and strict parsing from untrusted text.
 //! - [`record`]: the result record, streams, subjects, schools, regions and the pass mark.
@@ -12,9 +12,11 @@
 //! - `names`: the word lists of the generated students', schools' and regions' names.
 //! - [`checksum`]: the order-defined content checksum used as data-set fingerprint and by verify.
 //! - [`latency`]: the latency histogram buckets the API and the load generator share.
+//! - [`env`]: the shared variables (`RESULTS_KEY_PREFIX`, `RESULTS_STUDENTS`), the `RUST_LOG` fallback.
 
 pub mod checksum;
 pub mod codec;
+pub mod env;
 pub mod factor;
 pub mod generate;
 pub mod id;

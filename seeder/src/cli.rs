@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use results_core::env::{SHARED_KEY_PREFIX, SHARED_STUDENTS, shared_or};
 use results_core::keys::DEFAULT_PREFIX;
 use results_core::{DEFAULT_FIRST_ID, DEFAULT_SEED, DEFAULT_STUDENTS, DatasetSpec, FactorKey, KeyLayout, StudentId};
 
@@ -11,6 +12,11 @@ use crate::correct::CorrectSettings;
 use crate::import::{ImportSettings, Input};
 use crate::load::LoadSettings;
 use crate::progress::ProgressMode;
+
+/// The variable of the log filter (tracing's EnvFilter directives); `RUST_LOG` when it is unset.
+pub const LOG_VAR: &str = "SEEDER_LOG";
+/// Exit status when interrupted (Ctrl-C, SIGINT): 128 + the signal's number, as shells report it.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Exit status when `verify` finds a difference (errors exit with 1, usage errors with 2).
 pub const EXIT_DIFFERENT: u8 = 3;
@@ -49,7 +55,11 @@ is back it serves the previous value until `seeder publish` succeeds.";
     args_conflicts_with_subcommands = true,
     after_help = "Exit status: 0 success, 1 error (one line on stderr says what), 2 usage error, \
                   3 `verify` found a difference, 4 a correction or results file has bad lines (nothing applied), \
-                  5 a correction is in PostgreSQL but not (all) in Redis (retry: `seeder publish`).\n\nWith the native stack: eval \"$(cargo xtask stack env)\" \
+                  5 a correction is in PostgreSQL but not (all) in Redis (retry: `seeder publish`), 130 interrupted \
+                  (Ctrl-C: run the same command again to finish).\n\nLogging: SEEDER_LOG, else RUST_LOG, holds \
+                  the log filter (tracing's directives) [default: info,sqlx=warn]. A flag wins over its variable; \
+                  --key-prefix's and --students' variables over the shared RESULTS_KEY_PREFIX and RESULTS_STUDENTS, \
+                  which the API and the load generator read too.\n\nWith the native stack: eval \"$(cargo xtask stack env)\" \
                   sets DATABASE_URL and REDIS_URL."
 )]
 pub struct Cli {
@@ -190,16 +200,18 @@ pub struct StoreArgs {
     /// Redis URL, e.g. redis://127.0.0.1:56379 (redis-cluster://host:port for a cluster).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
-    /// Prefix of every Redis key (letters, digits, '_' and '-'); tests use a random one.
-    #[arg(long, env = "SEEDER_KEY_PREFIX", default_value = DEFAULT_PREFIX)]
+    /// Prefix of every Redis key (letters, digits, '_' and '-'); tests use a random one. Unset:
+    /// the shared RESULTS_KEY_PREFIX, else the default
+    #[arg(long, env = "SEEDER_KEY_PREFIX", default_value = shared_or(SHARED_KEY_PREFIX, DEFAULT_PREFIX))]
     pub key_prefix: String,
 }
 
 /// Which data set.
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
-    /// Number of students; they get registration numbers --first-id upwards.
-    #[arg(long, env = "SEEDER_STUDENTS", default_value_t = DEFAULT_STUDENTS,
+    /// Number of students; they get registration numbers --first-id upwards. Unset: the shared
+    /// RESULTS_STUDENTS, else the default
+    #[arg(long, env = "SEEDER_STUDENTS", default_value = shared_or(SHARED_STUDENTS, &DEFAULT_STUDENTS.to_string()),
           value_parser = clap::value_parser!(u32).range(1..=i64::from(StudentId::MAX)))]
     pub students: u32,
     /// The first student's registration number; the others follow without gaps. With 1, the
@@ -272,7 +284,8 @@ impl StoreArgs {
             .ok_or_else(|| anyhow::anyhow!("no PostgreSQL URL: set DATABASE_URL or pass --database-url"))?;
         let redis_url =
             self.redis_url.clone().ok_or_else(|| anyhow::anyhow!("no Redis URL: set REDIS_URL or pass --redis-url"))?;
-        let layout = KeyLayout::new(&self.key_prefix).map_err(|e| anyhow::anyhow!("SEEDER_KEY_PREFIX: {e}"))?;
+        let layout = KeyLayout::new(&self.key_prefix)
+            .map_err(|e| anyhow::anyhow!("SEEDER_KEY_PREFIX (or {SHARED_KEY_PREFIX}): {e}"))?;
         Ok(Stores { database_url, redis_url, layout })
     }
 }
@@ -332,6 +345,21 @@ mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn help_names_the_log_variables_the_shared_ones_and_the_interrupted_status() {
+        let help = Cli::command().render_long_help().to_string();
+        for fact in [
+            LOG_VAR,
+            results_core::env::RUST_LOG,
+            results_core::env::DEFAULT_LOG_FILTER,
+            SHARED_KEY_PREFIX,
+            SHARED_STUDENTS,
+            &format!("{EXIT_INTERRUPTED} interrupted"),
+        ] {
+            assert!(help.contains(fact), "seeder --help names {fact}:\n{help}");
+        }
+    }
 
     #[test]
     fn command_line_is_consistent() {

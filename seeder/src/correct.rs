@@ -170,14 +170,47 @@ fn subject_list(stream: Stream) -> String {
 
 /// Parses and checks a correction file on its own: header, three fields per line, a valid
 /// registration number, a known subject name, a score in range, no (student, subject) twice.
-/// Blank lines are skipped; a UTF-8 byte-order mark and CRLF line ends are accepted.
+/// Read as CSV (RFC 4180, with the csv crate: a quoted field may hold a comma or a quote); fields
+/// are trimmed, blank lines skipped, a UTF-8 byte-order mark and CRLF line ends accepted.
 pub fn parse(text: &str) -> Parsed {
     let mut parsed = Parsed::default();
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l.trim_end_matches('\r')));
-    match lines.next() {
-        Some((_, header)) if header.split(',').map(str::trim).eq(HEADER.split(',')) => parsed.header_ok = true,
-        Some((_, header)) => {
+    // A problem names the line an editor shows. The csv crate's own line numbers (1.4) skip blank
+    // lines and count a CRLF file short, so lines are counted here from the record's first byte.
+    let newlines: Vec<usize> = text.match_indices('\n').map(|(at, _)| at).collect();
+    let line_at = |position: Option<&csv::Position>| {
+        let start = position.map_or(0, |p| p.byte() as usize);
+        // The reader may place a record after blank lines at the first of them.
+        let start = start
+            + text
+                .as_bytes()
+                .get(start..)
+                .map_or(0, |rest| rest.iter().take_while(|b| b.is_ascii_whitespace()).count());
+        newlines.partition_point(|&newline| newline < start) + 1
+    };
+    let mut reader = csv::ReaderBuilder::new().flexible(true).trim(csv::Trim::All).from_reader(text.as_bytes());
+    let header = match reader.headers() {
+        Ok(header) if !header.is_empty() => Some(header.iter().map(str::to_owned).collect::<Vec<_>>()),
+        Ok(_) => None,
+        Err(e) => Some(vec![e.to_string()]),
+    };
+    let lines = reader.records().filter_map(|record| {
+        let (line, fields) = match record {
+            Ok(record) => {
+                let line = line_at(record.position());
+                (line, record.iter().map(str::to_owned).collect::<Vec<_>>())
+            }
+            // Only invalid UTF-8 fails a flexible reader, which a &str cannot hold; were it to
+            // happen, the line is reported malformed with the reader's error as its one field.
+            Err(e) => (line_at(e.position()), vec![e.to_string()]),
+        };
+        let blank = fields.len() == 1 && fields[0].is_empty();
+        (!blank).then_some((line, fields))
+    });
+    match header {
+        Some(header) if header.iter().map(String::as_str).eq(HEADER.split(',')) => parsed.header_ok = true,
+        Some(header) => {
+            let header = header.join(",");
             parsed
                 .problems
                 .push(LineProblem { line: 1, problem: format!("the header must be `{HEADER}`, found `{header}`") });
@@ -189,12 +222,8 @@ pub fn parse(text: &str) -> Parsed {
         }
     }
     let mut seen: HashMap<(StudentId, Subject), usize> = HashMap::new();
-    for (line, text) in lines {
-        if text.trim().is_empty() {
-            continue;
-        }
+    for (line, fields) in lines {
         parsed.data_lines += 1;
-        let fields: Vec<&str> = text.split(',').map(str::trim).collect();
         if fields.len() != 3 {
             parsed.problems.push(LineProblem {
                 line,
@@ -203,10 +232,10 @@ pub fn parse(text: &str) -> Parsed {
             continue;
         }
         let mut wrong = Vec::new();
-        let id = StudentId::parse(fields[0])
+        let id = StudentId::parse(&fields[0])
             .map_err(|e| wrong.push(format!("student_id `{}` is not a registration number: {e}", fields[0])))
             .ok();
-        let subject = subject_named(fields[1]);
+        let subject = subject_named(&fields[1]);
         if subject.is_none() {
             wrong.push(format!("unknown subject `{}` (subjects: {})", fields[1], all_subject_names()));
         }
@@ -529,6 +558,18 @@ mod tests {
         let id = StudentId::new(1_000_001).expect("valid");
         assert_eq!(parsed.rows[0], Row { line: 2, id, subject: Subject::English, score: 75 });
         assert_eq!(parsed.rows[1], Row { line: 4, id, subject: Subject::Aptitude, score: 0 });
+    }
+
+    #[test]
+    fn quoted_fields_are_read_as_csv() {
+        let parsed = parse("student_id,subject,score\n\"1000001\",\"english\",\"75\"\n\"1000002\",\"a,b\",5\n,,\n");
+        let id = StudentId::new(1_000_001).expect("valid");
+        assert_eq!(parsed.rows, [Row { line: 2, id, subject: Subject::English, score: 75 }]);
+        assert_eq!(parsed.data_lines, 3, "a line of empty fields is a data line, not a blank one");
+        let found: Vec<(usize, &str)> = parsed.problems.iter().map(|p| (p.line, p.problem.as_str())).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].0 == 3 && found[0].1.contains("unknown subject `a,b`"), "one quoted field: {found:?}");
+        assert_eq!(found[1].0, 4);
     }
 
     #[test]

@@ -119,27 +119,19 @@ pub fn generated(spec: DatasetSpec, file: Option<&Path>, ids_file: Option<&Path>
     out.finish("the generator")
 }
 
-/// Quotes a CSV field when it needs it.
-fn csv(field: &str) -> std::borrow::Cow<'_, str> {
-    if field.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", field.replace('"', "\"\"")).into()
-    } else {
-        field.into()
-    }
-}
-
 struct Table {
     name: &'static str,
     columns: String,
     path: PathBuf,
-    out: BufWriter<File>,
+    /// RFC 4180, as PostgreSQL's `FORMAT csv` reads it (a name holding a comma or quote is quoted).
+    out: csv::Writer<BufWriter<File>>,
 }
 
 impl Table {
     fn create(dir: &Path, name: &'static str, columns: String) -> anyhow::Result<Self> {
         let path = dir.join(format!("{name}.csv"));
         let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Self { name, columns, path, out: BufWriter::new(file) })
+        Ok(Self { name, columns, path, out: csv::Writer::from_writer(BufWriter::new(file)) })
     }
 }
 
@@ -164,19 +156,21 @@ pub fn run(spec: DatasetSpec, dir: &Path) -> anyhow::Result<u64> {
     )?;
     let mut rows = 0u64;
     let io = |e: std::io::Error| anyhow::anyhow!("cannot write CSV: {e}");
+    let csv_error = |e: csv::Error| anyhow::anyhow!("cannot write CSV: {e}");
     for r in Region::ALL {
-        writeln!(regions.out, "{},{}", r.id, csv(r.name)).map_err(io)?;
+        regions.out.write_record([r.id.to_string().as_str(), r.name]).map_err(csv_error)?;
         rows += 1;
     }
     for s in dataset.schools() {
-        writeln!(schools.out, "{},{},{}", s.id, csv(&s.name), s.region.id).map_err(io)?;
+        schools.out.write_record([s.id.to_string().as_str(), &s.name, &s.region.id.to_string()]).map_err(csv_error)?;
         rows += 1;
     }
     for r in &records {
-        writeln!(students.out, "{},{},{},{}", r.id, csv(&r.name), r.school_id, r.stream.as_str()).map_err(io)?;
+        let id = r.id.to_string();
+        students.out.write_record([&id, &r.name, &r.school_id.to_string(), r.stream.as_str()]).map_err(csv_error)?;
         let table = if r.stream == Stream::NaturalScience { &mut natural } else { &mut social };
-        let s = r.scores;
-        writeln!(table.out, "{},{},{},{},{},{},{},{}", r.id, s[0], s[1], s[2], s[3], s[4], s[5], r.rank).map_err(io)?;
+        let row = std::iter::once(id).chain(r.scores.iter().map(u8::to_string)).chain([r.rank.to_string()]);
+        table.out.write_record(row).map_err(csv_error)?;
         rows += 2;
     }
     let script_path = dir.join("copy.psql");
@@ -196,4 +190,37 @@ pub fn run(spec: DatasetSpec, dir: &Path) -> anyhow::Result<u64> {
     }
     script.flush().map_err(io)?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_copy_tables_read_back_as_csv_with_every_name_intact() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let spec = DatasetSpec::with_first_id(7, 40, 1_000_000).expect("a spec");
+        let rows = run(spec, dir.path()).expect("exported");
+        let read = |name: &str| -> Vec<csv::StringRecord> {
+            let path = dir.path().join(format!("{name}.csv"));
+            let mut reader = csv::ReaderBuilder::new().has_headers(false).from_path(path).expect("open");
+            reader.records().collect::<Result<_, _>>().expect("valid CSV")
+        };
+        let dataset = Dataset::new(spec);
+        let students = read("students");
+        let records = dataset.generate();
+        assert_eq!(students.len(), records.len());
+        for (row, record) in students.iter().zip(&records) {
+            assert_eq!(row.len(), 4);
+            assert_eq!((&row[0], &row[1]), (record.id.to_string().as_str(), record.name.as_str()));
+        }
+        let schools = read("schools");
+        assert!(schools.iter().zip(dataset.schools()).all(|(row, s)| row.len() == 3 && row[1] == s.name));
+        let regions = read("regions");
+        assert!(regions.iter().zip(Region::ALL).all(|(row, r)| row.len() == 2 && &row[1] == r.name));
+        let results =
+            read(results_table(Stream::NaturalScience)).len() + read(results_table(Stream::SocialScience)).len();
+        assert_eq!(results, records.len());
+        assert_eq!(rows as usize, Region::ALL.len() + schools.len() + 2 * records.len());
+    }
 }

@@ -5,7 +5,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use seeder::cli::{Cli, Command, EXIT_DIFFERENT, EXIT_INVALID_FILE, EXIT_UNPUBLISHED};
+use seeder::cli::LOG_VAR;
+use seeder::cli::{Cli, Command, EXIT_DIFFERENT, EXIT_INTERRUPTED, EXIT_INVALID_FILE, EXIT_UNPUBLISHED};
 use seeder::correct::CorrectError;
 use seeder::import::ImportError;
 use tracing_subscriber::EnvFilter;
@@ -13,8 +14,10 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        // sqlx logs server notices ("relation already exists, skipping") at info: not news.
-        .with_env_filter(EnvFilter::try_from_env("SEEDER_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .with_env_filter(
+            EnvFilter::try_new(results_core::env::log_filter(LOG_VAR))
+                .unwrap_or_else(|_| EnvFilter::new(results_core::env::DEFAULT_LOG_FILTER)),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
@@ -29,9 +32,12 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         tokio::select! {
             outcome = run(cli) => outcome,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!(
-                "interrupted; nothing half-done is trusted: run the same command again to finish (a load, or a correction: it publishes what PostgreSQL committed)"
-            )),
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!(
+                    "interrupted; nothing half-done is trusted: run the same command again to finish (a load, or a correction: it publishes what PostgreSQL committed)"
+                );
+                Ok(ExitCode::from(EXIT_INTERRUPTED))
+            }
         }
     });
     match outcome {

@@ -85,6 +85,13 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// List the dependencies a crate declares and never uses, and [workspace.dependencies] no
+    /// crate inherits (cargo-machete's check; a test runs it in CI). Exit status 1 when any.
+    UnusedDeps {
+        /// The workspace's folder [default: this repository]
+        #[arg(long, value_name = "DIR")]
+        root: Option<std::path::PathBuf>,
+    },
 }
 
 /// `cargo xtask bench ...`: each takes the rounds as its argument (default 3).
@@ -249,6 +256,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::RawHttp(command) => return Ok(crate::probe::raw_http(&command)),
         Command::Fuzz { seconds_per_target } => return Ok(crate::fuzz::main(seconds_per_target)),
         Command::StampWeb { check } => return Ok(crate::stamp_web::main(check)),
+        Command::UnusedDeps { root } => return Ok(crate::deps::main(root.as_deref())),
         Command::Install { packages } => {
             let missing: Vec<String> = packages.into_iter().filter(|p| !crate::supervise::have(p)).collect();
             apt::install(&missing)?;

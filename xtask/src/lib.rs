@@ -35,6 +35,7 @@
 //! - [`fuzz`]: `cargo xtask fuzz`, fuzz/'s targets one after another with libFuzzer via
 //!   cargo-fuzz, and the parsing of libFuzzer's output.
 //! - [`stamp_web`]: `cargo xtask stamp-web`, the assets' content stamps in web/index.html.
+//! - [`deps`]: dependencies declared and never used (cargo-machete's check, run by a test).
 //! - [`suite`]: `cargo xtask test`, the test command: stores up, sweep, one build, then
 //!   `cargo test` and the script tests side by side in lanes.
 //! - [`cli`]: the command line and exit statuses.
@@ -45,6 +46,7 @@ pub mod bench;
 pub mod capacity;
 pub mod cli;
 pub mod config;
+pub mod deps;
 pub mod facts;
 pub mod fuzz;
 pub mod monitor;

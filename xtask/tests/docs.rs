@@ -192,3 +192,49 @@ fn the_readme_ports_are_the_stacks_defaults() {
         ports.iter().filter(|v| !numbers.contains(v.default)).map(|v| format!("{}={}", v.name, v.default)).collect();
     assert!(missing.is_empty(), "README's ports table lacks these defaults of xtask/src/facts.rs: {missing:?}");
 }
+
+/// The CI check of unused dependencies (cargo-machete's, without installing it in every run):
+/// docs/dependencies.md says how to read a failure.
+#[test]
+fn every_declared_dependency_is_used() {
+    let unused = xtask::deps::unused(&repo()).expect("the dependency check runs");
+    let lines: Vec<String> = unused.iter().map(ToString::to_string).collect();
+    assert!(
+        lines.is_empty(),
+        "remove them, or list them under [package.metadata.cargo-machete]:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn the_dependency_check_finds_what_a_crate_or_the_workspace_never_uses() {
+    let root = tempfile::tempdir().expect("a temporary folder");
+    let write = |path: &str, text: &str| {
+        let path = root.path().join(path);
+        std::fs::create_dir_all(path.parent().expect("a folder")).expect("mkdir");
+        std::fs::write(path, text).expect("write");
+    };
+    write(
+        "Cargo.toml",
+        "[workspace]\nresolver = \"3\"\nmembers = [\"a\"]\n\n[workspace.dependencies]\nserde = \"1\"\nrand = \"0.9\"\nhttp-body-util = \"0.1\"\n",
+    );
+    write(
+        "a/Cargo.toml",
+        "[package]\nname = \"a\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[dependencies]\nserde.workspace = true\n\
+         rand = { workspace = true }\ntokio = \"1\"\nserde-json = { package = \"serde_json\", version = \"1\" }\n\n\
+         [dev-dependencies]\nregex = \"1\"\ntempfile = \"3\"\n\n[package.metadata.cargo-machete]\nignored = [\"rand\"]\n",
+    );
+    write("a/src/lib.rs", "//! A.\nuse serde::Serialize;\npub fn f() { serde_json::json!(1); }\n");
+    // tokio is used by a test only: a normal dependency must be used by the crate itself.
+    write("a/tests/t.rs", "#[test]\nfn t() { let _ = tempfile::tempdir(); tokio::spawn(async {}); }\n");
+    let found: Vec<String> = xtask::deps::unused(root.path()).expect("runs").iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        [
+            "a: [dev-dependencies] regex is never used",
+            "a: [dependencies] tokio is never used",
+            "workspace: [workspace.dependencies] http-body-util is never used",
+        ],
+        "rand is ignored by metadata, serde-json is used under its Rust name"
+    );
+}

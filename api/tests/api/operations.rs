@@ -45,7 +45,16 @@ async fn metrics_are_prometheus_text_with_the_latency_buckets() {
     assert_eq!(app.get("/v1/results/1000007").await.status(), 200);
     let response = app.client.get(format!("{}/metrics", app.admin)).send().await.expect("metrics");
     assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], api::admin::EXPOSITION_CONTENT_TYPE);
+    assert!(api::admin::EXPOSITION_CONTENT_TYPE.ends_with("; charset=utf-8"));
     let text = response.text().await.expect("text");
+    // Every series has its # HELP line (a histogram's _bucket, _sum, _count share its family's).
+    let helped: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("# HELP ")?.split(' ').next()).collect();
+    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap_or_default();
+        let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
+        assert!(helped.contains(&name) || helped.contains(&family), "no # HELP for {name}: {text}");
+    }
     for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let (series, value) = line.rsplit_once(' ').expect("`series value`");
         assert!(value.parse::<f64>().is_ok(), "value of {line:?}");
@@ -65,9 +74,11 @@ async fn metrics_are_prometheus_text_with_the_latency_buckets() {
         "http_requests_in_flight",
         "db_pool_connections{state=\"open\",server=\"primary\"}",
         "api_build_info{version=",
+        "api_redis_connected 1",
     ] {
         assert!(text.contains(needle), "missing {needle}");
     }
+    assert!(!text.contains("redis_connections_up"), "the 0/1 flag left redis_exporter's namespace");
     // The admin routes are not on the public port.
     assert_eq!(error_code(app.get("/metrics").await).await.0, 404);
     assert_eq!(error_code(app.get("/debug/pprof/profile?seconds=1").await).await.0, 404);
@@ -119,6 +130,14 @@ async fn bad_configuration_is_one_clear_error_naming_the_variable() {
         ("API_KEY_PREFIX", "a:b"),
     ]);
     assert!(String::from_utf8_lossy(&bad_prefix.stderr).contains("API_KEY_PREFIX"));
+    // The shared RESULTS_KEY_PREFIX is read when API_KEY_PREFIX is unset, and loses to it.
+    let stores = [("DATABASE_URL", "postgres://a@127.0.0.1:1/x"), ("REDIS_URL", "redis://127.0.0.1:1")];
+    let shared = run(&[stores[0], stores[1], ("RESULTS_KEY_PREFIX", "shared:bad")]);
+    let shared = String::from_utf8_lossy(&shared.stderr);
+    assert!(shared.contains("\"shared:bad\"") && shared.contains("RESULTS_KEY_PREFIX"), "{shared}");
+    let both = run(&[stores[0], stores[1], ("RESULTS_KEY_PREFIX", "shared:bad"), ("API_KEY_PREFIX", "own:bad")]);
+    let both = String::from_utf8_lossy(&both.stderr);
+    assert!(both.contains("\"own:bad\"") && !both.contains("shared:bad"), "{both}");
     let bad_number = run(&[("API_PG_POOL_SIZE", "lots")]);
     assert_eq!(bad_number.status.code(), Some(2), "clap usage error");
     assert!(String::from_utf8_lossy(&bad_number.stderr).contains("lots"));

@@ -308,3 +308,41 @@ async fn with_pins_every_lookup_sends_the_students_pin_and_without_them_results_
     let results = row(&summary, Request::Result);
     assert!(results.requests > 0 && results.failures == results.requests, "{}", summary.render());
 }
+
+/// The binary as `cargo run -p loadgen` builds it (a debug build when the tests are).
+fn loadgen_binary(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .env_remove("LOADGEN_ALLOW_DEBUG_BUILD")
+        .output()
+        .expect("run the loadgen binary")
+}
+
+#[test]
+fn a_debug_build_refuses_a_real_load_and_says_what_to_type() {
+    if !cfg!(debug_assertions) {
+        return; // a release build (cargo test --release) has nothing to refuse
+    }
+    // Port 1 of loopback: were the load not refused, it would run (and fail) for its whole second.
+    let common = ["--host", "http://127.0.0.1:1", "--metrics-listen", "off", "--run-time", "1"];
+    let run = loadgen_binary(&[&common[..], &["--users", "3000"]].concat());
+    let capacity = loadgen_binary(&[&["capacity", "--steps", "10,500"], &common[..]].concat());
+    for (what, out) in [("a 3,000-user run", run), ("a capacity curve up to 500 users", capacity)] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(i32::from(loadgen::EXIT_FAILED)), "{what}: {stderr}");
+        assert!(
+            stderr.contains("debug build") && stderr.contains("cargo run --release -p loadgen --"),
+            "{what}: {stderr}"
+        );
+        assert!(stderr.contains("--allow-debug-build"), "{what}: {stderr}");
+    }
+}
+
+#[test]
+fn version_is_loadgens_not_gooses() {
+    for flag in ["--version", "-V"] {
+        let out = loadgen_binary(&[flag]);
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("loadgen {}", env!("CARGO_PKG_VERSION")));
+    }
+}

@@ -66,3 +66,30 @@ async fn killed_while_loading_redis_then_rerun_loads_redis_from_postgres() {
     assert!(out.contains("into Redis (from PostgreSQL)"), "{out}");
     t.cleanup().await;
 }
+
+/// Ctrl-C (a real SIGINT) exits 130, the shell's convention for "interrupted", and says how to
+/// finish. The stores are a listener that accepts and never answers, so the seeder is certainly
+/// mid-run (waiting on a store) when the signal lands.
+#[tokio::test]
+async fn sigint_exits_130_and_says_to_run_again() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = silent.local_addr().expect("address");
+    let mut command =
+        helpers::seeder_command(&format!("postgres://u:p@{addr}/none"), &format!("redis://{addr}"), "sigint", &[]);
+    let child = command.stderr(std::process::Stdio::piped()).spawn().expect("start the seeder");
+    let pid = child.id().expect("a running seeder").to_string();
+    let (_held, _) = tokio::time::timeout(std::time::Duration::from_secs(60), silent.accept())
+        .await
+        .expect("the seeder connects to a store")
+        .expect("accept");
+    let kill = std::process::Command::new("kill").args(["-INT", &pid]).status().expect("run kill");
+    assert!(kill.success());
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the seeder stops on SIGINT")
+        .expect("reap");
+    let err = helpers::stderr(&output);
+    assert_eq!(output.status.code(), Some(i32::from(seeder::cli::EXIT_INTERRUPTED)), "stderr:\n{err}");
+    assert_eq!(seeder::cli::EXIT_INTERRUPTED, 130);
+    assert!(err.contains("interrupted") && err.contains("run the same command again"), "{err}");
+}
