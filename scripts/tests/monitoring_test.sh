@@ -12,7 +12,7 @@
 #   4. End to end on a throw-away native stack (cargo xtask stack on free ports in a folder of its
 #      own: PostgreSQL, Redis, three replicas, NGINX, the node/nginx/redis/postgres exporters and
 #      Prometheus with this repository's config and rules, scraping every 1 s): every target is up,
-#      ~300 requests go through NGINX while target/debug/loadgen runs 8 s of load with its
+#      ~300 requests go through NGINX while target/debug/loadgen runs 14 s of load with its
 #      /metrics where Prometheus looks, and the dashboard's key panels (API, NGINX, Redis,
 #      PostgreSQL, host, load generator) and the recording rules return data; no alert fires; a stopped replica
 #      raises ReplicaDown. Needs target/debug/api and a seeder binary (cargo test builds them).
@@ -309,17 +309,18 @@ else
     done
     check "the loadgen target is known (down while no load test runs)" bash -c \
       "curl -s 'http://$HOST:$PROM_PORT/api/v1/targets?state=active' | jq -e '[.data.activeTargets[] | select(.labels.job == \"loadgen\")] | length == 1'"
-    # The load generator runs meanwhile (30 paced users for 8 s) with its /metrics where
+    # The load generator runs meanwhile (30 paced users for 14 s) with its /metrics where
     # Prometheus looks for it, so the dashboard's client-side panels get data too.
     LOADGEN_PID=
     if [[ -x $E2E_LOADGEN_BIN ]]; then
-      "$E2E_LOADGEN_BIN" --host "$PUBLIC" --students 3000 --users 30 --increase-rate 30 --run-time 8s \
+      "$E2E_LOADGEN_BIN" --host "$PUBLIC" --students 3000 --users 30 --increase-rate 30 --run-time 14s \
         --think-min-ms 50 --think-max-ms 150 --metrics-listen "$HOST:$STACK_LOADGEN_METRICS_PORT" \
         --slo-p95-ms 5000 --slo-p99-ms 5000 --slo-error-ratio 0 --progress-secs 0 \
         --runs-dir "$WORK/loadgen" >"$WORK/loadgen.log" 2>&1 &
       LOADGEN_PID=$!
-      # (latency gates loose: a debug build on shared cores; every response must be right)
-      for _ in $(seq 1 24); do all_up loadgen 1 >/dev/null && break; sleep 0.25; done
+      # (latency gates loose: a debug build on shared cores; every response must be right; up to
+      # 10 s for its first scrape: a debug build starts slowly while other suites run beside it)
+      for _ in $(seq 1 40); do all_up loadgen 1 >/dev/null && break; sleep 0.25; done
       check "the loadgen target is up while it runs" all_up loadgen 1
     fi
     send_requests 1000000 100
