@@ -1,10 +1,14 @@
-//! The read path: Redis, then the in-process cache, then PostgreSQL.
+//! The read path: the near cache, then Redis, then the in-process cache, then PostgreSQL.
 //!
-//! Order, by measurement (`cargo xtask bench api`, uniform random IDs over the full data set):
-//! with the in-process cache in front of Redis, 8.6% of lookups hit it (few students ask twice
-//! within the TTL), and it cost ~14% of throughput, 80 MB of RSS and 100 ms stalls from cache
-//! housekeeping, against a Redis round trip of well under a millisecond on loopback. Repeated
-//! requests for one hot ID are NGINX's micro-cache's job. So Redis answers first and the
+//! - Near cache (`near_cache`): while its copy is complete and coherent it answers every lookup
+//!   from memory, an unknown ID included, with no I/O. Otherwise (warming, resynchronising, over
+//!   its budget, off) Redis is asked as below.
+//!
+//! Behind it, order by measurement (`cargo xtask bench api`, uniform random IDs over the full
+//! data set): with the in-process cache in front of Redis, 8.6% of lookups hit it (few students
+//! ask twice within the TTL), and it cost ~14% of throughput, 80 MB of RSS and 100 ms stalls from
+//! cache housekeeping, against a Redis round trip of well under a millisecond on loopback.
+//! Repeated requests for one hot ID are NGINX's micro-cache's job. So Redis answers first and the
 //! in-process cache guards PostgreSQL instead: it holds what PostgreSQL served (while Redis is
 //! down or incomplete) for a short TTL, and concurrent misses for one ID collapse into one query
 //! (moka `try_get_with`).
@@ -14,9 +18,10 @@
 //! - Redis miss while the completeness marker is present: the ID is unknown. PostgreSQL is not
 //!   asked, so an ID-enumeration flood never becomes database load. The marker's presence is
 //!   re-checked on each miss, because the seeder deletes it before reloading.
-//! - Redis error, timeout or disconnection: counted, warned about once per interval, and the
-//!   in-process cache or PostgreSQL answers. PostgreSQL down while Redis answers: nothing
-//!   changes for hits.
+//! - Redis error, timeout or disconnection: counted, warned about once per interval; the near
+//!   cache's copy answers if it holds one and its own connection is down too (tier
+//!   `near_while_redis_down`), else the in-process cache or PostgreSQL. PostgreSQL down while
+//!   Redis answers: nothing changes for hits.
 //! - PostgreSQL is a read replica when one answers, else the primary (`pg_servers`); the
 //!   lookup is counted with the `server` that answered (`replica` or `primary`; an error is the
 //!   primary's, asked last). A replica's miss is final: asking the primary too would send an
@@ -30,7 +35,8 @@ use moka::future::Cache;
 use results_core::{StudentId, codec};
 
 use crate::config::Settings;
-use crate::directory::Directory;
+use crate::directory::{Directory, Snapshot};
+use crate::near_cache::{Answer, NearCache};
 use crate::pg_servers::{PgServers, Server};
 use crate::stores::{RedisTier, StoreError};
 use crate::telemetry::{LOOKUPS, RateLimitedWarning};
@@ -61,19 +67,27 @@ pub struct Lookup {
     redis: RedisTier,
     pg: PgServers,
     directory: Arc<Directory>,
+    near: Arc<NearCache>,
     redis_warning: RateLimitedWarning,
     pg_warning: RateLimitedWarning,
 }
 
 impl Lookup {
     /// A reader over the given stores.
-    pub fn new(settings: &Settings, redis: RedisTier, pg: PgServers, directory: Arc<Directory>) -> Self {
+    pub fn new(
+        settings: &Settings,
+        redis: RedisTier,
+        pg: PgServers,
+        directory: Arc<Directory>,
+        near: Arc<NearCache>,
+    ) -> Self {
         let cache = Cache::builder().max_capacity(settings.cache_capacity).time_to_live(settings.cache_ttl).build();
         Self {
             cache,
             redis,
             pg,
             directory,
+            near,
             redis_warning: RateLimitedWarning::new(Duration::from_secs(10)),
             pg_warning: RateLimitedWarning::new(Duration::from_secs(10)),
         }
@@ -82,23 +96,24 @@ impl Lookup {
     /// The rendered result for `id`.
     pub async fn find(&self, id: StudentId) -> Result<Arc<RenderedResult>, LookupError> {
         let snapshot = self.directory.snapshot();
+        match self.near.get(id) {
+            Answer::Value(bytes) => {
+                if let Some(rendered) = self.render_stored(id, &bytes, &snapshot, "near") {
+                    return Ok(rendered);
+                }
+            }
+            Answer::Unknown => {
+                count("near", "miss");
+                return Err(LookupError::NotFound);
+            }
+            Answer::AskRedis => {}
+        }
         match self.redis.get(id).await {
-            Ok(Some(bytes)) => match codec::decode_result(id, &bytes) {
-                Ok(record) => {
-                    let school = snapshot.schools.get(&record.school_id);
-                    let size = snapshot.streams.map(|s| s.of(record.stream));
-                    if let (Some(school), Some(size)) = (school, size) {
-                        count("redis", "hit");
-                        return Ok(Arc::new(render(&record, school, size)));
-                    }
-                    // The directory is not loaded yet: PostgreSQL has the school.
-                    count("redis", "incomplete");
+            Ok(Some(bytes)) => {
+                if let Some(rendered) = self.render_stored(id, &bytes, &snapshot, "redis") {
+                    return Ok(rendered);
                 }
-                Err(e) => {
-                    count("redis", "decode_error");
-                    self.redis_warning.warn("a Redis value does not decode; answering from PostgreSQL", &e);
-                }
-            },
+            }
             Ok(None) if snapshot.marker.is_some() => match self.redis.marker_exists().await {
                 Ok(true) => {
                     count("redis", "miss");
@@ -108,22 +123,76 @@ impl Lookup {
                     count("redis", "miss_incomplete");
                     self.directory.forget_marker();
                 }
-                Err(e) => self.redis_failed(&e),
+                Err(e) => return self.redis_failed(id, &e, &snapshot).await,
             },
             Ok(None) => count("redis", "miss_incomplete"),
-            Err(e) => self.redis_failed(&e),
+            Err(e) => return self.redis_failed(id, &e, &snapshot).await,
         }
+        self.cached_or_postgres(id, &snapshot).await
+    }
+
+    /// A value as Redis stores it (from Redis or the near cache), rendered; `None` when it does
+    /// not decode or the directory is not loaded yet (PostgreSQL answers then).
+    fn render_stored(
+        &self,
+        id: StudentId,
+        bytes: &[u8],
+        snapshot: &Snapshot,
+        tier: &'static str,
+    ) -> Option<Arc<RenderedResult>> {
+        match codec::decode_result(id, bytes) {
+            Ok(record) => {
+                let school = snapshot.schools.get(&record.school_id);
+                let size = snapshot.streams.map(|s| s.of(record.stream));
+                if let (Some(school), Some(size)) = (school, size) {
+                    count(tier, "hit");
+                    return Some(Arc::new(render(&record, school, size)));
+                }
+                // The directory is not loaded yet: PostgreSQL has the school.
+                count(tier, "incomplete");
+            }
+            Err(e) => {
+                count(tier, "decode_error");
+                self.redis_warning.warn("a Redis value does not decode; answering from PostgreSQL", &e);
+            }
+        }
+        None
+    }
+
+    /// Redis failed: the near cache's copy answers if it can (see `near_cache`), else the
+    /// in-process cache or PostgreSQL.
+    async fn redis_failed(
+        &self,
+        id: StudentId,
+        error: &StoreError,
+        snapshot: &Snapshot,
+    ) -> Result<Arc<RenderedResult>, LookupError> {
+        count("redis", "error");
+        self.redis_warning.warn("Redis cannot answer; reading PostgreSQL instead", error);
+        match self.near.get_while_redis_down(id) {
+            Answer::Value(bytes) => {
+                if let Some(rendered) = self.render_stored(id, &bytes, snapshot, "near_while_redis_down") {
+                    return Ok(rendered);
+                }
+            }
+            Answer::Unknown => {
+                count("near_while_redis_down", "miss");
+                return Err(LookupError::NotFound);
+            }
+            Answer::AskRedis => {}
+        }
+        self.cached_or_postgres(id, snapshot).await
+    }
+
+    /// The in-process cache, else PostgreSQL (concurrent misses for one ID collapse into one
+    /// query).
+    async fn cached_or_postgres(&self, id: StudentId, snapshot: &Snapshot) -> Result<Arc<RenderedResult>, LookupError> {
         if let Some(hit) = self.cache.get(&id).await {
             count("memory", "hit");
             return Ok(hit);
         }
         let streams = snapshot.streams;
         self.cache.try_get_with(id, self.load_from_postgres(id, streams)).await.map_err(|e| *e)
-    }
-
-    fn redis_failed(&self, error: &StoreError) {
-        count("redis", "error");
-        self.redis_warning.warn("Redis cannot answer; reading PostgreSQL instead", error);
     }
 
     async fn load_from_postgres(

@@ -32,7 +32,7 @@ pub struct TestApp {
 
 impl TestApp {
     /// Spawns the API over `stores`, with both stores behind proxies, after `tweak` adjusts the
-    /// settings (the directory refresh is 200 ms unless tweaked).
+    /// settings (the directory refresh is 200 ms and the near cache off unless tweaked).
     pub async fn spawn(stores: &TestStores, tweak: impl FnOnce(&mut Settings)) -> Self {
         Self::spawn_with_stores(stores, true, tweak).await
     }
@@ -48,6 +48,9 @@ impl TestApp {
         }
         let mut settings = Settings::new(pg_proxy.url(), redis_proxy.url(), stores.stores.layout.clone());
         settings.refresh = Duration::from_millis(200);
+        // Off unless a test turns it on: most tests exercise the tiers behind it (Redis,
+        // PostgreSQL), which a complete near cache would answer for.
+        settings.near_cache_budget = 0;
         tweak(&mut settings);
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind the public port");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind the admin port");

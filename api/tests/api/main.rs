@@ -5,6 +5,7 @@
 
 mod helpers;
 mod imported;
+mod near_cache;
 mod openapi;
 mod operations;
 mod outages;
