@@ -639,3 +639,33 @@ impl NearCache {
         self.set_state(State::OverBudget);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &[u8])]) -> Vec<(String, Bytes)> {
+        pairs.iter().map(|(f, v)| ((*f).to_owned(), Bytes::copy_from_slice(v))).collect()
+    }
+
+    #[test]
+    fn a_bucket_keeps_each_value_as_stored_and_knows_which_fields_are_absent() {
+        let bucket = Bucket::from_fields(fields(&[("7", b"seven"), ("0", b"zero"), ("99", b"last"), ("3", b"")]));
+        assert_eq!(bucket.value(0).as_deref(), Some(&b"zero"[..]));
+        assert_eq!(bucket.value(7).as_deref(), Some(&b"seven"[..]));
+        assert_eq!(bucket.value(99).as_deref(), Some(&b"last"[..]));
+        // Present but empty is not absent: it reaches the decoder, which refuses it.
+        assert_eq!(bucket.value(3).as_deref(), Some(&b""[..]));
+        for absent in [1, 2, 4, 8, 98] {
+            assert_eq!(bucket.value(absent), None, "field {absent}");
+        }
+        assert_eq!(bucket.value(BUCKET_SIZE), None, "beyond a bucket");
+    }
+
+    #[test]
+    fn fields_no_lookup_can_reach_are_ignored() {
+        let bucket = Bucket::from_fields(fields(&[("100", b"x"), ("-1", b"y"), ("abc", b"z"), ("5", b"ok")]));
+        assert_eq!(bucket.present, 1 << 5);
+        assert_eq!(bucket.data.as_ref(), b"ok");
+    }
+}
