@@ -1,6 +1,7 @@
 //! What every request needs besides the result itself, kept in memory and refreshed in the
 //! background: whether Redis holds the complete data set (the completeness marker), the schools,
-//! the stream sizes, and which stores are reachable.
+//! the stream sizes, which stores are reachable, and while Redis is down the fingerprint of
+//! PostgreSQL's data set (so the near cache does not answer over a correction committed meanwhile).
 //!
 //! Each refresh pings the PostgreSQL primary and every read replica (that is what marks a replica
 //! up, down or lagging again, see `pg_servers`). The stream sizes come from the primary, a
@@ -30,6 +31,9 @@ pub struct Snapshot {
     pub schools: HashMap<u32, SchoolInfo>,
     /// Students per stream (from the marker, else PostgreSQL).
     pub streams: Option<StreamSizes>,
+    /// While Redis is down: the fingerprint of PostgreSQL's data set. The near cache's copy
+    /// answers for Redis only while it is the same (a correction committed meanwhile changes it).
+    pub pg_fingerprint: Option<String>,
 }
 
 /// Reachability of the stores and the drain flag.
@@ -67,7 +71,12 @@ impl Directory {
     /// Forgets the marker at once (a Redis miss found it gone).
     pub fn forget_marker(&self) {
         let current = self.snapshot();
-        self.replace(Snapshot { marker: None, schools: current.schools.clone(), streams: current.streams });
+        self.replace(Snapshot {
+            marker: None,
+            schools: current.schools.clone(),
+            streams: current.streams,
+            pg_fingerprint: current.pg_fingerprint.clone(),
+        });
     }
 
     /// Re-reads the marker, schools and stream sizes, and checks both stores.
@@ -77,6 +86,10 @@ impl Directory {
         self.health.redis_up.store(marker.is_ok(), Ordering::Relaxed);
         let postgres_up = pg.check().await;
         self.health.postgres_up.store(postgres_up, Ordering::Relaxed);
+        let pg_fingerprint = match (&marker, postgres_up) {
+            (Err(_), true) => pg.primary().dataset_fingerprint().await.ok().flatten(),
+            _ => None,
+        };
 
         // A marker written by another codec version describes values this build cannot read.
         let marker = marker.ok().flatten().filter(|m| m.codec == CODEC_VERSION);
@@ -104,7 +117,7 @@ impl Directory {
         if marker.is_some() != current.marker.is_some() {
             tracing::info!(complete = marker.is_some(), "Redis completeness marker changed");
         }
-        self.replace(Snapshot { marker, schools, streams });
+        self.replace(Snapshot { marker, schools, streams, pg_fingerprint });
     }
 
     /// Refreshes every `interval` until `stop` is cancelled.

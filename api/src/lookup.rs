@@ -19,8 +19,9 @@
 //!   asked, so an ID-enumeration flood never becomes database load. The marker's presence is
 //!   re-checked on each miss, because the seeder deletes it before reloading.
 //! - Redis error, timeout or disconnection: counted, warned about once per interval; the near
-//!   cache's copy answers if it holds one and its own connection is down too (tier
-//!   `near_while_redis_down`), else the in-process cache or PostgreSQL. PostgreSQL down while
+//!   cache's copy answers if it holds one, its own connection is down too and PostgreSQL holds
+//!   no newer correction (tier `near_while_redis_down`), else the in-process cache or
+//!   PostgreSQL. PostgreSQL down while
 //!   Redis answers: nothing changes for hits.
 //! - PostgreSQL is a read replica when one answers, else the primary (`pg_servers`); the
 //!   lookup is counted with the `server` that answered (`replica` or `primary`; an error is the
@@ -169,7 +170,7 @@ impl Lookup {
     ) -> Result<Arc<RenderedResult>, LookupError> {
         count("redis", "error");
         self.redis_warning.warn("Redis cannot answer; reading PostgreSQL instead", error);
-        match self.near.get_while_redis_down(id) {
+        match self.near.get_while_redis_down(id, snapshot.pg_fingerprint.as_deref()) {
             Answer::Value(bytes) => {
                 if let Some(rendered) = self.render_stored(id, &bytes, snapshot, "near_while_redis_down") {
                     return Ok(rendered);

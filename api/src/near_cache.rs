@@ -21,9 +21,10 @@
 //!   resync has finished on a live connection.
 //! - **Reload**: the marker deleted (the seeder is reloading) drops the copy; its fingerprint
 //!   changed (a correction or a new data set) rebuilds it.
-//! - **Redis down**: an untrusted copy answers only when Redis cannot, and only while this
-//!   tracking connection is down too (nothing can be published through a Redis this replica
-//!   cannot reach; once any connection is back, Redis answers).
+//! - **Redis down**: an untrusted copy answers only when Redis cannot, only while this tracking
+//!   connection is down too (once any connection is back, Redis answers), and only while
+//!   PostgreSQL's data set has the copy's fingerprint: a correction committed while Redis is down
+//!   (it cannot be published) changes it, and PostgreSQL answers from the next directory refresh.
 //! - **Budget**: a data set whose copy would exceed the memory budget is not copied (the
 //!   replica reads Redis as without the near cache), until the marker changes.
 //!
@@ -349,10 +350,15 @@ impl NearCache {
     }
 
     /// The copy's answer for `id` after Redis failed: from an untrusted copy too, but only
-    /// while the tracking connection is down as well (see the module's rules).
-    pub fn get_while_redis_down(&self, id: StudentId) -> Answer {
+    /// while the tracking connection is down as well, and only if PostgreSQL's data set
+    /// (`pg_fingerprint`, when it is known) is still the one copied (see the module's rules).
+    pub fn get_while_redis_down(&self, id: StudentId, pg_fingerprint: Option<&str>) -> Answer {
         let Some(client) = &self.client else { return Answer::AskRedis };
         if client.is_connected() {
+            return Answer::AskRedis;
+        }
+        let copied = self.copy.load().as_ref().map(|c| c.fingerprint.clone());
+        if pg_fingerprint.is_some_and(|pg| copied.as_deref() != Some(pg)) {
             return Answer::AskRedis;
         }
         let answer = match self.read(id) {

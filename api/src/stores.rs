@@ -254,6 +254,14 @@ impl PgTier {
         Ok(Some(PgResult { record, school }))
     }
 
+    /// The fingerprint of the complete data set PostgreSQL holds (changed by every committed
+    /// correction), if any.
+    pub async fn dataset_fingerprint(&self) -> Result<Option<String>, StoreError> {
+        let query = sqlx::query("SELECT fingerprint FROM dataset WHERE state = 'complete'");
+        let row = self.bounded(query.fetch_optional(&self.pool)).await?;
+        Ok(row.map(|r| r.try_get::<Option<String>, _>(0)).transpose()?.flatten())
+    }
+
     /// Students per stream.
     pub async fn stream_sizes(&self) -> Result<StreamSizes, StoreError> {
         let row = self

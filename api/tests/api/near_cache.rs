@@ -149,6 +149,35 @@ async fn a_correction_made_while_the_tracking_connection_is_cut_is_not_served_st
 }
 
 #[tokio::test]
+async fn a_correction_committed_to_postgres_while_redis_is_down_is_served_from_postgres_not_the_copy() {
+    let seeded = Seeded::new(STUDENTS).await;
+    let app = spawn_complete(&seeded, |_| {}).await;
+    let id = StudentId::new(seeded.spec.first_id() + 9).expect("an ID");
+    let old_name = name_of(&app, id).await;
+    app.redis_proxy.cut();
+    let down = app.wait_ready(Duration::from_secs(5), |r| r["redis"] == "down").await;
+    assert_eq!(down["serving_from_near_cache"], true, "{down}");
+    assert_eq!(name_of(&app, id).await, old_name, "the copy answers: PostgreSQL holds the same data set");
+
+    // What `seeder correct` commits when it cannot publish: the row, and a new fingerprint.
+    let new_name = format!("{old_name} Corrected");
+    let pg = seeded.pg().await;
+    pg.execute("UPDATE students SET full_name = $1 WHERE id = $2", &[&new_name, &(id.get() as i32)])
+        .await
+        .expect("correct the name");
+    pg.execute("UPDATE dataset SET fingerprint = 'corrected-meanwhile' WHERE state = 'complete'", &[])
+        .await
+        .expect("a new fingerprint");
+    let committed = Instant::now();
+    // The bound stated for a correction while Redis is down: the in-process cache's TTL.
+    let bound = Settings::new("", "", seeded.stores.layout.clone()).cache_ttl;
+    while name_of(&app, id).await != new_name {
+        assert!(committed.elapsed() < bound, "PostgreSQL's correction not served within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
 async fn the_marker_deleted_drops_the_copy_and_a_new_fingerprint_rebuilds_it() {
     let seeded = Seeded::new(STUDENTS).await;
     let app = spawn_complete(&seeded, |_| {}).await;
