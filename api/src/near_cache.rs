@@ -32,7 +32,7 @@
 //! near cache stays off for a `redis-cluster://` URL.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -125,13 +125,21 @@ struct DataCopy {
     /// Serialises stores and invalidations of slots (rare), so an invalidation cannot fall
     /// between a fetch's epoch check and its store. Lookups never take it.
     writes: Mutex<()>,
+    /// Every bucket was loaded once (a resync finished): its misses were unknown IDs then.
+    whole: AtomicBool,
 }
 
 impl DataCopy {
     fn new(marker: &Marker) -> Self {
         let buckets = KeyLayout::buckets_for(marker.first_id..=marker.last_id);
         let slots = (0..buckets.clone().count()).map(|_| Slot::default()).collect();
-        Self { fingerprint: marker.fingerprint.clone(), first_bucket: *buckets.start(), slots, writes: Mutex::new(()) }
+        Self {
+            fingerprint: marker.fingerprint.clone(),
+            first_bucket: *buckets.start(),
+            slots,
+            writes: Mutex::new(()),
+            whole: AtomicBool::new(false),
+        }
     }
 
     fn slot(&self, bucket: u32) -> Option<&Slot> {
@@ -259,6 +267,8 @@ pub struct NearCache {
     layout: KeyLayout,
     /// The tracking connection (also what the preload and refetches read through).
     client: Option<Client>,
+    /// The fingerprint of the data set found over budget: not tried again until it changes.
+    refused: Mutex<Option<String>>,
     /// The marker key was written or deleted: the keeper checks it now.
     marker_touched: Notify,
     meters: Meters,
@@ -303,6 +313,7 @@ impl NearCache {
             budget: settings.near_cache_budget,
             layout: settings.layout.clone(),
             client,
+            refused: Mutex::new(None),
             marker_touched: Notify::new(),
             meters: Meters::new(),
         })
@@ -323,7 +334,7 @@ impl NearCache {
     /// Whether a copy is held (complete or not): `/readyz` is ready on it while both stores are
     /// down.
     pub fn has_copy(&self) -> bool {
-        self.copy.load().as_ref().is_some_and(|c| c.is_loaded())
+        self.copy.load().as_ref().is_some_and(|c| c.whole.load(Ordering::SeqCst))
     }
 
     /// Memory held by the copy, bytes.
@@ -510,13 +521,14 @@ impl NearCache {
         if !matches!(state, State::Complete | State::OverBudget) {
             return;
         }
-        let loaded = self.copy.load().as_ref().map(|c| c.fingerprint.clone());
+        let loaded = match state {
+            State::OverBudget => self.refused.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+            _ => self.copy.load().as_ref().map(|c| c.fingerprint.clone()),
+        };
         match self.marker(client).await {
             Ok(Some(marker)) if Some(&marker.fingerprint) == loaded.as_ref() => {}
-            Ok(Some(_)) if state == State::OverBudget && loaded.is_none() => {
-                // Over budget keeps no copy: try the new data set.
-                self.set_state(State::Warming);
-            }
+            // Another data set: it may fit.
+            Ok(Some(_)) if state == State::OverBudget => self.set_state(State::Warming),
             Ok(Some(_)) => {
                 tracing::info!("completeness marker's fingerprint changed: rebuilding the near cache");
                 self.lose_trust("the marker changed");
@@ -629,6 +641,7 @@ impl NearCache {
             count_resync("failed");
             return;
         }
+        copy.whole.store(true, Ordering::SeqCst);
         tracing::info!(bytes = self.bytes(), buckets = copy.slots.len(), "near cache complete");
         count_resync("complete");
         self.set_state(State::Complete);
@@ -641,6 +654,7 @@ impl NearCache {
             "the data set does not fit the near cache's budget (API_NEAR_CACHE_MB): reading Redis instead"
         );
         count_resync("over_budget");
+        *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(marker.fingerprint.clone());
         self.drop_copy();
         self.set_state(State::OverBudget);
     }

@@ -255,6 +255,11 @@ async fn a_data_set_over_the_budget_is_not_copied_and_the_budget_holds_when_it_f
     assert_eq!(small.state(), State::OverBudget);
     assert_eq!(small.bytes(), 0, "nothing kept");
     assert_eq!(small.get(first), Answer::AskRedis, "lookups go to Redis");
+    // Not tried again while the data set is the same (each try would read it from Redis).
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!((small.state(), small.bytes()), (State::OverBudget, 0), "stays over budget, holding nothing");
+    }
     stop_small.cancel();
 
     let (fits, stop_fits) = near_cache(&seeded, 1 << 20).await;
