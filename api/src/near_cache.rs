@@ -170,10 +170,6 @@ impl DataCopy {
         slot.epoch.fetch_add(1, Ordering::SeqCst);
         Some(slot.bucket.swap(None).map_or(0, |b| b.bytes()))
     }
-
-    fn is_loaded(&self) -> bool {
-        self.slots.iter().all(|s| s.bucket.load().is_some())
-    }
 }
 
 /// What the copy says about an ID.
@@ -637,7 +633,9 @@ impl NearCache {
                 return;
             }
         }
-        if !copy.is_loaded() || self.generation.load(Ordering::SeqCst) != generation {
+        // A bucket invalidated since is empty (lookups for it ask Redis) and queued: the copy
+        // is still coherent, so a stream of writes cannot keep it from ever completing.
+        if self.generation.load(Ordering::SeqCst) != generation {
             count_resync("failed");
             return;
         }
