@@ -16,9 +16,10 @@ pub const LOG_VAR: &str = "API_LOG";
 /// the public port; `/metrics` and `/debug/pprof/profile` on the admin port, which must never be
 /// exposed publicly.
 ///
-/// Reads Redis first (loaded by the seeder), then PostgreSQL when Redis is down or does not hold
-/// the complete data set (a read replica when one answers, else the primary), with a short-lived
-/// in-process cache in front of PostgreSQL. Starts without either store being up and becomes
+/// Answers from the near cache (a copy of every result in memory, kept coherent by Redis client
+/// tracking) once it is complete; reads Redis (loaded by the seeder) until then, and PostgreSQL
+/// when Redis is down or does not hold the complete data set (a read replica when one answers,
+/// else the primary), with a short-lived in-process cache in front of PostgreSQL. Starts without either store being up and becomes
 /// ready (`/readyz`) when one is.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -63,6 +64,11 @@ pub struct Args {
     /// Redis connections per replica (commands are pipelined on each).
     #[arg(long, env = "API_REDIS_POOL_SIZE", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=32))]
     pub redis_pool_size: u64,
+    /// Memory budget of the near cache, in MiB: a copy of every published result, kept coherent
+    /// by Redis (client tracking), that answers lookups without I/O. A data set whose copy does
+    /// not fit is not copied (lookups read Redis). 0 turns it off. Off for Redis Cluster.
+    #[arg(long, env = "API_NEAR_CACHE_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    pub near_cache_mb: u64,
     /// Results kept in the in-process cache.
     #[arg(long, env = "API_CACHE_CAPACITY", default_value_t = 200_000)]
     pub cache_capacity: u64,
@@ -123,6 +129,8 @@ pub struct Settings {
     pub pg_pool_size: u32,
     /// Redis pool size.
     pub redis_pool_size: usize,
+    /// Near cache budget in bytes (0: off).
+    pub near_cache_budget: u64,
     /// In-process cache capacity (entries).
     pub cache_capacity: u64,
     /// In-process cache time to live.
@@ -157,6 +165,7 @@ impl Settings {
             layout,
             pg_pool_size: 8,
             redis_pool_size: 2,
+            near_cache_budget: 128 << 20,
             cache_capacity: 200_000,
             cache_ttl: Duration::from_millis(2_000),
             http_max_age_s: 5,
@@ -194,6 +203,7 @@ impl Args {
             layout,
             pg_pool_size: self.pg_pool_size,
             redis_pool_size: self.redis_pool_size as usize,
+            near_cache_budget: self.near_cache_mb << 20,
             cache_capacity: self.cache_capacity,
             cache_ttl: Duration::from_millis(self.cache_ttl_ms),
             http_max_age_s: self.http_max_age_s,

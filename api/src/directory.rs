@@ -1,6 +1,7 @@
 //! What every request needs besides the result itself, kept in memory and refreshed in the
 //! background: whether Redis holds the complete data set (the completeness marker), the schools,
-//! the stream sizes, and which stores are reachable.
+//! the stream sizes, which stores are reachable, and while Redis is down the fingerprint of
+//! PostgreSQL's data set (so the near cache does not answer over a correction committed meanwhile).
 //!
 //! Each refresh pings the PostgreSQL primary and every read replica (that is what marks a replica
 //! up, down or lagging again, see `pg_servers`). The stream sizes come from the primary, a
@@ -51,6 +52,9 @@ pub struct Snapshot {
     pub schools: HashMap<u32, SchoolInfo>,
     /// Students per stream (from the marker, else PostgreSQL).
     pub streams: Option<StreamSizes>,
+    /// While Redis is down: the fingerprint of PostgreSQL's data set. The near cache's copy
+    /// answers for Redis only while it is the same (a correction committed meanwhile changes it).
+    pub pg_fingerprint: Option<String>,
 }
 
 /// Reachability of the stores and the drain flag.
@@ -93,6 +97,7 @@ impl Directory {
             marker: None,
             schools: current.schools.clone(),
             streams: current.streams,
+            pg_fingerprint: current.pg_fingerprint.clone(),
         });
     }
 
@@ -103,6 +108,10 @@ impl Directory {
         self.health.redis_up.store(marker.is_ok(), Ordering::Relaxed);
         let postgres_up = pg.check().await;
         self.health.postgres_up.store(postgres_up, Ordering::Relaxed);
+        let pg_fingerprint = match (&marker, postgres_up) {
+            (Err(_), true) => pg.primary().dataset_fingerprint().await.ok().flatten(),
+            _ => None,
+        };
 
         // A marker written by another codec version describes values this build cannot read.
         let marker = marker.ok().flatten().filter(|m| READABLE_CODEC_VERSIONS.contains(&m.codec));
@@ -145,7 +154,7 @@ impl Directory {
         if factor != current.factor {
             tracing::info!(?factor, "second-factor mode changed");
         }
-        self.replace(Snapshot { factor, marker, schools, streams });
+        self.replace(Snapshot { factor, marker, schools, streams, pg_fingerprint });
     }
 
     /// Refreshes every `interval` until `stop` is cancelled.

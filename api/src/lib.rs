@@ -10,7 +10,9 @@
 //!   metrics.
 //! - [`openapi`]: the OpenAPI document of the public routes (`api/openapi.json`), embedded.
 //! - [`admin`]: the private admin port: `/metrics` and `/debug/pprof/profile`.
-//! - [`lookup`]: the read path: in-process cache, Redis, PostgreSQL, and when each is used.
+//! - [`lookup`]: the read path: near cache, Redis, in-process cache, PostgreSQL, and when each
+//!   is used.
+//! - [`near_cache`]: every published result in memory, kept coherent by Redis client tracking.
 //! - [`stores`]: the Redis and PostgreSQL clients, every call bounded in time.
 //! - [`pg_servers`]: the PostgreSQL primary and its read replicas: replicas first, health marks.
 //! - [`directory`]: the completeness marker, schools, stream sizes and store health, refreshed.
@@ -23,6 +25,7 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod lookup;
+pub mod near_cache;
 pub mod openapi;
 pub mod pg_servers;
 pub mod routes;

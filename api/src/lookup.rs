@@ -1,10 +1,14 @@
-//! The read path: Redis, then the in-process cache, then PostgreSQL.
+//! The read path: the near cache, then Redis, then the in-process cache, then PostgreSQL.
 //!
-//! Order, by measurement (`cargo xtask bench api`, uniform random IDs over the full data set):
-//! with the in-process cache in front of Redis, 8.6% of lookups hit it (few students ask twice
-//! within the TTL), and it cost ~14% of throughput, 80 MB of RSS and 100 ms stalls from cache
-//! housekeeping, against a Redis round trip of well under a millisecond on loopback. Repeated
-//! requests for one hot ID are NGINX's micro-cache's job. So Redis answers first and the
+//! - Near cache (`near_cache`): while its copy is complete and coherent it answers every lookup
+//!   from memory, an unknown ID included, with no I/O. Otherwise (warming, resynchronising, over
+//!   its budget, off) Redis is asked as below.
+//!
+//! Behind it, order by measurement (`cargo xtask bench api`, uniform random IDs over the full
+//! data set): with the in-process cache in front of Redis, 8.6% of lookups hit it (few students
+//! ask twice within the TTL), and it cost ~14% of throughput, 80 MB of RSS and 100 ms stalls from
+//! cache housekeeping, against a Redis round trip of well under a millisecond on loopback.
+//! Repeated requests for one hot ID are NGINX's micro-cache's job. So Redis answers first and the
 //! in-process cache guards PostgreSQL instead: it holds what PostgreSQL served (while Redis is
 //! down or incomplete) for a short TTL, and concurrent misses for one ID collapse into one query
 //! (moka `try_get_with`).
@@ -14,9 +18,11 @@
 //! - Redis miss while the completeness marker is present: the ID is unknown. PostgreSQL is not
 //!   asked, so an ID-enumeration flood never becomes database load. The marker's presence is
 //!   re-checked on each miss, because the seeder deletes it before reloading.
-//! - Redis error, timeout or disconnection: counted, warned about once per interval, and the
-//!   in-process cache or PostgreSQL answers. PostgreSQL down while Redis answers: nothing
-//!   changes for hits.
+//! - Redis error, timeout or disconnection: counted, warned about once per interval; the near
+//!   cache's copy answers if it holds one, its own connection is down too and PostgreSQL holds
+//!   no newer correction (tier `near_while_redis_down`), else the in-process cache or
+//!   PostgreSQL. PostgreSQL down while
+//!   Redis answers: nothing changes for hits.
 //! - PostgreSQL is a read replica when one answers, else the primary (`pg_servers`); the
 //!   lookup is counted with the `server` that answered (`replica` or `primary`; an error is the
 //!   primary's, asked last). A replica's miss is final: asking the primary too would send an
@@ -34,7 +40,8 @@ use moka::future::Cache;
 use results_core::{FactorHash, FactorKey, StudentId, codec};
 
 use crate::config::Settings;
-use crate::directory::Directory;
+use crate::directory::{Directory, Snapshot};
+use crate::near_cache::{Answer, NearCache};
 use crate::pg_servers::{PgServers, Server};
 use crate::stores::{RedisTier, StoreError};
 use crate::telemetry::{LOOKUPS, RateLimitedWarning};
@@ -49,6 +56,16 @@ pub enum LookupError {
     /// No store could answer.
     #[error("no store could answer")]
     Unavailable,
+}
+
+/// What a stored value (from Redis or the near cache) gives a lookup.
+enum Stored {
+    /// The rendered result.
+    Answer(Arc<RenderedResult>),
+    /// A result the presented second factor does not admit: answered as an unknown ID.
+    WrongFactor,
+    /// Undecodable, or the directory is not loaded yet: the next tier answers.
+    Unusable,
 }
 
 /// Whether a lookup presenting `presented` may see a result guarded by `stored`.
@@ -74,19 +91,27 @@ pub struct Lookup {
     redis: RedisTier,
     pg: PgServers,
     directory: Arc<Directory>,
+    near: Arc<NearCache>,
     redis_warning: RateLimitedWarning,
     pg_warning: RateLimitedWarning,
 }
 
 impl Lookup {
     /// A reader over the given stores.
-    pub fn new(settings: &Settings, redis: RedisTier, pg: PgServers, directory: Arc<Directory>) -> Self {
+    pub fn new(
+        settings: &Settings,
+        redis: RedisTier,
+        pg: PgServers,
+        directory: Arc<Directory>,
+        near: Arc<NearCache>,
+    ) -> Self {
         let cache = Cache::builder().max_capacity(settings.cache_capacity).time_to_live(settings.cache_ttl).build();
         Self {
             cache,
             redis,
             pg,
             directory,
+            near,
             redis_warning: RateLimitedWarning::new(Duration::from_secs(10)),
             pg_warning: RateLimitedWarning::new(Duration::from_secs(10)),
         }
@@ -100,28 +125,28 @@ impl Lookup {
         presented: Option<&FactorHash>,
     ) -> Result<Arc<RenderedResult>, LookupError> {
         let snapshot = self.directory.snapshot();
+        match self.near.get(id) {
+            // No I/O for a wrong factor either, as for an unknown ID: the same answer, the same time.
+            Answer::Value(bytes) => match self.render_stored(id, &bytes, &snapshot, "near", presented) {
+                Stored::Answer(rendered) => return Ok(rendered),
+                Stored::WrongFactor => return Err(LookupError::NotFound),
+                Stored::Unusable => {}
+            },
+            Answer::Unknown => {
+                count("near", "miss");
+                return Err(LookupError::NotFound);
+            }
+            Answer::AskRedis => {}
+        }
         match self.redis.get(id).await {
-            Ok(Some(bytes)) => match codec::decode_result(id, &bytes) {
-                Ok(record) if !admits(record.factor.as_ref(), presented) => {
-                    count("redis", "wrong_factor");
+            Ok(Some(bytes)) => match self.render_stored(id, &bytes, &snapshot, "redis", presented) {
+                Stored::Answer(rendered) => return Ok(rendered),
+                Stored::WrongFactor => {
                     // What the miss path below does, so that both take one more round trip.
                     drop(self.redis.marker_exists().await);
                     return Err(LookupError::NotFound);
                 }
-                Ok(record) => {
-                    let school = snapshot.schools.get(&record.school_id);
-                    let size = snapshot.streams.map(|s| s.of(record.stream));
-                    if let (Some(school), Some(size)) = (school, size) {
-                        count("redis", "hit");
-                        return Ok(Arc::new(render(&record, school, size)));
-                    }
-                    // The directory is not loaded yet: PostgreSQL has the school.
-                    count("redis", "incomplete");
-                }
-                Err(e) => {
-                    count("redis", "decode_error");
-                    self.redis_warning.warn("a Redis value does not decode; answering from PostgreSQL", &e);
-                }
+                Stored::Unusable => {}
             },
             Ok(None) if snapshot.marker.is_some() => match self.redis.marker_exists().await {
                 Ok(true) => {
@@ -132,11 +157,84 @@ impl Lookup {
                     count("redis", "miss_incomplete");
                     self.directory.forget_marker();
                 }
-                Err(e) => self.redis_failed(&e),
+                Err(e) => return self.redis_failed(id, &e, &snapshot, presented).await,
             },
             Ok(None) => count("redis", "miss_incomplete"),
-            Err(e) => self.redis_failed(&e),
+            Err(e) => return self.redis_failed(id, &e, &snapshot, presented).await,
         }
+        self.cached_or_postgres(id, &snapshot, presented).await
+    }
+
+    /// A value as Redis stores it (from Redis or the near cache), rendered if `presented`
+    /// admits it; unusable when it does not decode or the directory is not loaded yet
+    /// (PostgreSQL answers then).
+    fn render_stored(
+        &self,
+        id: StudentId,
+        bytes: &[u8],
+        snapshot: &Snapshot,
+        tier: &'static str,
+        presented: Option<&FactorHash>,
+    ) -> Stored {
+        match codec::decode_result(id, bytes) {
+            Ok(record) if !admits(record.factor.as_ref(), presented) => {
+                count(tier, "wrong_factor");
+                return Stored::WrongFactor;
+            }
+            Ok(record) => {
+                let school = snapshot.schools.get(&record.school_id);
+                let size = snapshot.streams.map(|s| s.of(record.stream));
+                if let (Some(school), Some(size)) = (school, size) {
+                    count(tier, "hit");
+                    return Stored::Answer(Arc::new(render(&record, school, size)));
+                }
+                // The directory is not loaded yet: PostgreSQL has the school.
+                count(tier, "incomplete");
+            }
+            Err(e) => {
+                count(tier, "decode_error");
+                self.redis_warning.warn("a Redis value does not decode; answering from PostgreSQL", &e);
+            }
+        }
+        Stored::Unusable
+    }
+
+    /// Redis failed: the near cache's copy answers if it can (see `near_cache`), else the
+    /// in-process cache or PostgreSQL.
+    async fn redis_failed(
+        &self,
+        id: StudentId,
+        error: &StoreError,
+        snapshot: &Snapshot,
+        presented: Option<&FactorHash>,
+    ) -> Result<Arc<RenderedResult>, LookupError> {
+        count("redis", "error");
+        self.redis_warning.warn("Redis cannot answer; reading PostgreSQL instead", error);
+        match self.near.get_while_redis_down(id, snapshot.pg_fingerprint.as_deref()) {
+            Answer::Value(bytes) => {
+                match self.render_stored(id, &bytes, snapshot, "near_while_redis_down", presented) {
+                    Stored::Answer(rendered) => return Ok(rendered),
+                    Stored::WrongFactor => return Err(LookupError::NotFound),
+                    Stored::Unusable => {}
+                }
+            }
+            Answer::Unknown => {
+                count("near_while_redis_down", "miss");
+                return Err(LookupError::NotFound);
+            }
+            Answer::AskRedis => {}
+        }
+        self.cached_or_postgres(id, snapshot, presented).await
+    }
+
+    /// The in-process cache, else PostgreSQL (concurrent misses for one ID collapse into one
+    /// query).
+    async fn cached_or_postgres(
+        &self,
+        id: StudentId,
+        snapshot: &Snapshot,
+        presented: Option<&FactorHash>,
+    ) -> Result<Arc<RenderedResult>, LookupError> {
         if let Some(hit) = self.cache.get(&id).await {
             if !admits(hit.factor.as_ref(), presented) {
                 count("memory", "wrong_factor");
@@ -152,11 +250,6 @@ impl Lookup {
             return Err(LookupError::NotFound);
         }
         Ok(found)
-    }
-
-    fn redis_failed(&self, error: &StoreError) {
-        count("redis", "error");
-        self.redis_warning.warn("Redis cannot answer; reading PostgreSQL instead", error);
     }
 
     async fn load_from_postgres(

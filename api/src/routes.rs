@@ -180,6 +180,12 @@ pub struct Readiness {
     pub postgres_replicas: Vec<&'static str>,
     /// Redis holds the complete data set (its misses are authoritative).
     pub complete_data_set: bool,
+    /// The near cache: `complete` (answers every lookup from memory), `warming` (no copy yet),
+    /// `resyncing` (a copy it does not trust: Redis answers, the copy only while Redis cannot),
+    /// `over_budget` or `off`.
+    pub near_cache: &'static str,
+    /// The near cache holds a copy and Redis is down: lookups are answered from that copy.
+    pub serving_from_near_cache: bool,
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -189,13 +195,17 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let draining = health.draining.load(Ordering::Relaxed);
     let replicas = state.pg.replica_states();
     let replica_up = replicas.contains(&ReplicaState::Up);
+    // With Redis down, nothing can be published: a copy taken from it still answers.
+    let copy_answers = !redis && state.near.has_copy();
     let report = Readiness {
-        ready: !draining && (redis || postgres || replica_up),
+        ready: !draining && (redis || postgres || replica_up || copy_answers),
         draining,
         redis: if redis { "up" } else { "down" },
         postgres: if postgres { "up" } else { "down" },
         postgres_replicas: replicas.iter().map(|s| s.label()).collect(),
         complete_data_set: state.directory.snapshot().marker.is_some(),
+        near_cache: state.near.state().label(),
+        serving_from_near_cache: copy_answers,
     };
     let status = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, [(header::CACHE_CONTROL, "no-store")], Json(report))

@@ -33,6 +33,7 @@ pub async fn run(
         stop.clone(),
     ));
 
+    let near = tokio::spawn(Arc::clone(&state.near).keep(state.settings.refresh, stop.clone()));
     let upkeep = tokio::spawn(telemetry::upkeep(state.metrics.clone(), stop.clone()));
 
     let admin_stop = stop.clone();
@@ -55,6 +56,7 @@ pub async fn run(
     stop.cancel();
     let _ = refresher.await;
     let _ = upkeep.await;
+    let _ = near.await;
     let _ = admin_task.await;
     state.redis.quit().await;
     state.pg.close().await;

@@ -10,6 +10,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use crate::config::Settings;
 use crate::directory::Directory;
 use crate::lookup::Lookup;
+use crate::near_cache::NearCache;
 use crate::pg_servers::PgServers;
 use crate::stores::RedisTier;
 use crate::telemetry;
@@ -24,6 +25,8 @@ pub struct Inner {
     pub settings: Settings,
     /// The read path.
     pub lookup: Lookup,
+    /// The near cache (inside the read path too): its state for `/readyz`, its upkeep task.
+    pub near: Arc<NearCache>,
     /// Marker, schools, stream sizes, store health.
     pub directory: Arc<Directory>,
     /// Redis.
@@ -49,18 +52,22 @@ impl std::ops::Deref for AppState {
 impl AppState {
     /// Connects the stores (lazily: neither needs to be up) and builds the read path.
     pub fn build(settings: Settings) -> anyhow::Result<Self> {
+        // The recorder first: the near cache registers its metrics' handles once, on creation.
+        let metrics = telemetry::recorder();
         let redis = RedisTier::connect(&settings)?;
         let pg = PgServers::connect(&settings)?;
         let directory = Arc::new(Directory::default());
-        let lookup = Lookup::new(&settings, redis.clone(), pg.clone(), Arc::clone(&directory));
+        let near = Arc::new(NearCache::new(&settings)?);
+        let lookup = Lookup::new(&settings, redis.clone(), pg.clone(), Arc::clone(&directory), Arc::clone(&near));
         let cache_control = HeaderValue::from_str(&format!("public, max-age={}", settings.http_max_age_s))?;
         Ok(Self(Arc::new(Inner {
             settings,
             lookup,
+            near,
             directory,
             redis,
             pg,
-            metrics: telemetry::recorder(),
+            metrics,
             cache_control,
             factor_key_warning: telemetry::RateLimitedWarning::new(std::time::Duration::from_secs(10)),
         })))

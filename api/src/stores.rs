@@ -116,13 +116,7 @@ impl RedisTier {
         // Read as bytes: a field that is not UTF-8 is a malformed marker (no marker, so misses
         // ask PostgreSQL), not a Redis failure that would mark Redis down (found by fuzzing).
         let raw: HashMap<Bytes, Bytes> = self.patient().hgetall(self.layout.marker_key()).await?;
-        if raw.is_empty() {
-            return Ok(None);
-        }
-        let text = |b: Bytes| String::from_utf8(b.to_vec()).ok();
-        let fields: HashMap<String, String> =
-            raw.into_iter().filter_map(|(name, value)| Some((text(name)?, text(value)?))).collect();
-        Ok(Marker::from_fields(&fields))
+        Ok(marker_from_fields(raw))
     }
 
     /// Every school stored by the seeder.
@@ -145,6 +139,18 @@ impl RedisTier {
     pub async fn quit(&self) {
         let _ = self.pool.quit().await;
     }
+}
+
+/// The marker from its hash fields as Redis returns them (`None`: absent or malformed; a field
+/// that is not UTF-8 makes it malformed).
+pub fn marker_from_fields(raw: HashMap<Bytes, Bytes>) -> Option<Marker> {
+    if raw.is_empty() {
+        return None;
+    }
+    let text = |b: Bytes| String::from_utf8(b.to_vec()).ok();
+    let fields: HashMap<String, String> =
+        raw.into_iter().filter_map(|(name, value)| Some((text(name)?, text(value)?))).collect();
+    Marker::from_fields(&fields)
 }
 
 /// One result as read from PostgreSQL, with its school.
@@ -265,6 +271,14 @@ impl PgTier {
                 .map(Some)
                 .ok_or_else(|| StoreError::BadRow(format!("dataset.factor {name:?} is not a factor this build knows"))),
         }
+    }
+
+    /// The fingerprint of the complete data set PostgreSQL holds (changed by every committed
+    /// correction), if any.
+    pub async fn dataset_fingerprint(&self) -> Result<Option<String>, StoreError> {
+        let query = sqlx::query("SELECT fingerprint FROM dataset WHERE state = 'complete'");
+        let row = self.bounded(query.fetch_optional(&self.pool)).await?;
+        Ok(row.map(|r| r.try_get::<Option<String>, _>(0)).transpose()?.flatten())
     }
 
     /// Students per stream.

@@ -16,7 +16,7 @@ pub const HTTP_REQUESTS: &str = "http_requests_total";
 pub const HTTP_DURATION: &str = "http_request_duration_seconds";
 /// Requests being served.
 pub const HTTP_IN_FLIGHT: &str = "http_requests_in_flight";
-/// Lookups by `tier` (memory, redis, db) and `outcome` (hit, miss, error, decode_error); the db
+/// Lookups by `tier` (near, near_while_redis_down, redis, memory, db) and `outcome` (hit, miss, error, decode_error); the db
 /// tier also by `server` (replica, primary: which answered).
 pub const LOOKUPS: &str = "result_lookups_total";
 /// PostgreSQL read replica reads that failed (then the next server answered or failed).
@@ -31,6 +31,16 @@ pub const DB_POOL: &str = "db_pool_connections";
 pub const REDIS_CONNECTED: &str = "api_redis_connected";
 /// Constant 1 with the `version` label.
 pub const BUILD_INFO: &str = "api_build_info";
+/// Lookups the near cache answered from memory, by `answer` (result, unknown, while_redis_down).
+pub const NEAR_HITS: &str = "near_cache_hits_total";
+/// Lookups the near cache could not answer (not complete, or the bucket being refetched).
+pub const NEAR_MISSES: &str = "near_cache_misses_total";
+/// Bucket keys Redis reported written (each empties a slot of the copy until refetched).
+pub const NEAR_INVALIDATIONS: &str = "near_cache_invalidations_total";
+/// Full rebuilds of the near cache by `outcome` (complete, failed, over_budget).
+pub const NEAR_RESYNCS: &str = "near_cache_resyncs_total";
+/// Memory held by the near cache's copy, bytes.
+pub const NEAR_BYTES: &str = "near_cache_bytes";
 
 /// Histogram buckets of [`HTTP_DURATION`], seconds (shared with the load generator).
 pub use results_core::latency::LATENCY_BUCKETS;
@@ -53,6 +63,7 @@ pub fn recorder() -> PrometheusHandle {
                     }
                     describe();
                     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+                    describe_near_cache();
                     handle
                 }
                 Err(e) => {
@@ -71,12 +82,37 @@ fn describe() {
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered, by route template, method and status.");
     describe_histogram!(HTTP_DURATION, "Time from request head to response, by route template, in seconds.");
     describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being served.");
-    describe_counter!(LOOKUPS, "Result lookups by tier (memory, redis, db), outcome and, for db, server.");
+    describe_counter!(
+        LOOKUPS,
+        "Result lookups by tier (near, near_while_redis_down, redis, memory, db), outcome and, for db, server."
+    );
     describe_counter!(DB_REPLICA_ERRORS, "PostgreSQL read replica reads that failed.");
     describe_gauge!(DB_REPLICAS, "PostgreSQL read replicas by state (up, down, lagging) at the last refresh.");
     describe_gauge!(DB_POOL, "PostgreSQL pool connections by server (primary, replica) and state (open, idle).");
     describe_gauge!(REDIS_CONNECTED, "1 while this replica's Redis client is connected, else 0.");
     describe_gauge!(BUILD_INFO, "Constant 1, labelled with the API's version.");
+}
+
+/// `# HELP` of the near cache's metrics.
+fn describe_near_cache() {
+    use metrics::{Unit, describe_counter, describe_gauge};
+    describe_counter!(
+        NEAR_HITS,
+        "Lookups answered from the near cache's memory, by answer (result, unknown, while_redis_down)."
+    );
+    describe_counter!(
+        NEAR_MISSES,
+        "Lookups the near cache could not answer (copy incomplete or untrusted, or the bucket being refetched): Redis was asked."
+    );
+    describe_counter!(
+        NEAR_INVALIDATIONS,
+        "Bucket keys Redis reported written to the near cache's tracking connection."
+    );
+    describe_counter!(
+        NEAR_RESYNCS,
+        "Full rebuilds of the near cache from Redis, by outcome (complete, failed, over_budget)."
+    );
+    describe_gauge!(NEAR_BYTES, Unit::Bytes, "Memory held by the near cache's copy of the data set.");
 }
 
 /// Drains the histograms' raw samples into their buckets every few seconds until `stop`.

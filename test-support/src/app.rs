@@ -32,7 +32,8 @@ pub struct TestApp {
 
 impl TestApp {
     /// Spawns the API over `stores`, with both stores behind proxies, after `tweak` adjusts the
-    /// settings (unless tweaked: the directory refresh is 200 ms, the PostgreSQL bound 5 s).
+    /// settings (unless tweaked: the directory refresh is 200 ms, the PostgreSQL bound 5 s, the
+    /// near cache off).
     pub async fn spawn(stores: &TestStores, tweak: impl FnOnce(&mut Settings)) -> Self {
         Self::spawn_with_stores(stores, true, tweak).await
     }
@@ -52,6 +53,9 @@ impl TestApp {
         // lookup on a busy test host (the suites run side by side) took longer now and then and
         // answered 503 in tests about something else. Tests of the bound set their own.
         settings.pg_timeout = Duration::from_secs(5);
+        // Off unless a test turns it on: most tests exercise the tiers behind it (Redis,
+        // PostgreSQL), which a complete near cache would answer for.
+        settings.near_cache_budget = 0;
         tweak(&mut settings);
         let public = TcpListener::bind("127.0.0.1:0").await.expect("bind the public port");
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind the admin port");

@@ -101,7 +101,7 @@ pub enum BenchCommand {
     /// (PostgreSQL only), and the Redis memory the results take. Starts the stack's pg and
     /// redis if needed; fresh databases and key prefixes per run, checked by `seeder verify`.
     Seed(Runs),
-    /// One API replica (and one with API_CACHE_CAPACITY=0) against a private NGINX serving a
+    /// One API replica (and one with API_NEAR_CACHE_MB=0) against a private NGINX serving a
     /// static file of the same size, wrk over random valid IDs; then a CPU flamegraph from the
     /// admin port. Needs the stack's PostgreSQL and Redis up.
     Api(Runs),

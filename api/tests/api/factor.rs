@@ -151,3 +151,28 @@ fn nginx_neither_caches_nor_logs_a_request_that_carries_the_factor() {
     assert!(template.contains("access_log off;"));
     assert!(!template.contains("log_format"));
 }
+
+#[tokio::test]
+async fn the_near_cache_checks_the_factor_with_no_io_for_a_wrong_one_or_an_unknown_number() {
+    let seeded = Seeded::generated_with_pins(DatasetSpec::with_first_id(6, STUDENTS, FIRST).expect("spec")).await;
+    let app = TestApp::spawn(&seeded, |s| {
+        s.factor_key = Some(results_core::FactorKey::new(FACTOR_KEY).expect("key"));
+        s.refresh = Duration::from_secs(3_600);
+        s.near_cache_budget = 64 << 20;
+    })
+    .await;
+    let ready = app.wait_ready(Duration::from_secs(10), |r| r["near_cache"] == "complete").await;
+    assert_eq!(ready["near_cache"], "complete", "{ready}");
+    let id = FIRST + 99;
+    let pin = generated_pin(seeded.spec.seed(), id);
+    let (redis_before, pg_before) = (app.redis_proxy.bytes_to_server(), app.pg_proxy.bytes_to_server());
+    assert_eq!(get(&app, &format!("/v1/results/{id}"), Some(&pin)).await.status(), 200);
+    let refused = answer(get(&app, &format!("/v1/results/{id}"), Some(&wrong(&pin))).await).await;
+    let absent = answer(get(&app, &format!("/v1/results/{}", FIRST + 517), Some(&pin)).await).await;
+    assert_eq!(refused.0, 404);
+    assert_eq!(refused, absent, "a wrong PIN answers exactly as an unknown number");
+    assert_eq!(error_code(get(&app, &format!("/v1/results/{id}"), None).await).await.0, 400);
+    let io = (app.redis_proxy.bytes_to_server() - redis_before, app.pg_proxy.bytes_to_server() - pg_before);
+    assert_eq!(io, (0, 0), "the copy answered all of it from memory");
+    assert!(app.metrics().await.contains("tier=\"near\",outcome=\"wrong_factor\""), "counted in the near tier");
+}

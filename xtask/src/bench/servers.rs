@@ -138,8 +138,18 @@ pub struct ApiSpec<'a> {
     pub start_timeout: u64,
 }
 
+/// Whether a /readyz body reports the complete data set and a near cache that is done loading
+/// (complete, or off or over its budget): a replica still copying the data set would measure its
+/// warm-up, not its steady state.
+fn ready_and_warm(body: &str) -> bool {
+    body.contains("\"complete_data_set\":true")
+        && !body.contains("\"near_cache\":\"warming\"")
+        && !body.contains("\"near_cache\":\"resyncing\"")
+}
+
 /// Starts a replica with none of our API_* variables (its defaults) plus `extra`, its log in
-/// `<out>/<name>.log`, and waits until /readyz reports the complete data set.
+/// `<out>/<name>.log`, and waits until /readyz reports the complete data set and a warm near
+/// cache.
 pub fn start_api(
     children: &mut Children,
     run: &Run,
@@ -166,8 +176,7 @@ pub fn start_api(
     let pid = children.spawn(name, &mut c)?;
     let deadline = Instant::now() + Duration::from_secs(spec.start_timeout);
     loop {
-        let ready =
-            get(port, "/readyz", Duration::from_secs(2)).is_some_and(|r| r.body.contains("\"complete_data_set\":true"));
+        let ready = get(port, "/readyz", Duration::from_secs(2)).is_some_and(|r| ready_and_warm(&r.body));
         if ready {
             break;
         }
@@ -349,6 +358,21 @@ pub fn ensure_tools(extra: &[(&str, &str)]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_is_measured_once_its_near_cache_is_done_loading() {
+        let body =
+            |complete: bool, near: &str| format!("{{\"complete_data_set\":{complete},\"near_cache\":\"{near}\"}}");
+        for near in ["complete", "off", "over_budget"] {
+            assert!(ready_and_warm(&body(true, near)), "{near}");
+        }
+        for near in ["warming", "resyncing"] {
+            assert!(!ready_and_warm(&body(true, near)), "{near}");
+        }
+        assert!(!ready_and_warm(&body(false, "complete")), "the data set first");
+        // A replica from before the near cache.
+        assert!(ready_and_warm("{\"complete_data_set\":true}"));
+    }
 
     #[test]
     fn templates_fill_every_placeholder() {
