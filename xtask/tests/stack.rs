@@ -160,6 +160,22 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (r.status, r.body)
 }
 
+/// target/debug/seeder (built when missing), as [`api_bin`] finds the API.
+fn seeder_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe.parent().and_then(Path::parent).expect("target/debug/deps/...").join("seeder");
+    if !bin.exists() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "-p", "seeder"])
+            .current_dir(repo())
+            .status()
+            .expect("cargo runs")
+            .success();
+        assert!(ok, "cargo build -p seeder failed");
+    }
+    bin
+}
+
 fn psql(url: &str, sql: &str) -> Output {
     Command::new("psql").args([url, "-X", "-At", "-c", sql]).output().expect("psql runs")
 }
@@ -325,4 +341,85 @@ fn wrong_settings_are_refused_with_what_to_do() {
     assert_eq!(out.status.code(), Some(2), "stop needs a service");
     let out = s.xtask(&["stack", "stop", "redis"], &[]);
     assert!(texts(&out).1.contains("does not exist; nothing is running from it"), "{:?}", texts(&out));
+}
+
+/// Every way NGINX normalises a request URI before it matches a location and computes `$uri`
+/// (merged slashes, `/./`, `/../`, percent-decoded digits, slashes and dots, a query, a fragment),
+/// each aimed at `route/id` (`route` is `/v1/results` or `/student`).
+fn normalisations_of(route: &str, id: &str) -> Vec<String> {
+    let (parent, last) = route.rsplit_once('/').expect("/a or /a/b");
+    let other_route = if route == "/student" { "/v1/results" } else { "/student" };
+    vec![
+        format!("{route}//{id}"),
+        format!("/{route}/{id}"),
+        format!("{}/{id}", route.replace('/', "//")),
+        format!("{route}/./{id}"),
+        format!("/.{route}/{id}"),
+        format!("{route}/x/../{id}"),
+        format!("{route}/9/../{id}"),
+        format!("{route}/../{last}/{id}"),
+        format!("{other_route}/..{route}/{id}"),
+        format!("{route}/%{:02X}{}", id.as_bytes()[0], &id[1..]),
+        format!("{route}/{}", id.bytes().map(|b| format!("%{b:02X}")).collect::<String>()),
+        format!("{route}%2F{id}"),
+        format!("{route}%2f{id}"),
+        format!("{parent}/%2E/{last}/{id}"),
+        format!("{route}/%2e%2e/{last}/{id}"),
+        format!("{route}/{id}?poison=1"),
+        format!("{route}/{id}#x"),
+    ]
+}
+
+#[test]
+fn no_request_uri_nginx_normalises_changes_what_the_micro_cache_answers_for_another() {
+    let s = TestStack::new("pg redis");
+    s.ok(&["stack", "up"], &[]);
+    let (env, _) = s.ok(&["stack", "env"], &[]);
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}='"))?.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("{name} in {env}"))
+            .to_owned()
+    };
+    let seeded = Command::new(seeder_bin())
+        .args(["--students", "100"])
+        .env("DATABASE_URL", var("DATABASE_URL"))
+        .env("REDIS_URL", var("REDIS_URL"))
+        .env("SEEDER_PROGRESS", "quiet")
+        .output()
+        .expect("the seeder runs");
+    assert!(seeded.status.success(), "seeding failed: {:?}", texts(&seeded));
+    s.ok(&["stack", "up"], &[("STACK_SERVICES", "pg redis api nginx"), ("STACK_NGINX_MICROCACHE", "on")]);
+    let (edge, api) = (s.port("STACK_NGINX_PORT"), s.port("STACK_API_PORT"));
+    let get = |port: u16, path: &str| {
+        let r = xtask::net::http("GET", "127.0.0.1", port, path, Duration::from_secs(5)).expect("HTTP answers");
+        let cache = r.header("X-Cache-Status").unwrap_or_default().to_owned();
+        (r.status, r.body, cache)
+    };
+    let (_, _, first) = get(edge, "/v1/results/1000099");
+    let (_, _, second) = get(edge, "/v1/results/1000099");
+    let (status, _, third) = get(edge, "/v1/results/1000099");
+    assert_eq!((status, [first, second, third]), (200, ["MISS", "MISS", "HIT"].map(String::from)), "the cache is on");
+
+    // The attacker asks first, twice (proxy_cache_min_uses 2 stores the second answer), for a
+    // key nobody has asked yet: every victim is a fresh student (and every fifth an unknown ID,
+    // whose 404 is cached too), so the attack never finds the victim's own entry there.
+    let mut poisoned = Vec::new();
+    let mut next_id = 1_000_000;
+    for route in ["/v1/results", "/student"] {
+        for which in 0..normalisations_of(route, "1").len() {
+            next_id += 1;
+            let id = if next_id % 5 == 0 { next_id + 900_000 } else { next_id };
+            let attack = normalisations_of(route, &id.to_string()).swap_remove(which);
+            let victim = format!("{route}/{id}");
+            let (attack_status, _, _) = get(edge, &attack);
+            let _ = get(edge, &attack);
+            let (truth_status, truth_body, _) = get(api, &victim);
+            let (status, body, cache) = get(edge, &victim);
+            if (status, &body) != (truth_status, &truth_body) {
+                poisoned.push(format!("{attack} ({attack_status}) -> {victim}: {status} {cache} {body}"));
+            }
+        }
+    }
+    assert!(poisoned.is_empty(), "victims answered what an attack stored:\n{}", poisoned.join("\n"));
 }
