@@ -358,10 +358,14 @@ impl Config {
     }
     /// A PostgreSQL URL for the application role on `port`.
     pub fn pg_url(&self, port: u16) -> String {
+        self.pg_url_as(&self.pg_user, &self.pg_password, port)
+    }
+    /// A PostgreSQL URL for role `user` on `port`, database STACK_PG_DB.
+    pub fn pg_url_as(&self, user: &str, password: &str, port: u16) -> String {
         format!(
             "postgres://{}:{}@{}/{}",
-            url_encode(&self.pg_user),
-            url_encode(&self.pg_password),
+            url_encode(user),
+            url_encode(password),
             self.addr(port),
             url_encode(&self.pg_db)
         )

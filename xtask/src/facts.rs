@@ -161,6 +161,21 @@ pub const PG_SUPERUSER: &str = "postgres";
 pub const PG_REPLICATION_USER: &str = "results_replicator";
 /// Its password: a LOCAL-ONLY default, not a secret (the servers listen on loopback only).
 pub const PG_REPLICATION_PASSWORD: &str = "replication-local-only";
+/// The API replicas' PostgreSQL role: LOGIN, SELECT on the application database's tables and
+/// nothing else, so a compromised replica cannot change a result (the seeder and migrations use
+/// STACK_PG_USER).
+pub const PG_API_USER: &str = "results_api";
+/// Its password: a LOCAL-ONLY default, not a secret.
+pub const PG_API_PASSWORD: &str = "api-local-only";
+/// The postgres exporter's role: pg_monitor (statistics), no table access.
+pub const PG_EXPORTER_USER: &str = "results_exporter";
+/// Its password: a LOCAL-ONLY default, not a secret.
+pub const PG_EXPORTER_PASSWORD: &str = "exporter-local-only";
+/// The API replicas' Redis ACL user: reads keys under STACK_KEY_PREFIX, runs no write and no
+/// dangerous command (the default user, for the seeder and the tests, keeps every right).
+pub const REDIS_API_USER: &str = "results-api";
+/// Its password: a LOCAL-ONLY default, not a secret.
+pub const REDIS_API_PASSWORD: &str = "api-local-only";
 /// Nodes of the opt-in Redis Cluster: three masters, a replica each.
 pub const REDIS_CLUSTER_NODES: u16 = 6;
 /// Redis Cluster's slot count: a healthy cluster has every one assigned.

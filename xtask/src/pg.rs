@@ -11,7 +11,10 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::facts::{PG_REPLICATION_PASSWORD, PG_REPLICATION_USER, PG_SUPERUSER};
+use crate::facts::{
+    PG_API_PASSWORD, PG_API_USER, PG_EXPORTER_PASSWORD, PG_EXPORTER_USER, PG_REPLICATION_PASSWORD, PG_REPLICATION_USER,
+    PG_SUPERUSER,
+};
 use crate::net::port_in_use;
 use crate::service::Service;
 use crate::supervise::{append, cmd, is_root, pid_alive, proc_cwd_is, read_lines, show_log_tail, stdout_of, wait_for};
@@ -350,7 +353,8 @@ pub fn up(c: &Config) -> Result<()> {
             inst.log.display()
         );
     }
-    ensure_role_db(c, &bin)
+    ensure_role_db(c, &bin)?;
+    ensure_service_roles(c, &bin)
 }
 
 fn start(c: &Config, bin: &Path, inst: &Instance, what: &str) -> Result<()> {
@@ -446,6 +450,40 @@ fn ensure_role_db(c: &Config, bin: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The API's role (SELECT on the application database's tables, now and as the seeder creates
+/// them) and the exporter's (pg_monitor); their passwords and rights re-applied every time, so a
+/// role changed by hand is put back.
+fn ensure_service_roles(c: &Config, bin: &Path) -> Result<()> {
+    let script = format!(
+        "\\set api {}\n\\set api_pw {}\n\\set exporter {}\n\\set exporter_pw {}\n\\set owner {}\n\\set db {}\n\
+         SET password_encryption = 'scram-sha-256';\n\
+         SELECT format('CREATE ROLE %I', r) FROM unnest(ARRAY[:'api', :'exporter']) AS r\n\
+          WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \\gexec\n\
+         SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD %L', :'api', :'api_pw') \\gexec\n\
+         SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD %L', :'exporter', :'exporter_pw') \\gexec\n\
+         SELECT format('GRANT pg_monitor TO %I', :'exporter') \\gexec\n\
+         SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', :'api') \\gexec\n\
+         \\connect :\"db\"\n\
+         SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'api') \\gexec\n\
+         SELECT format('GRANT SELECT ON ALL TABLES IN SCHEMA public TO %I', :'api') \\gexec\n\
+         SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public GRANT SELECT ON TABLES TO %I', :'owner', :'api') \\gexec\n",
+        meta_quote(PG_API_USER),
+        meta_quote(PG_API_PASSWORD),
+        meta_quote(PG_EXPORTER_USER),
+        meta_quote(PG_EXPORTER_PASSWORD),
+        meta_quote(&c.pg_user),
+        meta_quote(&c.pg_db)
+    );
+    psql_script(c, bin, c.pg_port, &script).with_context(|| {
+        format!(
+            "could not create the roles '{PG_API_USER}' / '{PG_EXPORTER_USER}'; see the psql error above and {}",
+            primary(c).log.display()
+        )
+    })?;
+    say!("postgres: roles '{PG_API_USER}' (SELECT only, the API) and '{PG_EXPORTER_USER}' (pg_monitor) ready");
+    Ok(())
+}
+
 fn stop(c: &Config, inst: &Instance, what: &str) -> Result<()> {
     let bin = resolve_bin(c)
         .with_context(|| format!("cannot find the PostgreSQL binaries to stop {}", inst.data.display()))?;
@@ -538,8 +576,13 @@ fn replica_streaming(c: &Config, bin: &Path) -> bool {
 
 /// DATABASE_REPLICA_URLS for the API while our replica runs.
 pub fn replica_urls(c: &Config) -> Option<String> {
+    replica_urls_as(c, &c.pg_user, &c.pg_password)
+}
+
+/// [`replica_urls`] for role `user`.
+pub fn replica_urls_as(c: &Config, user: &str, password: &str) -> Option<String> {
     let inst = replica(c);
-    (inst.running() && resolve_bin(c).is_ok()).then(|| c.pg_url(c.pg_replica_port))
+    (inst.running() && resolve_bin(c).is_ok()).then(|| c.pg_url_as(user, password, c.pg_replica_port))
 }
 
 /// Checks before anything starts: binaries, the primary chosen or running, the port.

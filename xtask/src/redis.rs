@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 
 use crate::config::Config;
-use crate::facts::{REDIS_CLUSTER_NODES, REDIS_CLUSTER_SLOTS};
+use crate::config::url_encode;
+use crate::facts::{REDIS_API_PASSWORD, REDIS_API_USER, REDIS_CLUSTER_NODES, REDIS_CLUSTER_SLOTS};
 use crate::net::{Reply, info_field, port_in_use, redis, redis_text};
 use crate::service::Service;
 use crate::supervise::{
@@ -143,7 +144,7 @@ pub fn up(c: &Config) -> Result<()> {
             );
         }
         say!("redis: already running (pid {pid}, {})", c.addr(node.port));
-        return Ok(());
+        return ensure_api_user(c, node.port);
     }
     preflight(c)?;
     say!("redis: starting on {} with redis/redis.conf (log: {})", c.addr(node.port), node.log.display());
@@ -158,7 +159,7 @@ pub fn up(c: &Config) -> Result<()> {
             node.log.display()
         );
     }
-    Ok(())
+    ensure_api_user(c, node.port)
 }
 
 /// Stops our Redis (it saves its snapshot).
@@ -227,6 +228,48 @@ pub fn cluster_in_use(c: &Config) -> bool {
 /// REDIS_URL for the stack's clients (the replicas, `env`).
 pub fn clients_url(c: &Config) -> String {
     if cluster_in_use(c) { format!("redis-cluster://{}", c.addr(c.cluster_port)) } else { c.redis_url() }
+}
+
+/// REDIS_URL for the API replicas: [`clients_url`] as the read-only ACL user.
+pub fn api_url(c: &Config) -> String {
+    let (scheme, port) = if cluster_in_use(c) { ("redis-cluster", c.cluster_port) } else { ("redis", c.redis_port) };
+    format!("{scheme}://{}:{}@{}", url_encode(REDIS_API_USER), url_encode(REDIS_API_PASSWORD), c.addr(port))
+}
+
+/// The ACL rules of the API's user on a node: reads of keys under the stack's prefix (`%R~`:
+/// read access only), the connection handshake fred sends (HELLO/AUTH, CLIENT SETNAME/ID, INFO,
+/// ROLE, PING, a cluster's slot map), and nothing that writes, flushes or reconfigures.
+pub fn api_acl(c: &Config) -> Vec<String> {
+    let rules = [
+        "reset",
+        "on",
+        &format!(">{REDIS_API_PASSWORD}"),
+        &format!("%R~{}*", c.key_prefix),
+        "resetchannels",
+        "-@all",
+        "+@read",
+        "+@connection",
+        "-@dangerous",
+        "+info",
+        "+role",
+        "+readonly",
+        "+cluster|slots",
+        "+cluster|shards",
+        "+cluster|info",
+    ];
+    rules.iter().map(|r| (*r).to_owned()).collect()
+}
+
+/// Creates (or resets to [`api_acl`]) the API's user on the node at `port`. Redis keeps ACL
+/// users in memory only, so this runs on every `up`, whether the node was running or not.
+fn ensure_api_user(c: &Config, port: u16) -> Result<()> {
+    let rules = api_acl(c);
+    let mut args = vec!["ACL", "SETUSER", REDIS_API_USER];
+    args.extend(rules.iter().map(String::as_str));
+    match redis(&c.host, port, &args) {
+        Ok(Reply::Simple(ok)) if ok == "OK" => Ok(()),
+        other => bail!("ACL SETUSER {REDIS_API_USER} on {} failed: {other:?}", c.addr(port)),
+    }
 }
 
 /// The one node the exporter reads: the cluster's first, else the single Redis.
@@ -431,6 +474,9 @@ pub fn cluster_up(c: &Config) -> Result<()> {
             c.timeout.as_secs(),
             c.log_dir().display()
         );
+    }
+    for port in c.cluster_ports() {
+        ensure_api_user(c, port)?;
     }
     say!("redis_cluster: up ({}); clients use {}", cluster_summary(c), clients_url(c));
     Ok(())

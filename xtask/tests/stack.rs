@@ -253,6 +253,7 @@ fn replicas_and_nginx_come_up_and_one_replica_stops_and_comes_back() {
     }
     assert_eq!(http_get(edge, "/healthz").0, 200, "NGINX answers");
     assert_eq!(http_get(edge, "/metrics").0, 404, "the admin routes are not public");
+    least_privilege_of_the_replicas(&s);
 
     let pids: Vec<u32> = (1..=3).map(|n| s.pid(&format!("run/api{n}.pid"))).collect();
     let (_, again) = s.ok(&["stack", "up"], &[]);
@@ -298,6 +299,58 @@ fn replicas_and_nginx_come_up_and_one_replica_stops_and_comes_back() {
             .flatten()
             .all(|e| { !e.file_name().to_string_lossy().ends_with(".pid") })
     );
+}
+
+/// Redis as `user` (redis-cli): the reply's text, errors included.
+fn redis_as(port: u16, user: &str, password: &str, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--user", user, "--pass", password, "--no-auth-warning"])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The replicas (ready, so they read both stores) connect as the SELECT-only role and the
+/// read-only Redis user, and those refuse every write.
+fn least_privilege_of_the_replicas(s: &TestStack) {
+    use xtask::facts::{PG_API_PASSWORD, PG_API_USER, REDIS_API_PASSWORD, REDIS_API_USER};
+    let environ = std::fs::read(format!("/proc/{}/environ", s.pid("run/api1.pid"))).expect("api1's environment");
+    let environ = String::from_utf8_lossy(&environ);
+    let var = |name: &str| environ.split('\0').find_map(|v| v.strip_prefix(&format!("{name}="))).unwrap_or_default();
+    let (pg, redis) = (s.port("STACK_PG_PORT"), s.port("STACK_REDIS_PORT"));
+    let api_pg = format!("postgres://{PG_API_USER}:{PG_API_PASSWORD}@127.0.0.1:{pg}/results");
+    assert_eq!(var("DATABASE_URL"), api_pg);
+    assert_eq!(var("REDIS_URL"), format!("redis://{REDIS_API_USER}:{REDIS_API_PASSWORD}@127.0.0.1:{redis}"));
+
+    // A table the seeder's role creates later is readable (default privileges), not writable.
+    let owner = format!("postgres://results:results-local-only@127.0.0.1:{pg}/results");
+    assert!(psql(&owner, "CREATE TABLE graded (score int); INSERT INTO graded VALUES (40)").status.success());
+    let read = psql(&api_pg, "SELECT score FROM graded");
+    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), "40", "{read:?}");
+    for write in
+        ["UPDATE graded SET score = 100", "DELETE FROM graded", "CREATE TABLE mine (x int)", "DROP TABLE graded"]
+    {
+        let out = psql(&api_pg, write);
+        assert!(!out.status.success(), "the API's role ran {write:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("permission denied") || err.contains("must be owner"), "{write:?}: {err}");
+    }
+    let kept = psql(&owner, "SELECT score FROM graded");
+    assert_eq!(String::from_utf8_lossy(&kept.stdout).trim(), "40");
+
+    let prefix = xtask::facts::default_of("STACK_KEY_PREFIX");
+    let key = format!("{prefix}probe");
+    assert_eq!(xtask::net::redis_text("127.0.0.1", redis, &["SET", &key, "40"]).as_deref(), Some("OK"));
+    let as_api = |args: &[&str]| redis_as(redis, REDIS_API_USER, REDIS_API_PASSWORD, args);
+    assert_eq!(as_api(&["GET", &key]), "40", "the API's user reads its prefix");
+    for write in [&["SET", key.as_str(), "100"][..], &["DEL", &key], &["FLUSHALL"], &["CONFIG", "SET", "save", ""]] {
+        let reply = as_api(write);
+        assert!(reply.contains("NOPERM"), "the API's user ran {write:?}: {reply}");
+    }
+    assert!(as_api(&["GET", "elsewhere"]).contains("NOPERM"), "no key outside the prefix");
+    assert_eq!(xtask::net::redis_text("127.0.0.1", redis, &["GET", &key]).as_deref(), Some("40"));
+    assert!(redis_as(redis, REDIS_API_USER, "wrong", &["GET", &key]).contains("WRONGPASS"));
 }
 
 #[test]
@@ -422,4 +475,14 @@ fn no_request_uri_nginx_normalises_changes_what_the_micro_cache_answers_for_anot
         }
     }
     assert!(poisoned.is_empty(), "victims answered what an attack stored:\n{}", poisoned.join("\n"));
+
+    // The replicas' read-only Redis user reads the results (a refused read would fall back to
+    // PostgreSQL and answer the same): Redis hits are counted.
+    let admin = s.port("STACK_API_ADMIN_PORT");
+    let redis_hits = (0..3).map(|n| get(admin + n, "/metrics").1).any(|metrics| {
+        metrics.lines().any(|l| {
+            l.starts_with("result_lookups_total{") && l.contains("tier=\"redis\"") && l.contains("outcome=\"hit\"")
+        })
+    });
+    assert!(redis_hits, "no lookup was answered by Redis");
 }
