@@ -9,8 +9,8 @@ use results_core::KeyLayout;
 use results_core::keys::DEFAULT_PREFIX;
 
 /// Serves exam results: `GET /v1/results/{id}` (and the reference design's `/student/{id}`) on
-/// the public port; `/metrics` and `/debug/pprof/profile` on the admin port, which must never be
-/// exposed publicly.
+/// the public port; `/metrics` (and `/debug/pprof/profile` when API_PPROF is on) on the admin
+/// port, which must never be exposed publicly.
 ///
 /// Reads Redis first (loaded by the seeder), then PostgreSQL when Redis is down or does not hold
 /// the complete data set (a read replica when one answers, else the primary), with a short-lived
@@ -25,6 +25,11 @@ pub struct Args {
     /// Admin address (/metrics, pprof): keep it private.
     #[arg(long, env = "API_ADMIN_LISTEN", default_value = "127.0.0.1:9081")]
     pub admin_listen: SocketAddr,
+    /// Serve the CPU profiler at /debug/pprof/profile on the admin port. Off by default: it is
+    /// unauthenticated, a profile is itself CPU load (up to 60 s), and its SIGPROF handler is
+    /// not async-signal-safe; turn it on for a profiling session (cargo xtask bench api does).
+    #[arg(long, env = "API_PPROF", default_value = "off", value_parser = on_off)]
+    pub pprof: bool,
     /// PostgreSQL URL (the source of truth, read when Redis cannot answer and no read replica
     /// can).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
@@ -127,6 +132,8 @@ pub struct Settings {
     pub drain_delay: Duration,
     /// Longest wait for in-flight requests on shutdown.
     pub shutdown_grace: Duration,
+    /// Whether the admin port serves the CPU profiler.
+    pub pprof: bool,
 }
 
 impl Settings {
@@ -149,6 +156,7 @@ impl Settings {
             refresh: Duration::from_millis(1_000),
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_millis(10_000),
+            pprof: false,
         }
     }
 }
@@ -184,7 +192,17 @@ impl Args {
             refresh: Duration::from_millis(self.refresh_ms),
             drain_delay: Duration::from_millis(self.drain_delay_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
+            pprof: self.pprof,
         })
+    }
+}
+
+/// `on` or `off`, as the project's other switches (STACK_NGINX_MICROCACHE, ...) are written.
+fn on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("'{other}' must be on or off")),
     }
 }
 

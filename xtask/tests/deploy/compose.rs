@@ -581,6 +581,7 @@ fn check_dockerfile(dockerfile: &str) -> Checks {
     // Stages in order: (name, base, USER).
     let mut stages: Vec<(String, String, Option<String>)> = Vec::new();
     let mut copies: Vec<String> = Vec::new();
+    let mut exposed: Vec<String> = Vec::new();
     for line in &lines {
         let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
         match word.to_uppercase().as_str() {
@@ -592,6 +593,7 @@ fn check_dockerfile(dockerfile: &str) -> Checks {
                 };
                 stages.push((name, parts.first().copied().unwrap_or_default().to_owned(), None));
             }
+            "EXPOSE" => exposed.extend(rest.split_whitespace().map(|p| p.trim_end_matches("/tcp").to_owned())),
             "USER" => {
                 if let Some(stage) = stages.last_mut() {
                     stage.2 = Some(rest.trim().to_owned());
@@ -608,6 +610,20 @@ fn check_dockerfile(dockerfile: &str) -> Checks {
             _ => {}
         }
     }
+
+    // The admin port (/metrics, pprof) is documented as not for the world: an image that
+    // EXPOSEs it invites `docker run -P` and platforms that publish exposed ports to publish it.
+    let admin_port = lines
+        .iter()
+        .find_map(|l| l.split("API_ADMIN_LISTEN=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|addr| addr.rsplit_once(':'))
+        .map(|(_, port)| port.to_owned());
+    c.check(admin_port.is_some(), "the Dockerfile sets API_ADMIN_LISTEN");
+    c.check(
+        admin_port.as_ref().is_none_or(|port| !exposed.contains(port)),
+        format!("the admin port {admin_port:?} is not EXPOSEd ({exposed:?})"),
+    );
 
     // Every member's manifest (the dependency layer) and sources are copied: a crate added to
     // the workspace must be added to the Dockerfile too, or cargo cannot load the workspace.
@@ -912,6 +928,7 @@ const DOCKERFILE_MUTATIONS: &[DockerfileMutation] = &[
         "final stage default runs as a non-root USER",
     ),
     ("USER root", |d| d.replace("\nUSER 10001:10001", "\nUSER root"), "final stage default runs as a non-root USER"),
+    ("the admin port EXPOSEd", |d| d.replace("\nEXPOSE 8081\n", "\nEXPOSE 8081 8181\n"), "the admin port"),
     ("a built crate's sources not copied", |d| d.replace("\nCOPY api/src api/src", "\n"), "Dockerfile copies api/src"),
     (
         "a member's manifest not copied",
