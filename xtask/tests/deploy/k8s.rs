@@ -305,11 +305,112 @@ fn check_manifests(docs: &[Value], variant: Variant) -> Checks {
     check_seeder(&mut c, docs, &api);
     check_secret_refs(&mut c, docs);
     check_nginx(&mut c, docs, &api);
+    check_hardening(&mut c, docs);
+    check_network_policies(&mut c, docs);
     match variant {
         Variant::Base => check_base(&mut c, docs),
         Variant::Local => check_local(&mut c, docs),
     }
     c
+}
+
+/// The project's own workloads (the Deployments and the Job): no service-account token, pods
+/// that cannot run as root, under the runtime's seccomp profile, and containers without
+/// privilege escalation, capabilities or a writable root filesystem.
+fn check_hardening(c: &mut Checks, docs: &[Value]) {
+    for obj in docs.iter().filter(|d| matches!(text(&d["kind"]).as_str(), "Deployment" | "Job")) {
+        let name = text(&obj["metadata"]["name"]);
+        let pod = pod_spec(obj);
+        c.check(
+            pod["automountServiceAccountToken"] == Value::Bool(false),
+            format!("{name}: no service-account token (automountServiceAccountToken: false)"),
+        );
+        for ctr in containers(obj) {
+            let who = format!("{name}/{}", text(&ctr["name"]));
+            let sc = &ctr["securityContext"];
+            let either = |field: &str| if sc[field].is_null() { &pod["securityContext"][field] } else { &sc[field] };
+            c.check(
+                either("runAsNonRoot") == &Value::Bool(true) && either("runAsUser").as_i64() != Some(0),
+                format!("{who}: runs as non-root (runAsNonRoot, a non-zero runAsUser)"),
+            );
+            c.check(
+                text(&either("seccompProfile")["type"]) == "RuntimeDefault",
+                format!("{who}: seccompProfile RuntimeDefault"),
+            );
+            c.check(
+                sc["allowPrivilegeEscalation"] == Value::Bool(false),
+                format!("{who}: allowPrivilegeEscalation false"),
+            );
+            c.check(sc["readOnlyRootFilesystem"] == Value::Bool(true), format!("{who}: readOnlyRootFilesystem true"));
+            c.check(
+                items(&sc["capabilities"]["drop"]).iter().any(|cap| text(cap) == "ALL"),
+                format!("{who}: capabilities drop ALL"),
+            );
+        }
+    }
+}
+
+/// A NetworkPolicy rule's ports, as container port numbers of `ctr` (names resolved).
+fn rule_ports(ctr: &Value, rule: &Value) -> Vec<Option<i64>> {
+    items(&rule["ports"]).iter().map(|p| named_port(ctr, &p["port"])).collect()
+}
+
+/// Every workload is selected by a NetworkPolicy restricting its ingress; the API's public port
+/// is reachable from the NGINX pods only and its admin port from the monitoring namespace only
+/// (never from the NGINX pods, never from anywhere).
+fn check_network_policies(c: &mut Checks, docs: &[Value]) {
+    let policies: Vec<&Value> = docs.iter().filter(|d| text(&d["kind"]) == "NetworkPolicy").collect();
+    for obj in docs.iter().filter(|d| matches!(text(&d["kind"]).as_str(), "Deployment" | "Job")) {
+        let name = text(&obj["metadata"]["name"]);
+        let selecting: Vec<&&Value> = policies
+            .iter()
+            .filter(|p| {
+                selects(&p["spec"]["podSelector"]["matchLabels"], pod_labels(obj))
+                    && items(&p["spec"]["policyTypes"]).iter().any(|t| text(t) == "Ingress")
+            })
+            .collect();
+        c.check(!selecting.is_empty(), format!("{name}: a NetworkPolicy restricts its ingress"));
+    }
+    let (Some(api), Some(nginx)) = (find(docs, "Deployment", "api"), find(docs, "Deployment", "nginx")) else {
+        return;
+    };
+    let Some(ctr) = containers(api).into_iter().find(|ctr| text(&ctr["name"]) == "api") else { return };
+    let port_named = |n: &str| named_port(ctr, &Value::String(n.to_owned()));
+    let (public, admin) = (port_named("http"), port_named("admin"));
+    c.check(public.is_some() && admin.is_some(), "api: container ports http and admin");
+    let rules: Vec<&Value> = policies
+        .iter()
+        .filter(|p| selects(&p["spec"]["podSelector"]["matchLabels"], pod_labels(api)))
+        .flat_map(|p| items(&p["spec"]["ingress"]))
+        .collect();
+    let admits = |port: Option<i64>| -> Vec<&Value> {
+        rules.iter().copied().filter(|r| items(&r["ports"]).is_empty() || rule_ports(ctr, r).contains(&port)).collect()
+    };
+    let from_nginx_only = |r: &Value| {
+        let from = items(&r["from"]);
+        !from.is_empty()
+            && from.iter().all(|f| {
+                f["namespaceSelector"].is_null() && selects(&f["podSelector"]["matchLabels"], pod_labels(nginx))
+            })
+    };
+    let from_monitoring_only = |r: &Value| {
+        let from = items(&r["from"]);
+        !from.is_empty()
+            && from.iter().all(|f| {
+                f["podSelector"].is_null()
+                    && text(&f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]) == "monitoring"
+            })
+    };
+    let public_rules = admits(public);
+    c.check(
+        !public_rules.is_empty() && public_rules.iter().all(|r| from_nginx_only(r)),
+        format!("api: the public port {} is reachable from the NGINX pods only", show(public)),
+    );
+    let admin_rules = admits(admin);
+    c.check(
+        !admin_rules.is_empty() && admin_rules.iter().all(|r| from_monitoring_only(r)),
+        format!("api: the admin port {} is reachable from the monitoring namespace only", show(admin)),
+    );
 }
 
 /// Every workload container sets cpu and memory requests and limits, requests within limits.
@@ -1301,7 +1402,49 @@ const MUTATIONS: &[Mutation] = &[
         |d| ctr_mut(d, "Deployment", "api", "api")["livenessProbe"]["httpGet"]["port"] = "admin".into(),
         "livenessProbe on port admin = the public port",
     ),
+    (
+        "the admin port open to every pod",
+        |d| obj_mut(d, "NetworkPolicy", "api")["spec"]["ingress"][1]["from"] = serde_json::json!([]),
+        "the admin port 8181 is reachable from the monitoring namespace only",
+    ),
+    (
+        "the admin port opened to NGINX",
+        |d| {
+            obj_mut(d, "NetworkPolicy", "api")["spec"]["ingress"][0]["ports"]
+                .as_array_mut()
+                .expect("ports")
+                .push(serde_json::json!({"port": "admin"}))
+        },
+        "the admin port 8181 is reachable from the monitoring namespace only",
+    ),
+    (
+        "the NGINX pod without a policy",
+        |d| {
+            obj_mut(d, "NetworkPolicy", "nginx")["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] =
+                "x".into()
+        },
+        "nginx: a NetworkPolicy restricts its ingress",
+    ),
+    (
+        "NGINX with a writable root filesystem",
+        |d| ctr_mut(d, "Deployment", "nginx", "nginx")["securityContext"]["readOnlyRootFilesystem"] = false.into(),
+        "nginx/nginx: readOnlyRootFilesystem true",
+    ),
+    (
+        "NGINX as root",
+        |d| pod_spec_mut(d, "Deployment", "nginx")["securityContext"]["runAsUser"] = 0.into(),
+        "nginx/nginx: runs as non-root",
+    ),
+    (
+        "a service-account token in the seeder",
+        |d| pod_spec_mut(d, "Job", "seeder")["automountServiceAccountToken"] = true.into(),
+        "seeder: no service-account token",
+    ),
 ];
+
+fn pod_spec_mut<'a>(docs: &'a mut [Value], kind: &str, name: &str) -> &'a mut Value {
+    &mut obj_mut(docs, kind, name)["spec"]["template"]["spec"]
+}
 
 #[test]
 fn broken_renders_are_each_rejected_naming_what_broke() {
