@@ -21,6 +21,18 @@ use xtask::facts::default_of;
 /// them being healthy.
 const NO_HEALTHCHECK: &[(&str, &str)] = &[("nginx-exporter", "FROM scratch image, watched by Prometheus' up metric")];
 
+/// Services with a read-only root filesystem, no capabilities and no-new-privileges: the
+/// project's own containers and the exporters.
+const HARDENED: &[&str] =
+    &["api1", "api2", "api3", "seeder", "nginx", "nginx-exporter", "redis-exporter", "postgres-exporter"];
+
+/// The one service allowed privileges (it reads every container's cgroups on the host).
+const PRIVILEGED: &str = "cadvisor";
+
+/// The services allowed on the `stores` network: the stores, their clients and exporters.
+const ON_STORES: &[&str] =
+    &["postgres", "redis", "seeder", "api1", "api2", "api3", "redis-exporter", "postgres-exporter"];
+
 /// The only services that publish ports to the host (always on its loopback).
 const PUBLISHED: &[&str] = &["grafana", "nginx", "prometheus"];
 
@@ -45,7 +57,12 @@ fn compose_command() -> Command {
     let raw = read("docker-compose.yml");
     for var in raw.split("${").skip(1) {
         let name: String = var.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        c.env_remove(name);
+        // A required variable (`${NAME:?why}`) gets a value, as the user must give one.
+        if var[name.len()..].starts_with(":?") {
+            c.env(name, "set-by-the-test");
+        } else {
+            c.env_remove(name);
+        }
     }
     c.current_dir(repo()).arg("-f").arg(repo().join("docker-compose.yml"));
     c
@@ -239,6 +256,55 @@ fn check_healthchecks(s: &Services) -> Checks {
         }
         c.check(healthcheck_of(s, name).is_some(), format!("{name} (long-running) has a healthcheck"));
     }
+    c
+}
+
+fn networks_of(svc: &Value) -> BTreeSet<String> {
+    match &svc["networks"] {
+        Value::Object(map) => map.keys().cloned().collect(),
+        list => items(list).iter().map(text).collect(),
+    }
+}
+
+#[test]
+fn services_are_hardened_and_split_over_networks_and_grafana_has_no_default_password() {
+    check_hardening(services()).assert_all();
+}
+
+fn check_hardening(s: &Services) -> Checks {
+    let mut c = Checks::new("hardening");
+    for (name, svc) in s {
+        let opts: Vec<String> = items(&svc["security_opt"]).iter().map(text).collect();
+        let privileged = svc["privileged"].as_bool() == Some(true);
+        if name != PRIVILEGED {
+            c.check(!privileged, format!("{name}: not privileged"));
+            c.check(
+                opts.iter().any(|o| o == "no-new-privileges:true" || o == "no-new-privileges"),
+                format!("{name}: security_opt no-new-privileges"),
+            );
+        }
+        if HARDENED.contains(&name.as_str()) {
+            c.check(svc["read_only"].as_bool() == Some(true), format!("{name}: read_only root filesystem"));
+            c.check(items(&svc["cap_drop"]).iter().any(|cap| text(cap) == "ALL"), format!("{name}: cap_drop ALL"));
+            c.check(items(&svc["cap_add"]).is_empty(), format!("{name}: no cap_add"));
+        }
+        let networks = networks_of(svc);
+        c.check(!networks.is_empty() && !networks.contains("default"), format!("{name}: on named networks only"));
+        c.check(
+            !networks.contains("stores") || ON_STORES.contains(&name.as_str()),
+            format!("{name}: not on the stores network ({networks:?})"),
+        );
+        let edge = ["nginx", "api1", "api2", "api3"].contains(&name.as_str());
+        c.check(networks.contains("edge") == edge, format!("{name}: on the edge network iff NGINX or a replica"));
+    }
+    let grafana = env_of(service(s, "grafana"));
+    c.check(grafana.get("GF_AUTH_ANONYMOUS_ENABLED").is_none_or(|v| v != "true"), "grafana: no anonymous access");
+    let raw = read("docker-compose.yml");
+    c.check(
+        raw.contains("${GRAFANA_ADMIN_PASSWORD:?"),
+        "grafana: GRAFANA_ADMIN_PASSWORD is required (${GRAFANA_ADMIN_PASSWORD:?...}), no default committed",
+    );
+    c.check(read(".gitignore").lines().any(|l| l.trim() == ".env" || l.trim() == "/.env"), ".env is git-ignored");
     c
 }
 
@@ -812,6 +878,36 @@ fn push(list: &mut Value, item: Value) {
 type Mutation = (&'static str, fn(&mut Services), fn(&Services) -> Checks, &'static str);
 
 const MUTATIONS: &[Mutation] = &[
+    (
+        "NGINX on the stores network",
+        |s| svc_mut(s, "nginx")["networks"]["stores"] = Value::Null,
+        check_hardening,
+        "nginx: not on the stores network",
+    ),
+    (
+        "a replica with a writable root filesystem",
+        |s| svc_mut(s, "api2")["read_only"] = false.into(),
+        check_hardening,
+        "api2: read_only root filesystem",
+    ),
+    (
+        "the seeder given a capability back",
+        |s| svc_mut(s, "seeder")["cap_add"] = serde_json::json!(["NET_ADMIN"]),
+        check_hardening,
+        "seeder: no cap_add",
+    ),
+    (
+        "Grafana open to anonymous viewers",
+        |s| svc_mut(s, "grafana")["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] = "true".into(),
+        check_hardening,
+        "grafana: no anonymous access",
+    ),
+    (
+        "a privileged exporter",
+        |s| svc_mut(s, "redis-exporter")["privileged"] = true.into(),
+        check_hardening,
+        "redis-exporter: not privileged",
+    ),
     (
         "a bind mount of a missing file",
         |s| {
