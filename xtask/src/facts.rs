@@ -135,6 +135,17 @@ pub const VARIABLES: &[Variable] = &[
         "",
         "[2 x STACK_NGINX_RATE] Requests above the rate let through at once before the 429s start.",
     ),
+    var(
+        "STACK_NGINX_CONN_LIMIT",
+        "100",
+        "Requests in progress at once per client address (when the rate limit is on); beyond it a 429.",
+    ),
+    var(
+        "STACK_NGINX_REAL_IP_FROM",
+        "",
+        "[none] Load balancer addresses or CIDR ranges (space separated) trusted to name the client \
+         in X-Forwarded-For; the limits then key on that client. Empty: the connection's address.",
+    ),
     var("STACK_PROMETHEUS_PORT", "9090", "Prometheus: web UI and query API."),
     var("STACK_NODE_EXPORTER_PORT", "9100", "The node exporter (Debian's prometheus-node-exporter)."),
     var("STACK_NGINX_EXPORTER_PORT", "9113", "The NGINX exporter (prometheus-nginx-exporter)."),

@@ -353,6 +353,60 @@ fn least_privilege_of_the_replicas(s: &TestStack) {
     assert!(redis_as(redis, REDIS_API_USER, "wrong", &["GET", &key]).contains("WRONGPASS"));
 }
 
+/// `GET path` on 127.0.0.1:`port` from source address `from` (curl --interface), with an
+/// X-Forwarded-For header when given: the status and body.
+fn get_from(from: &str, port: u16, path: &str, forwarded_for: Option<&str>) -> (u16, String) {
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "--max-time", "5", "--interface", from, "-w", "\n%{http_code}"]);
+    if let Some(xff) = forwarded_for {
+        curl.args(["-H", &format!("X-Forwarded-For: {xff}")]);
+    }
+    let out = curl.arg(format!("http://127.0.0.1:{port}{path}")).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or_default();
+    (code.parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+fn the_edge_believes_x_forwarded_for_only_from_its_balancer_and_tells_the_public_only_ready_or_not() {
+    let s = TestStack::new("pg redis api nginx");
+    // One request per second per client and a burst of one: a client's third request within
+    // the second is a 429; another client's first is not.
+    let limit = [
+        ("STACK_NGINX_RATE_LIMIT", "on"),
+        ("STACK_NGINX_RATE", "1"),
+        ("STACK_NGINX_BURST", "1"),
+        ("STACK_NGINX_REAL_IP_FROM", "127.0.0.2/32"),
+    ];
+    s.ok(&["stack", "up"], &limit);
+    let edge = s.port("STACK_NGINX_PORT");
+    let path = "/v1/results/1000001";
+    let limited = |from: &str, xff: &str| get_from(from, edge, path, Some(xff)).0 == 429;
+
+    // From the balancer (trusted): the header names the client, two clients are two budgets.
+    assert!(!limited("127.0.0.2", "10.0.0.1") && !limited("127.0.0.2", "10.0.0.1"), "within rate + burst");
+    assert!(!limited("127.0.0.2", "10.0.0.2"), "another client behind the balancer is not limited");
+    assert!(limited("127.0.0.2", "10.0.0.1"), "the same client behind the balancer is");
+    // A client cannot pick its address by writing the header itself: through the balancer only
+    // the rightmost untrusted address counts (10.0.0.5 each time) ...
+    assert!(!limited("127.0.0.2", "10.0.0.9, 10.0.0.5") && !limited("127.0.0.2", "10.0.0.7, 10.0.0.5"));
+    assert!(limited("127.0.0.2", "10.0.0.8, 10.0.0.5"), "the client-written part of the chain is ignored");
+    // ... and straight from an untrusted address the header is ignored altogether.
+    assert!(!limited("127.0.0.1", "10.0.0.3") && !limited("127.0.0.1", "10.0.0.3"));
+    assert!(limited("127.0.0.1", "10.0.0.4"), "an untrusted peer's X-Forwarded-For was believed");
+
+    // /readyz at the edge: ready or not, nothing about the stores (the replicas still tell).
+    let (api, off) = (s.port("STACK_API_PORT"), [("STACK_NGINX_RATE_LIMIT", "off")]);
+    s.ok(&["stack", "up"], &off);
+    assert_eq!(get_from("127.0.0.1", edge, "/readyz", None), (200, "{\"ready\":true}\n".to_owned()));
+    assert!(http_get(api, "/readyz").1.contains("\"redis\":\"up\""), "the replica's own /readyz keeps the detail");
+    for n in 1..=3 {
+        s.ok(&["stack", "stop", &format!("api{n}")], &off);
+    }
+    assert_eq!(get_from("127.0.0.1", edge, "/readyz", None), (503, "{\"ready\":false}\n".to_owned()));
+    assert_eq!(get_from("127.0.0.1", edge, "/_replicas_readyz", None).0, 404, "the subrequest's location is internal");
+}
+
 #[test]
 fn a_port_taken_by_a_foreign_process_is_refused_before_anything_starts() {
     let s = TestStack::new("pg redis");
