@@ -187,6 +187,11 @@ pub const PG_EXPORTER_PASSWORD: &str = "exporter-local-only";
 pub const REDIS_API_USER: &str = "results-api";
 /// Its password: a LOCAL-ONLY default, not a secret.
 pub const REDIS_API_PASSWORD: &str = "api-local-only";
+/// The seeder's Redis ACL user (compose, k8s; in the native stack for tests): reads and writes
+/// keys under the prefix, nothing dangerous.
+pub const REDIS_SEEDER_USER: &str = "results-seeder";
+/// Its password: a LOCAL-ONLY default, not a secret.
+pub const REDIS_SEEDER_PASSWORD: &str = "seeder-local-only";
 /// Nodes of the opt-in Redis Cluster: three masters, a replica each.
 pub const REDIS_CLUSTER_NODES: u16 = 6;
 /// Redis Cluster's slot count: a healthy cluster has every one assigned.

@@ -9,7 +9,10 @@ use anyhow::{Result, bail};
 
 use crate::config::Config;
 use crate::config::url_encode;
-use crate::facts::{REDIS_API_PASSWORD, REDIS_API_USER, REDIS_CLUSTER_NODES, REDIS_CLUSTER_SLOTS};
+use crate::facts::{
+    REDIS_API_PASSWORD, REDIS_API_USER, REDIS_CLUSTER_NODES, REDIS_CLUSTER_SLOTS, REDIS_SEEDER_PASSWORD,
+    REDIS_SEEDER_USER,
+};
 use crate::net::{Reply, info_field, port_in_use, redis, redis_text};
 use crate::service::Service;
 use crate::supervise::{
@@ -236,40 +239,59 @@ pub fn api_url(c: &Config) -> String {
     format!("{scheme}://{}:{}@{}", url_encode(REDIS_API_USER), url_encode(REDIS_API_PASSWORD), c.addr(port))
 }
 
-/// The ACL rules of the API's user on a node: reads of keys under the stack's prefix (`%R~`:
-/// read access only), the connection handshake fred sends (HELLO/AUTH, CLIENT SETNAME/ID, INFO,
-/// ROLE, PING, a cluster's slot map), and nothing that writes, flushes or reconfigures.
-pub fn api_acl(c: &Config) -> Vec<String> {
-    let rules = [
-        "reset",
-        "on",
-        &format!(">{REDIS_API_PASSWORD}"),
-        &format!("%R~{}*", c.key_prefix),
-        "resetchannels",
-        "-@all",
-        "+@read",
-        "+@connection",
-        "-@dangerous",
-        "+info",
-        "+role",
-        "+readonly",
-        "+cluster|slots",
-        "+cluster|shards",
-        "+cluster|info",
-    ];
-    rules.iter().map(|r| (*r).to_owned()).collect()
+/// The handshake fred sends on every connection (HELLO/AUTH, CLIENT SETNAME/ID, INFO, ROLE,
+/// PING, a cluster's slot map, READONLY and ASKING): what a client user needs besides its data.
+const HANDSHAKE: &[&str] = &[
+    "+@connection",
+    "-@dangerous",
+    "+info",
+    "+role",
+    "+readonly",
+    "+cluster|slots",
+    "+cluster|shards",
+    "+cluster|info",
+];
+
+/// The ACL rules (after `on` and the password) of the API's user: reads of keys under `prefix`
+/// (`%R~`: read access only) and nothing that writes, flushes or reconfigures. docker-compose.yml
+/// and the k8s local overlay give their Redis the same rules (xtask/tests/deploy checks).
+pub fn api_acl_rules(prefix: &str) -> Vec<String> {
+    let mut rules = vec![format!("%R~{prefix}*"), "resetchannels".into(), "-@all".into(), "+@read".into()];
+    rules.extend(HANDSHAKE.iter().map(|r| (*r).to_owned()));
+    rules
 }
 
-/// Creates (or resets to [`api_acl`]) the API's user on the node at `port`. Redis keeps ACL
+/// The seeder's rules: reads and writes (SET, HSET, DEL, SCAN, transactions) of keys under
+/// `prefix`, nothing dangerous (no FLUSHALL, CONFIG, KEYS).
+pub fn seeder_acl_rules(prefix: &str) -> Vec<String> {
+    let mut rules = vec![
+        format!("~{prefix}*"),
+        "resetchannels".into(),
+        "-@all".into(),
+        "+@read".into(),
+        "+@write".into(),
+        "+@transaction".into(),
+    ];
+    rules.extend(HANDSHAKE.iter().map(|r| (*r).to_owned()));
+    rules
+}
+
+/// Creates (or resets) the API's and the seeder's users on the node at `port`. Redis keeps ACL
 /// users in memory only, so this runs on every `up`, whether the node was running or not.
 fn ensure_api_user(c: &Config, port: u16) -> Result<()> {
-    let rules = api_acl(c);
-    let mut args = vec!["ACL", "SETUSER", REDIS_API_USER];
-    args.extend(rules.iter().map(String::as_str));
-    match redis(&c.host, port, &args) {
-        Ok(Reply::Simple(ok)) if ok == "OK" => Ok(()),
-        other => bail!("ACL SETUSER {REDIS_API_USER} on {} failed: {other:?}", c.addr(port)),
+    for (user, password, rules) in [
+        (REDIS_API_USER, REDIS_API_PASSWORD, api_acl_rules(&c.key_prefix)),
+        (REDIS_SEEDER_USER, REDIS_SEEDER_PASSWORD, seeder_acl_rules(&c.key_prefix)),
+    ] {
+        let secret = format!(">{password}");
+        let mut args = vec!["ACL", "SETUSER", user, "reset", "on", &secret];
+        args.extend(rules.iter().map(String::as_str));
+        match redis(&c.host, port, &args) {
+            Ok(Reply::Simple(ok)) if ok == "OK" => {}
+            other => bail!("ACL SETUSER {user} on {} failed: {other:?}", c.addr(port)),
+        }
     }
+    Ok(())
 }
 
 /// The one node the exporter reads: the cluster's first, else the single Redis.

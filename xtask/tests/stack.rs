@@ -349,7 +349,14 @@ fn least_privilege_of_the_replicas(s: &TestStack) {
         assert!(reply.contains("NOPERM"), "the API's user ran {write:?}: {reply}");
     }
     assert!(as_api(&["GET", "elsewhere"]).contains("NOPERM"), "no key outside the prefix");
-    assert_eq!(xtask::net::redis_text("127.0.0.1", redis, &["GET", &key]).as_deref(), Some("40"));
+    use xtask::facts::{REDIS_SEEDER_PASSWORD, REDIS_SEEDER_USER};
+    let as_seeder = |args: &[&str]| redis_as(redis, REDIS_SEEDER_USER, REDIS_SEEDER_PASSWORD, args);
+    assert_eq!(as_seeder(&["SET", &key, "41"]), "OK", "the seeder writes its prefix");
+    for refused in [&["SET", "elsewhere", "1"][..], &["FLUSHALL"], &["KEYS", "*"], &["CONFIG", "GET", "dir"]] {
+        let reply = as_seeder(refused);
+        assert!(reply.contains("NOPERM"), "the seeder's user ran {refused:?}: {reply}");
+    }
+    assert_eq!(xtask::net::redis_text("127.0.0.1", redis, &["GET", &key]).as_deref(), Some("41"));
     assert!(redis_as(redis, REDIS_API_USER, "wrong", &["GET", &key]).contains("WRONGPASS"));
 }
 
@@ -488,10 +495,15 @@ fn no_request_uri_nginx_normalises_changes_what_the_micro_cache_answers_for_anot
             .unwrap_or_else(|| panic!("{name} in {env}"))
             .to_owned()
     };
+    // As its own Redis user (xtask::redis::seeder_acl_rules, compose's and k8s' too): the
+    // seeder's whole load must work within those rights.
+    use xtask::facts::{REDIS_SEEDER_PASSWORD, REDIS_SEEDER_USER};
+    let seeder_redis =
+        var("REDIS_URL").replace("redis://", &format!("redis://{REDIS_SEEDER_USER}:{REDIS_SEEDER_PASSWORD}@"));
     let seeded = Command::new(seeder_bin())
         .args(["--students", "100"])
         .env("DATABASE_URL", var("DATABASE_URL"))
-        .env("REDIS_URL", var("REDIS_URL"))
+        .env("REDIS_URL", &seeder_redis)
         .env("SEEDER_PROGRESS", "quiet")
         .output()
         .expect("the seeder runs");
