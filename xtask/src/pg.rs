@@ -450,36 +450,34 @@ fn ensure_role_db(c: &Config, bin: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The API's role (SELECT on the application database's tables, now and as the seeder creates
-/// them) and the exporter's (pg_monitor); their passwords and rights re-applied every time, so a
-/// role changed by hand is put back.
+/// The API's role (SELECT only) and the exporter's (pg_monitor): postgres/roles.sql, the same
+/// file compose and the k8s local overlay run, with this stack's names and passwords.
 fn ensure_service_roles(c: &Config, bin: &Path) -> Result<()> {
-    let script = format!(
-        "\\set api {}\n\\set api_pw {}\n\\set exporter {}\n\\set exporter_pw {}\n\\set owner {}\n\\set db {}\n\
-         SET password_encryption = 'scram-sha-256';\n\
-         SELECT format('CREATE ROLE %I', r) FROM unnest(ARRAY[:'api', :'exporter']) AS r\n\
-          WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \\gexec\n\
-         SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD %L', :'api', :'api_pw') \\gexec\n\
-         SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD %L', :'exporter', :'exporter_pw') \\gexec\n\
-         SELECT format('GRANT pg_monitor TO %I', :'exporter') \\gexec\n\
-         SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', :'api') \\gexec\n\
-         \\connect :\"db\"\n\
-         SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'api') \\gexec\n\
-         SELECT format('GRANT SELECT ON ALL TABLES IN SCHEMA public TO %I', :'api') \\gexec\n\
-         SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I IN SCHEMA public GRANT SELECT ON TABLES TO %I', :'owner', :'api') \\gexec\n",
-        meta_quote(PG_API_USER),
-        meta_quote(PG_API_PASSWORD),
-        meta_quote(PG_EXPORTER_USER),
-        meta_quote(PG_EXPORTER_PASSWORD),
-        meta_quote(&c.pg_user),
-        meta_quote(&c.pg_db)
-    );
-    psql_script(c, bin, c.pg_port, &script).with_context(|| {
-        format!(
-            "could not create the roles '{PG_API_USER}' / '{PG_EXPORTER_USER}'; see the psql error above and {}",
+    let file = c.repo.join("postgres/roles.sql");
+    let script = fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut child = psql(c, bin, c.pg_port)
+        .envs([
+            ("RESULTS_PG_DB", c.pg_db.as_str()),
+            ("RESULTS_PG_OWNER", c.pg_user.as_str()),
+            ("RESULTS_PG_API_USER", PG_API_USER),
+            ("RESULTS_PG_API_PASSWORD", PG_API_PASSWORD),
+            ("RESULTS_PG_EXPORTER_USER", PG_EXPORTER_USER),
+            ("RESULTS_PG_EXPORTER_PASSWORD", PG_EXPORTER_PASSWORD),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    if !child.wait()?.success() {
+        bail!(
+            "could not create the roles '{PG_API_USER}' / '{PG_EXPORTER_USER}' with {}; see the psql error \
+             above and {}",
+            file.display(),
             primary(c).log.display()
-        )
-    })?;
+        );
+    }
     say!("postgres: roles '{PG_API_USER}' (SELECT only, the API) and '{PG_EXPORTER_USER}' (pg_monitor) ready");
     Ok(())
 }

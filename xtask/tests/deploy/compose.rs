@@ -308,6 +308,91 @@ fn check_hardening(s: &Services) -> Checks {
     c
 }
 
+/// The user in a store URL (`scheme://user:password@host...`).
+fn url_user(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let (cred, _) = rest.split_once('@')?;
+    Some(cred.split_once(':').map_or(cred, |(u, _)| u).to_owned())
+}
+
+#[test]
+fn each_client_of_the_stores_has_its_own_least_privileged_user() {
+    check_store_users(services()).assert_all();
+}
+
+fn check_store_users(s: &Services) -> Checks {
+    use xtask::facts::{PG_API_USER, PG_EXPORTER_USER, REDIS_API_USER, REDIS_SEEDER_USER};
+    let mut c = Checks::new("store users");
+    // Redis: `--user NAME reset on >PASSWORD RULES...` groups on the command line.
+    let cmd = command_of(service(s, "redis"));
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for group in cmd.split(|a| a == "--user").skip(1) {
+        let rules: Vec<String> = group.iter().take_while(|a| !a.starts_with("--")).cloned().collect();
+        if let Some((name, rest)) = rules.split_first() {
+            let after_password: Vec<String> =
+                rest.iter().skip_while(|r| !r.starts_with('>') && *r != "nopass").skip(1).cloned().collect();
+            users.insert(name.clone(), after_password);
+        }
+    }
+    let prefix = env_of(service(s, "api1")).get("API_KEY_PREFIX").cloned().unwrap_or_default();
+    c.check(
+        users.get(REDIS_API_USER) == Some(&xtask::redis::api_acl_rules(&prefix)),
+        format!(
+            "redis: {REDIS_API_USER}'s rules are xtask::redis::api_acl_rules(\"{prefix}\") ({:?})",
+            users.get(REDIS_API_USER)
+        ),
+    );
+    c.check(
+        users.get(REDIS_SEEDER_USER) == Some(&xtask::redis::seeder_acl_rules(&prefix)),
+        format!("redis: {REDIS_SEEDER_USER}'s rules are xtask::redis::seeder_acl_rules(\"{prefix}\")"),
+    );
+    let default_rules = users.get("default").cloned().unwrap_or_default();
+    c.check(
+        default_rules
+            .iter()
+            .filter(|r| r.starts_with('+') || r.starts_with('~') || r.starts_with('%'))
+            .eq(["+ping"].iter()),
+        format!("redis: the password-less default user may only PING ({default_rules:?})"),
+    );
+    for (svc, want) in [("api1", REDIS_API_USER), ("seeder", REDIS_SEEDER_USER)] {
+        let url = env_of(service(s, svc)).get("REDIS_URL").cloned().unwrap_or_default();
+        c.check(url_user(&url).as_deref() == Some(want), format!("{svc}: REDIS_URL as {want}"));
+    }
+    let exporter_user = env_of(service(s, "redis-exporter")).get("REDIS_USER").cloned().unwrap_or_default();
+    c.check(users.contains_key(&exporter_user), format!("redis-exporter: its REDIS_USER '{exporter_user}' exists"));
+
+    // PostgreSQL: postgres/roles.sql runs at initialisation with the roles the clients use.
+    let pg = env_of(service(s, "postgres"));
+    let url_of = |svc: &str, var: &str| env_of(service(s, svc)).get(var).and_then(|u| url_user(u));
+    c.check(
+        volumes_of(service(s, "postgres")).iter().any(|(src, target, _)| {
+            src.ends_with("postgres/roles.sql") && target.starts_with("/docker-entrypoint-initdb.d/")
+        }),
+        "postgres: postgres/roles.sql mounted in /docker-entrypoint-initdb.d",
+    );
+    c.check(
+        pg.get("RESULTS_PG_API_USER").map(String::as_str) == Some(PG_API_USER)
+            && url_of("api1", "DATABASE_URL").as_deref() == Some(PG_API_USER),
+        format!("api1: DATABASE_URL as {PG_API_USER}, the role roles.sql creates"),
+    );
+    c.check(
+        pg.get("RESULTS_PG_EXPORTER_USER").map(String::as_str) == Some(PG_EXPORTER_USER)
+            && url_of("postgres-exporter", "DATA_SOURCE_NAME").as_deref() == Some(PG_EXPORTER_USER),
+        format!("postgres-exporter: as {PG_EXPORTER_USER}, the pg_monitor role roles.sql creates"),
+    );
+    let owner = pg.get("POSTGRES_USER").cloned();
+    for (name, svc) in s {
+        if name != "seeder" && name != "postgres" {
+            let urls = env_of(svc).into_values().filter_map(|v| url_user(&v)).collect::<Vec<_>>();
+            c.check(
+                owner.as_ref().is_none_or(|o| !urls.contains(o)),
+                format!("{name}: does not connect as the owner/superuser {owner:?}"),
+            );
+        }
+    }
+    c
+}
+
 #[test]
 fn only_nginx_grafana_and_prometheus_publish_ports_and_only_on_loopback() {
     check_published_ports(services()).assert_all();
@@ -878,6 +963,36 @@ fn push(list: &mut Value, item: Value) {
 type Mutation = (&'static str, fn(&mut Services), fn(&Services) -> Checks, &'static str);
 
 const MUTATIONS: &[Mutation] = &[
+    (
+        "the API reading Redis as the seeder",
+        |s| {
+            svc_mut(s, "api2")["environment"]["REDIS_URL"] =
+                "redis://results-seeder:seeder-local-only@redis:6379".into();
+            svc_mut(s, "api1")["environment"]["REDIS_URL"] =
+                "redis://results-seeder:seeder-local-only@redis:6379".into();
+        },
+        check_store_users,
+        "api1: REDIS_URL as results-api",
+    ),
+    (
+        "the API's Redis user allowed to write",
+        |s| {
+            let cmd = svc_mut(s, "redis")["command"].as_array_mut().expect("a list");
+            let at = cmd.iter().position(|a| a == "results-api").expect("the API's user") + 4;
+            cmd.insert(at, "+@write".into());
+        },
+        check_store_users,
+        "results-api's rules are xtask::redis::api_acl_rules",
+    ),
+    (
+        "the exporter as the PostgreSQL owner",
+        |s| {
+            svc_mut(s, "postgres-exporter")["environment"]["DATA_SOURCE_NAME"] =
+                "postgresql://results:results-local-only@postgres:5432/results".into()
+        },
+        check_store_users,
+        "postgres-exporter: does not connect as the owner",
+    ),
     (
         "NGINX on the stores network",
         |s| svc_mut(s, "nginx")["networks"]["stores"] = Value::Null,

@@ -695,17 +695,21 @@ fn check_seeder(c: &mut Checks, docs: &[Value], api: &Api) {
 }
 
 /// DATABASE_URL and REDIS_URL come from the Secret results-stores, by name, with their own keys.
+/// The store URLs come from the Secret: the seeder's under their own names, the API's (its
+/// least-privileged role and user) under `API_` + the name.
 fn check_secret_refs(c: &mut Checks, docs: &[Value]) {
-    for obj in [find(docs, "Deployment", "api"), find(docs, "Job", "seeder")].into_iter().flatten() {
+    for (obj, key_prefix) in [(find(docs, "Deployment", "api"), "API_"), (find(docs, "Job", "seeder"), "")] {
+        let Some(obj) = obj else { continue };
         for ctr in containers(obj) {
             for e in items(&ctr["env"]) {
                 let name = text(&e["name"]);
                 if name == "DATABASE_URL" || name == "REDIS_URL" {
                     let r = &e["valueFrom"]["secretKeyRef"];
                     c.check(
-                        is_named(&text(&r["name"]), "results-stores") && text(&r["key"]) == name,
+                        is_named(&text(&r["name"]), "results-stores")
+                            && text(&r["key"]) == format!("{key_prefix}{name}"),
                         format!(
-                            "{} {}/{}: {name} from Secret results-stores",
+                            "{} {}/{}: {name} from Secret results-stores key {key_prefix}{name}",
                             text(&obj["kind"]),
                             text(&obj["metadata"]["name"]),
                             text(&ctr["name"])
@@ -917,8 +921,29 @@ fn check_local(c: &mut Checks, docs: &[Value]) {
     let stores = secret_values(require(c, docs, "Secret", "results-stores"));
     let keys: Vec<&String> = stores.keys().collect();
     c.check(
-        keys == ["DATABASE_URL", "REDIS_URL"],
-        format!("local: Secret results-stores has DATABASE_URL and REDIS_URL ({keys:?})"),
+        keys == ["API_DATABASE_URL", "API_REDIS_URL", "DATABASE_URL", "REDIS_URL"],
+        format!("local: Secret results-stores has the seeder's and the API's URLs ({keys:?})"),
+    );
+    // Least privilege: the replicas' URLs name their own users, the seeder's its own.
+    let user_of = |key: &str| {
+        let url = stores.get(key).cloned().unwrap_or_default();
+        url.split_once("://")
+            .and_then(|(_, r)| r.split_once('@'))
+            .and_then(|(cred, _)| cred.split_once(':'))
+            .map(|(u, _)| u.to_owned())
+    };
+    use xtask::facts::{PG_API_USER, REDIS_API_USER, REDIS_SEEDER_USER};
+    c.check(
+        user_of("API_DATABASE_URL").as_deref() == Some(PG_API_USER),
+        format!("local: API_DATABASE_URL's role is {PG_API_USER}"),
+    );
+    c.check(
+        user_of("API_REDIS_URL").as_deref() == Some(REDIS_API_USER),
+        format!("local: API_REDIS_URL's user is {REDIS_API_USER}"),
+    );
+    c.check(
+        user_of("REDIS_URL").as_deref() == Some(REDIS_SEEDER_USER),
+        format!("local: REDIS_URL's user is {REDIS_SEEDER_USER}"),
     );
     let pg_values = secret_values(require(c, docs, "Secret", "postgres-local"));
     let compose_pg = compose_env(&f.compose, "postgres");
@@ -963,8 +988,14 @@ fn check_local(c: &mut Checks, docs: &[Value]) {
         c.check(ok, format!("local: DATABASE_URL's {host}:{port_text} is the postgres StatefulSet's Service"));
     }
     let url = stores.get("REDIS_URL").cloned().unwrap_or_default();
-    let parsed = url.strip_prefix("redis://").map(|r| r.trim_end_matches('/')).and_then(|r| r.split_once(':'));
-    c.check(parsed.is_some_and(|(_, p)| p.parse::<u16>().is_ok()), "local: REDIS_URL is redis://host:port");
+    let parsed = url
+        .strip_prefix("redis://")
+        .map(|r| r.rsplit_once('@').map_or(r, |(_, hostport)| hostport).trim_end_matches('/'))
+        .and_then(|r| r.split_once(':'));
+    c.check(
+        parsed.is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+        "local: REDIS_URL is redis://[user:password@]host:port",
+    );
     if let Some((host, port_text)) = parsed {
         let ok = service_port(docs, host, port_text).is_some_and(|(svc, sp)| {
             selects(&svc["spec"]["selector"], pod_labels(redis))
@@ -981,8 +1012,9 @@ fn check_local(c: &mut Checks, docs: &[Value]) {
             format!("local: {name} image {} = docker-compose.yml's {want}", text(&ctr["image"])),
         );
         let args = if ctr["args"].is_null() { serde_json::json!([]) } else { ctr["args"].clone() };
-        let cmd = if compose_svc["command"].is_null() { serde_json::json!([]) } else { compose_svc["command"].clone() };
-        c.check(args == cmd, format!("local: {name} runs compose's command line"));
+        // Compose's command line with its variables at their defaults (the local-only passwords).
+        let cmd: Vec<Value> = items(&compose_svc["command"]).iter().map(|a| compose_default(&text(a)).into()).collect();
+        c.check(args == Value::Array(cmd), format!("local: {name} runs compose's command line"));
     }
     for (cm_name, folder, file) in
         [("redis-config", "redis", "redis.conf"), ("postgres-config", "postgres", "postgresql.conf")]
