@@ -314,11 +314,11 @@ fn check_manifests(docs: &[Value], variant: Variant) -> Checks {
     c
 }
 
-/// The project's own workloads (the Deployments and the Job): no service-account token, pods
+/// Every workload (the Deployments, the Job, the local overlay's stores): no service-account token, pods
 /// that cannot run as root, under the runtime's seccomp profile, and containers without
 /// privilege escalation, capabilities or a writable root filesystem.
 fn check_hardening(c: &mut Checks, docs: &[Value]) {
-    for obj in docs.iter().filter(|d| matches!(text(&d["kind"]).as_str(), "Deployment" | "Job")) {
+    for obj in docs.iter().filter(|d| matches!(text(&d["kind"]).as_str(), "Deployment" | "Job" | "StatefulSet")) {
         let name = text(&obj["metadata"]["name"]);
         let pod = pod_spec(obj);
         c.check(
@@ -958,6 +958,28 @@ fn check_local(c: &mut Checks, docs: &[Value]) {
     );
     let pg = require(c, docs, "StatefulSet", "postgres");
     let redis = require(c, docs, "StatefulSet", "redis");
+    // The stores answer the API and the seeder only (compose's `stores` network).
+    let names_in = |selector: &Value| -> BTreeSet<String> {
+        items(&selector["matchExpressions"])
+            .iter()
+            .filter(|e| text(&e["key"]) == "app.kubernetes.io/name" && text(&e["operator"]) == "In")
+            .flat_map(|e| items(&e["values"]).iter().map(text).collect::<Vec<_>>())
+            .collect()
+    };
+    let policy = require(c, docs, "NetworkPolicy", "stores");
+    let guarded = names_in(&policy["spec"]["podSelector"]);
+    let clients: BTreeSet<String> = items(&policy["spec"]["ingress"])
+        .iter()
+        .flat_map(|r| items(&r["from"]))
+        .flat_map(|f| names_in(&f["podSelector"]))
+        .collect();
+    let only_from = items(&policy["spec"]["ingress"]).iter().all(|r| !items(&r["from"]).is_empty());
+    c.check(
+        guarded == BTreeSet::from(["postgres".to_owned(), "redis".to_owned()])
+            && only_from
+            && clients == BTreeSet::from(["api".to_owned(), "seeder".to_owned()]),
+        format!("local: the stores accept the API and the seeder only ({guarded:?} from {clients:?})"),
+    );
     let pg_c = container(c, pg, "postgres");
     let redis_c = container(c, redis, "redis");
     // The stores listen where compose's clients reach them (its DATABASE_URL and REDIS_URL).
@@ -1456,6 +1478,22 @@ const MUTATIONS: &[Mutation] = &[
                 "x".into()
         },
         "nginx: a NetworkPolicy restricts its ingress",
+    ),
+    (
+        "NGINX let through to the stores",
+        |d| {
+            obj_mut(d, "NetworkPolicy", "stores")["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]
+                ["values"]
+                .as_array_mut()
+                .expect("values")
+                .push("nginx".into())
+        },
+        "local: the stores accept the API and the seeder only",
+    ),
+    (
+        "Redis as root",
+        |d| pod_spec_mut(d, "StatefulSet", "redis")["securityContext"]["runAsUser"] = 0.into(),
+        "redis/redis: runs as non-root",
     ),
     (
         "NGINX with a writable root filesystem",
