@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, env = "API_PPROF", default_value = "off", value_parser = on_off)]
     pub pprof: bool,
     /// PostgreSQL URL (the source of truth, read when Redis cannot answer and no read replica
-    /// can).
+    /// can). TLS: ?sslmode=verify-full&sslrootcert=CA.pem (certificate and host name verified).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// PostgreSQL read replica URL (streaming standbys of DATABASE_URL): repeat the flag, or
@@ -45,7 +45,8 @@ pub struct Args {
         hide_env_values = true
     )]
     pub database_replica_urls: Vec<String>,
-    /// Redis URL (redis://host:port, or redis-cluster://host:port for a cluster).
+    /// Redis URL (redis://host:port, or redis-cluster://host:port for a cluster; rediss:// and
+    /// rediss-cluster:// for TLS, verified against the system's roots, or SSL_CERT_FILE's).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Prefix of the Redis keys (as given to the seeder).

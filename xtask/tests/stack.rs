@@ -414,6 +414,174 @@ fn the_edge_believes_x_forwarded_for_only_from_its_balancer_and_tells_the_public
     assert_eq!(get_from("127.0.0.1", edge, "/_replicas_readyz", None).0, 404, "the subrequest's location is internal");
 }
 
+/// A CA, a certificate it signs for 127.0.0.1 and localhost with its key, and a stranger CA (PEM).
+fn certificates() -> (String, String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let key = KeyPair::generate().expect("a key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("a CA");
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("results test CA");
+    let server_key = KeyPair::generate().expect("a key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("params");
+    let server = params.signed_by(&server_key, &ca_cert, &ca_key).expect("a server certificate");
+    (ca_cert.pem(), server.pem(), server_key.serialize_pem(), ca("a stranger CA").0.pem())
+}
+
+/// An API replica on `port`/`port`+1 with these stores and `SSL_CERT_FILE` (the roots rustls
+/// trusts for rediss://); its /readyz once both stores are up, or the last one after `wait`.
+/// Its log (with fred's TLS errors) goes to `log`.
+fn api_readiness(port: u16, database_url: &str, redis_url: &str, roots: &Path, wait: Duration, log: &Path) -> String {
+    let mut api = Command::new(api_bin())
+        .env_clear()
+        .env("API_LISTEN", format!("127.0.0.1:{port}"))
+        .env("API_ADMIN_LISTEN", format!("127.0.0.1:{}", port + 1))
+        .env("DATABASE_URL", database_url)
+        .env("REDIS_URL", redis_url)
+        .env("SSL_CERT_FILE", roots)
+        .env("API_LOG", "warn,fred=debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("the API's log"))
+        .spawn()
+        .expect("the API starts");
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < wait {
+        if let Ok(r) = xtask::net::http("GET", "127.0.0.1", port, "/readyz", Duration::from_secs(2)) {
+            last = r.body;
+            if last.contains("\"postgres\":\"up\"") && last.contains("\"redis\":\"up\"") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = api.kill();
+    let _ = api.wait();
+    last
+}
+
+#[test]
+fn the_api_reaches_postgresql_and_redis_over_verified_tls_and_refuses_a_server_its_ca_did_not_sign() {
+    let s = TestStack::new("pg redis");
+    s.ok(&["stack", "up"], &[]);
+    let dir = s.folder().join("tls");
+    std::fs::create_dir_all(&dir).expect("tls/");
+    let (ca, cert, key, stranger) = certificates();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let (ca_file, stranger_file) = (write("ca.pem", &ca), write("stranger.pem", &stranger));
+    let (cert_file, key_file) = (write("server.pem", &cert), write("server.key", &key));
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    // PostgreSQL reads its key as the cluster's owner (postgres when we are root).
+    let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status();
+
+    // PostgreSQL: ssl on, reloaded (as the superuser, over the stack's Unix socket).
+    let pg = s.port("STACK_PG_PORT");
+    let superuser = |sql: &str| {
+        Command::new("psql")
+            .args(["-X", "-At", "-h"])
+            .arg(s.folder().join("run"))
+            .args(["-p", &pg.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
+            .output()
+            .expect("psql runs")
+    };
+    for sql in [
+        format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert_file.display()),
+        format!("ALTER SYSTEM SET ssl_key_file = '{}'", key_file.display()),
+        "ALTER SYSTEM SET ssl = on".to_owned(),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        let out = superuser(&sql);
+        assert!(out.status.success(), "{sql}: {out:?}");
+    }
+    // Redis: a second server that speaks TLS only (port 0: no plain listener).
+    let tls_port = free_ports(1);
+    let redis = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert_file)
+        .arg("--tls-key-file")
+        .arg(&key_file)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca_file)
+        .args(["--tls-auth-clients", "no"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    // Stopped however the test ends (a panic must not leave it running).
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let redis = KillOnDrop(redis);
+
+    let listening = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+    });
+    assert!(listening, "the TLS Redis listens on {tls_port}");
+    use xtask::facts::{PG_API_PASSWORD, PG_API_USER};
+    let database_url = |root: &Path| {
+        format!(
+            "postgres://{PG_API_USER}:{PG_API_PASSWORD}@127.0.0.1:{pg}/results?sslmode=verify-full&sslrootcert={}",
+            root.display()
+        )
+    };
+    let redis_url = format!("rediss://127.0.0.1:{tls_port}");
+    let api = free_ports(2);
+    let trusted = api_readiness(
+        api,
+        &database_url(&ca_file),
+        &redis_url,
+        &ca_file,
+        Duration::from_secs(20),
+        &dir.join("api.log"),
+    );
+    assert!(
+        trusted.contains("\"postgres\":\"up\"") && trusted.contains("\"redis\":\"up\""),
+        "verified TLS to both stores: {trusted}"
+    );
+    let stranger_api = free_ports(2);
+    let log = dir.join("stranger-api.log");
+    let refused = api_readiness(
+        stranger_api,
+        &database_url(&stranger_file),
+        &redis_url,
+        &stranger_file,
+        Duration::from_secs(4),
+        &log,
+    );
+    drop(redis);
+    assert!(
+        refused.contains("\"postgres\":\"down\"") && refused.contains("\"redis\":\"down\""),
+        "a server the trusted CA did not sign is refused: {refused}"
+    );
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(log.contains("UnknownIssuer"), "refused for its certificate, not for anything else: {log}");
+}
+
 #[test]
 fn a_port_taken_by_a_foreign_process_is_refused_before_anything_starts() {
     let s = TestStack::new("pg redis");
