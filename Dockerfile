@@ -76,10 +76,12 @@ RUN set -eux; \
 COPY --from=builder /out/api /out/seeder /out/loadgen /usr/local/bin/
 WORKDIR /app
 # Inside a container the replicas must listen on every interface (the binary's default is
-# loopback). The admin port (/metrics, pprof) is only ever reachable on the compose network.
+# loopback). The admin port (/metrics, pprof when API_PPROF=on) is only ever reachable on the
+# compose network or from the monitoring namespace: it is not EXPOSEd, so `docker run -P` and
+# platforms that publish exposed ports never publish it.
 ENV API_LISTEN=0.0.0.0:8081 \
     API_ADMIN_LISTEN=0.0.0.0:8181
-EXPOSE 8081 8181
+EXPOSE 8081
 USER 10001:10001
 CMD ["api"]
 

@@ -3,7 +3,7 @@
 # (nginx/render.sh, the same template as the native stack) with the compose values, checks it and
 # runs NGINX in the foreground.
 #
-#   nginx-start.sh            in the container: render to /etc/nginx/nginx.conf, nginx -t, exec nginx
+#   nginx-start.sh            in the container: render to $NGINX_DIR/nginx.conf (a tmpfs), nginx -t, exec nginx
 #   nginx-start.sh --print    render to stdout only (xtask/tests/deploy/compose.rs checks the result)
 #
 # NGINX_PROJECT_DIR is where ./nginx is (mounted read-only at /etc/nginx/project in the container).
@@ -23,7 +23,7 @@ export NGINX_LISTEN=8080
 export NGINX_STATUS_LISTEN=8089
 export NGINX_DIR=/var/cache/nginx-edge   # pid file, temp paths, micro-cache
 export NGINX_ERROR_LOG=stderr            # `docker compose logs nginx`
-export NGINX_USER="nginx nginx"          # the official image's worker user
+export NGINX_USER=""                     # not root (docker-compose.yml user:): no `user` directive
 # The students' page: docker-compose.yml mounts ./web here read-only.
 export NGINX_WEB_ROOT=${NGINX_WEB_ROOT:-/usr/share/nginx/results-web}
 
@@ -31,6 +31,6 @@ if [[ ${1:-} == --print ]]; then
   exec sh "$NGINX_PROJECT_DIR/render.sh"
 fi
 mkdir -p "$NGINX_DIR/tmp"
-sh "$NGINX_PROJECT_DIR/render.sh" >/etc/nginx/nginx.conf
-nginx -t -q
-exec nginx -g 'daemon off;'
+sh "$NGINX_PROJECT_DIR/render.sh" >"$NGINX_DIR/nginx.conf"   # the root filesystem is read-only
+nginx -t -q -c "$NGINX_DIR/nginx.conf"
+exec nginx -c "$NGINX_DIR/nginx.conf" -g 'daemon off;'

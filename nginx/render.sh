@@ -16,6 +16,8 @@
 #   NGINX_RATE_LIMIT     [off]   on | off
 #   NGINX_RATE           [20]    requests per second per client address
 #   NGINX_BURST          [2 x NGINX_RATE]
+#   NGINX_CONN_LIMIT     [100]   requests in progress per client address (with the rate limit)
+#   NGINX_REAL_IP_FROM   []      trusted balancer ranges (CIDR), space separated; empty: none
 #   NGINX_WEB_ROOT       [the web/ folder beside this script's folder]  the students' page
 set -eu
 
@@ -35,6 +37,8 @@ command -v envsubst >/dev/null 2>&1 ||
 : "${NGINX_RATE_LIMIT:=off}"
 : "${NGINX_RATE:=20}"
 : "${NGINX_BURST:=$((NGINX_RATE * 2))}"
+: "${NGINX_CONN_LIMIT:=100}"
+: "${NGINX_REAL_IP_FROM:=}"
 : "${NGINX_WEB_ROOT:=$(dirname "$here")/web}"
 if [ -z "${NGINX_USER+set}" ]; then
     if [ "$(id -u)" = 0 ]; then
@@ -49,6 +53,13 @@ case $NGINX_MICROCACHE in on | off) ;; *) die "NGINX_MICROCACHE='$NGINX_MICROCAC
 case $NGINX_RATE_LIMIT in on | off) ;; *) die "NGINX_RATE_LIMIT='$NGINX_RATE_LIMIT' must be on or off" ;; esac
 case $NGINX_RATE in '' | *[!0-9]* | 0) die "NGINX_RATE='$NGINX_RATE' must be a positive integer" ;; esac
 case $NGINX_BURST in '' | *[!0-9]*) die "NGINX_BURST='$NGINX_BURST' must be a non-negative integer" ;; esac
+case $NGINX_CONN_LIMIT in '' | *[!0-9]* | 0) die "NGINX_CONN_LIMIT='$NGINX_CONN_LIMIT' must be a positive integer" ;; esac
+NGINX_REAL_IP_LINES='# set_real_ip_from: no trusted balancer (NGINX_REAL_IP_FROM is empty)'
+[ -z "$NGINX_REAL_IP_FROM" ] || NGINX_REAL_IP_LINES=''
+for r in $(printf '%s' "$NGINX_REAL_IP_FROM" | tr ',' ' '); do
+    case $r in *[!0-9A-Fa-f.:/]*) die "NGINX_REAL_IP_FROM: '$r' is not an address or CIDR range" ;; esac
+    NGINX_REAL_IP_LINES="$NGINX_REAL_IP_LINES set_real_ip_from $r;"
+done
 
 servers=''
 for s in $(printf '%s' "$NGINX_UPSTREAMS" | tr ',' ' '); do
@@ -73,6 +84,7 @@ else
 fi
 
 export NGINX_DIR NGINX_CACHE_DIR NGINX_ERROR_LOG NGINX_USER_LINE NGINX_LISTEN NGINX_STATUS_LISTEN \
-    NGINX_UPSTREAM_SERVERS NGINX_MICROCACHE NGINX_RATE_LIMIT NGINX_RATE NGINX_BURST NGINX_WEB_ROOT
+    NGINX_UPSTREAM_SERVERS NGINX_MICROCACHE NGINX_RATE_LIMIT NGINX_RATE NGINX_BURST NGINX_WEB_ROOT \
+    NGINX_CONN_LIMIT NGINX_REAL_IP_LINES
 # shellcheck disable=SC2016 # the list of placeholders, for envsubst
-envsubst '${NGINX_DIR} ${NGINX_CACHE_DIR} ${NGINX_ERROR_LOG} ${NGINX_USER_LINE} ${NGINX_LISTEN} ${NGINX_STATUS_LISTEN} ${NGINX_UPSTREAM_SERVERS} ${NGINX_MICROCACHE} ${NGINX_RATE_LIMIT} ${NGINX_RATE} ${NGINX_BURST} ${NGINX_WEB_ROOT}' <"$template"
+envsubst '${NGINX_DIR} ${NGINX_CACHE_DIR} ${NGINX_ERROR_LOG} ${NGINX_USER_LINE} ${NGINX_LISTEN} ${NGINX_STATUS_LISTEN} ${NGINX_UPSTREAM_SERVERS} ${NGINX_MICROCACHE} ${NGINX_RATE_LIMIT} ${NGINX_RATE} ${NGINX_BURST} ${NGINX_WEB_ROOT} ${NGINX_CONN_LIMIT} ${NGINX_REAL_IP_LINES}' <"$template"

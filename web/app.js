@@ -60,6 +60,7 @@
   var form = document.getElementById("lookup");
   var input = document.getElementById("lookup-id");
   var submit = document.getElementById("lookup-submit");
+  var keep = document.getElementById("lookup-keep");
   var message = document.getElementById("lookup-message");
   var result = document.getElementById("result");
   var factorBlock = document.getElementById("factor");
@@ -252,8 +253,9 @@
       fail(factor.malformed, factorInput);
       return;
     }
-    // The number in the address bar (never the second detail): a reload or a bookmark shows the same result again.
-    if (window.history && history.replaceState) history.replaceState(null, "", "/?id=" + id);
+    // The number stays in the address bar (and the history) only when the student asked for it,
+    // for a bookmark or a reload; otherwise even a number that came in the address is removed.
+    if (window.history && history.replaceState) history.replaceState(null, "", keep.checked ? "/?id=" + id + "&keep=1" : "/");
     lookUp(id);
   });
 
@@ -266,8 +268,11 @@
     input.focus();
   });
 
-  // /?id=1234567 (a bookmark, or the form submitted before this script ran).
-  var fromUrl = new URLSearchParams(window.location.search).get("id");
+  // /?id=1234567 (a bookmark, or the form submitted before this script ran); &keep=1 when the
+  // student chose to keep the number in the address.
+  var params = new URLSearchParams(window.location.search);
+  var fromUrl = params.get("id");
+  keep.checked = params.get("keep") === "1";
   if (fromUrl) {
     input.value = fromUrl;
     form.requestSubmit ? form.requestSubmit() : form.dispatchEvent(new Event("submit", { cancelable: true }));

@@ -1,5 +1,5 @@
-//! The admin port: `/metrics` for Prometheus and `/debug/pprof/profile` for CPU profiles. It is
-//! served on its own listener, which NGINX never proxies.
+//! The admin port: `/metrics` for Prometheus and, when API_PPROF is on, `/debug/pprof/profile`
+//! for CPU profiles. It is served on its own listener, which NGINX never proxies.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -27,11 +27,10 @@ static PROFILING: AtomicBool = AtomicBool::new(false);
 
 /// The admin router.
 pub fn admin_router(state: AppState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/debug/pprof/profile", get(profile))
-        .fallback(|| async { ApiError::no_route() })
-        .with_state(state)
+    let router = Router::new().route("/metrics", get(metrics));
+    // Off: the same 404 as any unknown admin path, so a scan learns nothing.
+    let router = if state.settings.pprof { router.route("/debug/pprof/profile", get(profile)) } else { router };
+    router.fallback(|| async { ApiError::no_route() }).with_state(state)
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

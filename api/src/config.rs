@@ -13,8 +13,8 @@ use results_core::{FactorKey, KeyLayout};
 pub const LOG_VAR: &str = "API_LOG";
 
 /// Serves exam results: `GET /v1/results/{id}` (and the reference design's `/student/{id}`) on
-/// the public port; `/metrics` and `/debug/pprof/profile` on the admin port, which must never be
-/// exposed publicly.
+/// the public port; `/metrics` (and `/debug/pprof/profile` when API_PPROF is on) on the admin
+/// port, which must never be exposed publicly.
 ///
 /// Answers from the near cache (a copy of every result in memory, kept coherent by Redis client
 /// tracking) once it is complete; reads Redis (loaded by the seeder) until then, and PostgreSQL
@@ -36,8 +36,13 @@ pub struct Args {
     /// Admin address (/metrics, pprof): keep it private.
     #[arg(long, env = "API_ADMIN_LISTEN", default_value = "127.0.0.1:9081")]
     pub admin_listen: SocketAddr,
+    /// Serve the CPU profiler at /debug/pprof/profile on the admin port. Off by default: it is
+    /// unauthenticated, a profile is itself CPU load (up to 60 s), and its SIGPROF handler is
+    /// not async-signal-safe; turn it on for a profiling session (cargo xtask bench api does).
+    #[arg(long, env = "API_PPROF", default_value = "off", value_parser = on_off)]
+    pub pprof: bool,
     /// PostgreSQL URL (the source of truth, read when Redis cannot answer and no read replica
-    /// can).
+    /// can). TLS: ?sslmode=verify-full&sslrootcert=CA.pem (certificate and host name verified).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// PostgreSQL read replica URL (streaming standbys of DATABASE_URL): repeat the flag, or
@@ -51,7 +56,8 @@ pub struct Args {
         hide_env_values = true
     )]
     pub database_replica_urls: Vec<String>,
-    /// Redis URL (redis://host:port, or redis-cluster://host:port for a cluster).
+    /// Redis URL (redis://host:port, or redis-cluster://host:port for a cluster; rediss:// and
+    /// rediss-cluster:// for TLS, verified against the system's roots, or SSL_CERT_FILE's).
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Prefix of the Redis keys (as given to the seeder). Unset: the shared RESULTS_KEY_PREFIX,
@@ -153,6 +159,8 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// The key of the second-factor hashes, if given.
     pub factor_key: Option<FactorKey>,
+    /// Whether the admin port serves the CPU profiler.
+    pub pprof: bool,
 }
 
 impl Settings {
@@ -177,6 +185,7 @@ impl Settings {
             drain_delay: Duration::ZERO,
             shutdown_grace: Duration::from_millis(10_000),
             factor_key: None,
+            pprof: false,
         }
     }
 }
@@ -215,7 +224,17 @@ impl Args {
             drain_delay: Duration::from_millis(self.drain_delay_ms),
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             factor_key: self.factor_key.as_deref().map(FactorKey::new).transpose()?,
+            pprof: self.pprof,
         })
+    }
+}
+
+/// `on` or `off`, as the project's other switches (STACK_NGINX_MICROCACHE, ...) are written.
+fn on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("'{other}' must be on or off")),
     }
 }
 

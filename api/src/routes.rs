@@ -2,8 +2,8 @@
 //! OpenAPI document, JSON errors for everything else, and the per-request metrics.
 
 use std::sync::LazyLock;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
@@ -98,7 +98,11 @@ async fn result(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> 
                 Ok(Err(LookupError::NotFound)) => ApiError::unknown_id().into_response(),
                 Ok(Err(LookupError::Unavailable)) => ApiError::unavailable().into_response(),
                 Err(_) => {
-                    tracing::warn!(student = %id, "lookup exceeded the request timeout");
+                    // No registration number (personal data), and one line a second at most: when
+                    // a store is slow every request times out, and a line each would flood the log.
+                    if first_in_its_second(&LAST_TIMEOUT_LOG, unix_seconds()) {
+                        tracing::warn!("lookups exceed the request timeout (logged at most once a second)");
+                    }
                     ApiError::unavailable().into_response()
                 }
             }
@@ -128,6 +132,19 @@ fn presented_factor(state: &AppState, mode: FactorMode, headers: &HeaderMap) -> 
         return Err(ApiError::unavailable());
     };
     Ok(Some(key.hash(kind, &canonical)))
+}
+
+/// The second (Unix time) of the last request-timeout log line.
+static LAST_TIMEOUT_LOG: AtomicU64 = AtomicU64::new(0);
+
+fn unix_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Whether `now` (in seconds) is a later second than the last one recorded in `last`, which
+/// then records it: the first caller of each second gets true, its others false.
+fn first_in_its_second(last: &AtomicU64, now: u64) -> bool {
+    last.fetch_max(now, Ordering::Relaxed) < now
 }
 
 /// Whether an `If-None-Match` header matches `etag` (a list, `*`, or weak forms compare equal).
@@ -343,5 +360,14 @@ mod tests {
         assert!(with("*"));
         assert!(!with("\"abd\""));
         assert!(!matches_etag(&HeaderMap::new(), &etag));
+    }
+
+    #[test]
+    fn the_timeout_line_is_written_once_a_second_at_most() {
+        let last = AtomicU64::new(0);
+        assert!(first_in_its_second(&last, 100));
+        assert!(!first_in_its_second(&last, 100), "a second line within the same second");
+        assert!(!first_in_its_second(&last, 99), "a clock that went back does not log again");
+        assert!(first_in_its_second(&last, 101));
     }
 }

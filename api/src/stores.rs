@@ -50,6 +50,10 @@ impl RedisTier {
     /// Builds the pool and starts connecting in the background: the API starts whether or not
     /// Redis is up, and the reconnect policy keeps trying.
     pub fn connect(settings: &Settings) -> anyhow::Result<Self> {
+        // rediss:// builds fred's rustls client on the process-wide crypto provider. rustls picks
+        // one itself only when a single one is compiled in, and a workspace build also has
+        // aws-lc-rs (goose's reqwest): choose ring here (an error means one is already chosen).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut config = Config::from_url(&settings.redis_url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {}", e.details()))?;
         // The first connection's failure is reported, not retried inside `connect_pool`; the

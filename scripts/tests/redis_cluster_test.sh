@@ -143,9 +143,9 @@ API_PG_TIMEOUT_MS=3000 STACK_SERVICES="redis_cluster api nginx" "$XTASK" stack u
   fatal "xtask stack up (api nginx) failed: $(tail -5 "$STACK_DIR/up-api.log")"
 PUBLIC=http://$HOST:$STACK_NGINX_PORT
 check "the replicas were given REDIS_URL=redis-cluster://" bash -c \
-  "tr '\\0' '\\n' </proc/\$(cat '$STACK_DIR/run/api1.pid')/environ | grep -qxF 'REDIS_URL=redis-cluster://$HOST:${PORTS[0]}'"
+  "tr '\\0' '\\n' </proc/\$(cat '$STACK_DIR/run/api1.pid')/environ | grep -qxF 'REDIS_URL=redis-cluster://results-api:api-local-only@$HOST:${PORTS[0]}'"
 check "/readyz: Redis up, the complete data set" bash -c \
-  "curl -fs '$PUBLIC/readyz' | grep -q '\"redis\":\"up\".*\"complete_data_set\":true'"
+  "curl -fs 'http://$HOST:$STACK_API_PORT/readyz' | grep -q '\"redis\":\"up\".*\"complete_data_set\":true'"
 counters() { # sums over the replicas' /metrics: Redis hits, Redis errors, PostgreSQL hits and
   # errors, in-process cache hits, undecodable Redis values (result_lookups_total{tier,outcome},
   # summed over PostgreSQL's server label), on one line
@@ -345,7 +345,7 @@ check "CLUSTER NODES marks the killed master failed" bash -c \
 check "status shows the cluster degraded (5 of 6 nodes)" bash -c \
   "'$XTASK' stack status | grep -q '^redis_cluster  *degraded .*nodes=5/6'"
 check "/readyz shows the complete data set again" bash -c \
-  "curl -fs '$PUBLIC/readyz' | grep -q '\"redis\":\"up\".*\"complete_data_set\":true'"
+  "curl -fs 'http://$HOST:$STACK_API_PORT/readyz' | grep -q '\"redis\":\"up\".*\"complete_data_set\":true'"
 
 # 4. The killed node comes back: as a replica of its promoted replica.
 check "up restarts the killed node" env STACK_SERVICES=redis_cluster "$XTASK" stack up

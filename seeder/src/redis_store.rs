@@ -78,6 +78,9 @@ impl RedisStore {
         if !SCHEMES.contains(&scheme) {
             bail!("REDIS_URL is not a valid Redis URL: the scheme must be one of {}", SCHEMES.join(", "));
         }
+        // rediss:// builds fred's rustls client on the process-wide crypto provider, which rustls
+        // cannot choose itself when a workspace build also compiles aws-lc-rs: ring, as the API.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let config = Config::from_url(url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {}", error_line(&e)))?;
         let target = describe_target(&config);

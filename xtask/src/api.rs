@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use rustix::process::Signal;
 
 use crate::config::Config;
-use crate::facts::{API_DRAIN_DELAY_MS, MAX_API_REPLICAS};
+use crate::facts::{API_DRAIN_DELAY_MS, MAX_API_REPLICAS, PG_API_PASSWORD, PG_API_USER};
 use crate::net::{get_any, get_ok, port_in_use};
 use crate::pg::{self, Status};
 use crate::supervise::{await_healthy, launch, our_pid, proc_env, remove_quietly, terminate};
@@ -128,9 +128,10 @@ pub fn up(c: &Config, n: u8) -> Result<()> {
     let envs: Vec<(String, String)> = Vec::from([
         ("API_LISTEN".to_owned(), addr.clone()),
         ("API_ADMIN_LISTEN".to_owned(), admin),
-        ("DATABASE_URL".to_owned(), c.database_url()),
-        ("REDIS_URL".to_owned(), redis::clients_url(c)),
-        ("DATABASE_REPLICA_URLS".to_owned(), pg::replica_urls(c).unwrap_or_default()),
+        // Least privilege: a SELECT-only role and a read-only Redis user (pg.rs, redis.rs).
+        ("DATABASE_URL".to_owned(), c.pg_url_as(PG_API_USER, PG_API_PASSWORD, c.pg_port)),
+        ("REDIS_URL".to_owned(), redis::api_url(c)),
+        ("DATABASE_REPLICA_URLS".to_owned(), pg::replica_urls_as(c, PG_API_USER, PG_API_PASSWORD).unwrap_or_default()),
         ("API_KEY_PREFIX".to_owned(), c.key_prefix.clone()),
         ("API_DRAIN_DELAY_MS".to_owned(), API_DRAIN_DELAY_MS.to_string()),
         ("API_WORKER_THREADS".to_owned(), c.api_worker_threads.clone()),

@@ -70,6 +70,10 @@ pub struct Config {
     pub nginx_rate: u32,
     /// STACK_NGINX_BURST.
     pub nginx_burst: u32,
+    /// STACK_NGINX_CONN_LIMIT.
+    pub nginx_conn_limit: u32,
+    /// STACK_NGINX_REAL_IP_FROM (checked by nginx/render.sh).
+    pub nginx_real_ip_from: String,
     /// The monitors' ports, by `Monitor`.
     pub monitor_ports: HashMap<Monitor, u16>,
     /// STACK_LOADGEN_METRICS_PORT.
@@ -248,6 +252,11 @@ impl Config {
                 _ => bail!("STACK_NGINX_BURST='{b}' must be a number of requests (0 or more)."),
             },
         };
+        let conn_text = get("STACK_NGINX_CONN_LIMIT");
+        let nginx_conn_limit = positive(&conn_text).and_then(|r| u32::try_from(r).ok()).ok_or_else(|| {
+            anyhow::anyhow!("STACK_NGINX_CONN_LIMIT='{conn_text}' must be a positive number of requests.")
+        })?;
+        let nginx_real_ip_from = get("STACK_NGINX_REAL_IP_FROM");
 
         // The Redis Cluster's node and bus ports: six each, clear of each other and the stores.
         let nodes = REDIS_CLUSTER_NODES;
@@ -330,6 +339,8 @@ impl Config {
             nginx_rate_limit,
             nginx_rate,
             nginx_burst,
+            nginx_conn_limit,
+            nginx_real_ip_from,
             monitor_ports,
             loadgen_metrics_port,
             prometheus_interval,
@@ -368,10 +379,14 @@ impl Config {
     }
     /// A PostgreSQL URL for the application role on `port`.
     pub fn pg_url(&self, port: u16) -> String {
+        self.pg_url_as(&self.pg_user, &self.pg_password, port)
+    }
+    /// A PostgreSQL URL for role `user` on `port`, database STACK_PG_DB.
+    pub fn pg_url_as(&self, user: &str, password: &str, port: u16) -> String {
         format!(
             "postgres://{}:{}@{}/{}",
-            url_encode(&self.pg_user),
-            url_encode(&self.pg_password),
+            url_encode(user),
+            url_encode(password),
             self.addr(port),
             url_encode(&self.pg_db)
         )

@@ -135,6 +135,17 @@ pub const VARIABLES: &[Variable] = &[
         "",
         "[2 x STACK_NGINX_RATE] Requests above the rate let through at once before the 429s start.",
     ),
+    var(
+        "STACK_NGINX_CONN_LIMIT",
+        "100",
+        "Requests in progress at once per client address (when the rate limit is on); beyond it a 429.",
+    ),
+    var(
+        "STACK_NGINX_REAL_IP_FROM",
+        "",
+        "[none] Load balancer addresses or CIDR ranges (space separated) trusted to name the client \
+         in X-Forwarded-For; the limits then key on that client. Empty: the connection's address.",
+    ),
     var("STACK_PROMETHEUS_PORT", "9090", "Prometheus: web UI and query API."),
     var("STACK_NODE_EXPORTER_PORT", "9100", "The node exporter (Debian's prometheus-node-exporter)."),
     var("STACK_NGINX_EXPORTER_PORT", "9113", "The NGINX exporter (prometheus-nginx-exporter)."),
@@ -161,6 +172,26 @@ pub const PG_SUPERUSER: &str = "postgres";
 pub const PG_REPLICATION_USER: &str = "results_replicator";
 /// Its password: a LOCAL-ONLY default, not a secret (the servers listen on loopback only).
 pub const PG_REPLICATION_PASSWORD: &str = "replication-local-only";
+/// The API replicas' PostgreSQL role: LOGIN, SELECT on the application database's tables and
+/// nothing else, so a compromised replica cannot change a result (the seeder and migrations use
+/// STACK_PG_USER).
+pub const PG_API_USER: &str = "results_api";
+/// Its password: a LOCAL-ONLY default, not a secret.
+pub const PG_API_PASSWORD: &str = "api-local-only";
+/// The postgres exporter's role: pg_monitor (statistics), no table access.
+pub const PG_EXPORTER_USER: &str = "results_exporter";
+/// Its password: a LOCAL-ONLY default, not a secret.
+pub const PG_EXPORTER_PASSWORD: &str = "exporter-local-only";
+/// The API replicas' Redis ACL user: reads keys under STACK_KEY_PREFIX, runs no write and no
+/// dangerous command (the default user, for the seeder and the tests, keeps every right).
+pub const REDIS_API_USER: &str = "results-api";
+/// Its password: a LOCAL-ONLY default, not a secret.
+pub const REDIS_API_PASSWORD: &str = "api-local-only";
+/// The seeder's Redis ACL user (compose, k8s; in the native stack for tests): reads and writes
+/// keys under the prefix, nothing dangerous.
+pub const REDIS_SEEDER_USER: &str = "results-seeder";
+/// Its password: a LOCAL-ONLY default, not a secret.
+pub const REDIS_SEEDER_PASSWORD: &str = "seeder-local-only";
 /// Nodes of the opt-in Redis Cluster: three masters, a replica each.
 pub const REDIS_CLUSTER_NODES: u16 = 6;
 /// Redis Cluster's slot count: a healthy cluster has every one assigned.

@@ -12,6 +12,7 @@ use anyhow::{Result, bail};
 use rustix::process::Signal;
 
 use crate::config::Config;
+use crate::facts::{PG_EXPORTER_PASSWORD, PG_EXPORTER_USER};
 use crate::net::{get_ok, http, port_in_use};
 use crate::pg::Status;
 use crate::service::Monitor;
@@ -130,10 +131,13 @@ fn command(c: &Config, m: Monitor) -> (Vec<String>, Vec<(String, String)>) {
         Monitor::RedisExporter => {
             (vec![format!("-redis.addr={}", redis::exporter_url(c)), format!("-web.listen-address={addr}")], vec![])
         }
-        // The application role: it sees pg_stat_database and pg_up, all the dashboard needs.
+        // Its own pg_monitor role (pg.rs): statistics, no table access.
         Monitor::PgExporter => (
             vec![format!("--web.listen-address={addr}"), "--disable-settings-metrics".into()],
-            vec![("DATA_SOURCE_NAME".into(), format!("{}?sslmode=disable", c.database_url()))],
+            vec![(
+                "DATA_SOURCE_NAME".into(),
+                format!("{}?sslmode=disable", c.pg_url_as(PG_EXPORTER_USER, PG_EXPORTER_PASSWORD, c.pg_port)),
+            )],
         ),
         Monitor::Prometheus => {
             let dir = prometheus_dir(c);

@@ -61,6 +61,8 @@ fn render(c: &Config) -> Result<String> {
         .env("NGINX_RATE_LIMIT", on_off(c.nginx_rate_limit))
         .env("NGINX_RATE", c.nginx_rate.to_string())
         .env("NGINX_BURST", c.nginx_burst.to_string())
+        .env("NGINX_CONN_LIMIT", c.nginx_conn_limit.to_string())
+        .env("NGINX_REAL_IP_FROM", &c.nginx_real_ip_from)
         .env("NGINX_WEB_ROOT", c.repo.join("web"))
         .stderr(Stdio::inherit())
         .output()

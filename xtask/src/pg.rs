@@ -11,7 +11,10 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 
 use crate::config::Config;
-use crate::facts::{PG_REPLICATION_PASSWORD, PG_REPLICATION_USER, PG_SUPERUSER};
+use crate::facts::{
+    PG_API_PASSWORD, PG_API_USER, PG_EXPORTER_PASSWORD, PG_EXPORTER_USER, PG_REPLICATION_PASSWORD, PG_REPLICATION_USER,
+    PG_SUPERUSER,
+};
 use crate::net::port_in_use;
 use crate::service::Service;
 use crate::supervise::{append, cmd, is_root, pid_alive, proc_cwd_is, read_lines, show_log_tail, stdout_of, wait_for};
@@ -350,7 +353,8 @@ pub fn up(c: &Config) -> Result<()> {
             inst.log.display()
         );
     }
-    ensure_role_db(c, &bin)
+    ensure_role_db(c, &bin)?;
+    ensure_service_roles(c, &bin)
 }
 
 fn start(c: &Config, bin: &Path, inst: &Instance, what: &str) -> Result<()> {
@@ -446,6 +450,38 @@ fn ensure_role_db(c: &Config, bin: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The API's role (SELECT only) and the exporter's (pg_monitor): postgres/roles.sql, the same
+/// file compose and the k8s local overlay run, with this stack's names and passwords.
+fn ensure_service_roles(c: &Config, bin: &Path) -> Result<()> {
+    let file = c.repo.join("postgres/roles.sql");
+    let script = fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut child = psql(c, bin, c.pg_port)
+        .envs([
+            ("RESULTS_PG_DB", c.pg_db.as_str()),
+            ("RESULTS_PG_OWNER", c.pg_user.as_str()),
+            ("RESULTS_PG_API_USER", PG_API_USER),
+            ("RESULTS_PG_API_PASSWORD", PG_API_PASSWORD),
+            ("RESULTS_PG_EXPORTER_USER", PG_EXPORTER_USER),
+            ("RESULTS_PG_EXPORTER_PASSWORD", PG_EXPORTER_PASSWORD),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes())?;
+    }
+    if !child.wait()?.success() {
+        bail!(
+            "could not create the roles '{PG_API_USER}' / '{PG_EXPORTER_USER}' with {}; see the psql error \
+             above and {}",
+            file.display(),
+            primary(c).log.display()
+        );
+    }
+    say!("postgres: roles '{PG_API_USER}' (SELECT only, the API) and '{PG_EXPORTER_USER}' (pg_monitor) ready");
+    Ok(())
+}
+
 fn stop(c: &Config, inst: &Instance, what: &str) -> Result<()> {
     let bin = resolve_bin(c)
         .with_context(|| format!("cannot find the PostgreSQL binaries to stop {}", inst.data.display()))?;
@@ -538,8 +574,13 @@ fn replica_streaming(c: &Config, bin: &Path) -> bool {
 
 /// DATABASE_REPLICA_URLS for the API while our replica runs.
 pub fn replica_urls(c: &Config) -> Option<String> {
+    replica_urls_as(c, &c.pg_user, &c.pg_password)
+}
+
+/// [`replica_urls`] for role `user`.
+pub fn replica_urls_as(c: &Config, user: &str, password: &str) -> Option<String> {
     let inst = replica(c);
-    (inst.running() && resolve_bin(c).is_ok()).then(|| c.pg_url(c.pg_replica_port))
+    (inst.running() && resolve_bin(c).is_ok()).then(|| c.pg_url_as(user, password, c.pg_replica_port))
 }
 
 /// Checks before anything starts: binaries, the primary chosen or running, the port.

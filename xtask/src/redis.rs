@@ -8,7 +8,11 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 
 use crate::config::Config;
-use crate::facts::{REDIS_CLUSTER_NODES, REDIS_CLUSTER_SLOTS};
+use crate::config::url_encode;
+use crate::facts::{
+    REDIS_API_PASSWORD, REDIS_API_USER, REDIS_CLUSTER_NODES, REDIS_CLUSTER_SLOTS, REDIS_SEEDER_PASSWORD,
+    REDIS_SEEDER_USER,
+};
 use crate::net::{Reply, info_field, port_in_use, redis, redis_text};
 use crate::service::Service;
 use crate::supervise::{
@@ -143,7 +147,7 @@ pub fn up(c: &Config) -> Result<()> {
             );
         }
         say!("redis: already running (pid {pid}, {})", c.addr(node.port));
-        return Ok(());
+        return ensure_api_user(c, node.port);
     }
     preflight(c)?;
     say!("redis: starting on {} with redis/redis.conf (log: {})", c.addr(node.port), node.log.display());
@@ -158,7 +162,7 @@ pub fn up(c: &Config) -> Result<()> {
             node.log.display()
         );
     }
-    Ok(())
+    ensure_api_user(c, node.port)
 }
 
 /// Stops our Redis (it saves its snapshot).
@@ -227,6 +231,67 @@ pub fn cluster_in_use(c: &Config) -> bool {
 /// REDIS_URL for the stack's clients (the replicas, `env`).
 pub fn clients_url(c: &Config) -> String {
     if cluster_in_use(c) { format!("redis-cluster://{}", c.addr(c.cluster_port)) } else { c.redis_url() }
+}
+
+/// REDIS_URL for the API replicas: [`clients_url`] as the read-only ACL user.
+pub fn api_url(c: &Config) -> String {
+    let (scheme, port) = if cluster_in_use(c) { ("redis-cluster", c.cluster_port) } else { ("redis", c.redis_port) };
+    format!("{scheme}://{}:{}@{}", url_encode(REDIS_API_USER), url_encode(REDIS_API_PASSWORD), c.addr(port))
+}
+
+/// The handshake fred sends on every connection (HELLO/AUTH, CLIENT SETNAME/ID, INFO, ROLE,
+/// PING, a cluster's slot map, READONLY and ASKING): what a client user needs besides its data.
+const HANDSHAKE: &[&str] = &[
+    "+@connection",
+    "-@dangerous",
+    "+info",
+    "+role",
+    "+readonly",
+    "+cluster|slots",
+    "+cluster|shards",
+    "+cluster|info",
+];
+
+/// The ACL rules (after `on` and the password) of the API's user: reads of keys under `prefix`
+/// (`%R~`: read access only) and nothing that writes, flushes or reconfigures. docker-compose.yml
+/// and the k8s local overlay give their Redis the same rules (xtask/tests/deploy checks).
+pub fn api_acl_rules(prefix: &str) -> Vec<String> {
+    let mut rules = vec![format!("%R~{prefix}*"), "resetchannels".into(), "-@all".into(), "+@read".into()];
+    rules.extend(HANDSHAKE.iter().map(|r| (*r).to_owned()));
+    rules
+}
+
+/// The seeder's rules: reads and writes (SET, HSET, DEL, SCAN, transactions) of keys under
+/// `prefix`, nothing dangerous (no FLUSHALL, CONFIG, KEYS).
+pub fn seeder_acl_rules(prefix: &str) -> Vec<String> {
+    let mut rules = vec![
+        format!("~{prefix}*"),
+        "resetchannels".into(),
+        "-@all".into(),
+        "+@read".into(),
+        "+@write".into(),
+        "+@transaction".into(),
+    ];
+    rules.extend(HANDSHAKE.iter().map(|r| (*r).to_owned()));
+    rules
+}
+
+/// Creates (or resets) the API's and the seeder's users on the node at `port`. Redis keeps ACL
+/// users in memory only, so this runs on every `up`, whether the node was running or not.
+fn ensure_api_user(c: &Config, port: u16) -> Result<()> {
+    for (user, password, rules) in [
+        (REDIS_API_USER, REDIS_API_PASSWORD, api_acl_rules(&c.key_prefix)),
+        (REDIS_SEEDER_USER, REDIS_SEEDER_PASSWORD, seeder_acl_rules(&c.key_prefix)),
+    ] {
+        let secret = format!(">{password}");
+        let mut args = vec!["ACL", "SETUSER", user, "reset", "on", &secret];
+        args.extend(rules.iter().map(String::as_str));
+        match redis(&c.host, port, &args) {
+            Ok(Reply::Simple(ok)) if ok == "OK" => {}
+            other => bail!("ACL SETUSER {user} on {} failed: {other:?}", c.addr(port)),
+        }
+    }
+    Ok(())
 }
 
 /// The one node the exporter reads: the cluster's first, else the single Redis.
@@ -431,6 +496,9 @@ pub fn cluster_up(c: &Config) -> Result<()> {
             c.timeout.as_secs(),
             c.log_dir().display()
         );
+    }
+    for port in c.cluster_ports() {
+        ensure_api_user(c, port)?;
     }
     say!("redis_cluster: up ({}); clients use {}", cluster_summary(c), clients_url(c));
     Ok(())

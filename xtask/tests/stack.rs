@@ -160,6 +160,22 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
     (r.status, r.body)
 }
 
+/// target/debug/seeder (built when missing), as [`api_bin`] finds the API.
+fn seeder_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe.parent().and_then(Path::parent).expect("target/debug/deps/...").join("seeder");
+    if !bin.exists() {
+        let ok = Command::new(env!("CARGO"))
+            .args(["build", "-p", "seeder"])
+            .current_dir(repo())
+            .status()
+            .expect("cargo runs")
+            .success();
+        assert!(ok, "cargo build -p seeder failed");
+    }
+    bin
+}
+
 fn psql(url: &str, sql: &str) -> Output {
     Command::new("psql").args([url, "-X", "-At", "-c", sql]).output().expect("psql runs")
 }
@@ -237,6 +253,7 @@ fn replicas_and_nginx_come_up_and_one_replica_stops_and_comes_back() {
     }
     assert_eq!(http_get(edge, "/healthz").0, 200, "NGINX answers");
     assert_eq!(http_get(edge, "/metrics").0, 404, "the admin routes are not public");
+    least_privilege_of_the_replicas(&s);
 
     let pids: Vec<u32> = (1..=3).map(|n| s.pid(&format!("run/api{n}.pid"))).collect();
     let (_, again) = s.ok(&["stack", "up"], &[]);
@@ -284,6 +301,287 @@ fn replicas_and_nginx_come_up_and_one_replica_stops_and_comes_back() {
     );
 }
 
+/// Redis as `user` (redis-cli): the reply's text, errors included.
+fn redis_as(port: u16, user: &str, password: &str, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--user", user, "--pass", password, "--no-auth-warning"])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// The replicas (ready, so they read both stores) connect as the SELECT-only role and the
+/// read-only Redis user, and those refuse every write.
+fn least_privilege_of_the_replicas(s: &TestStack) {
+    use xtask::facts::{PG_API_PASSWORD, PG_API_USER, REDIS_API_PASSWORD, REDIS_API_USER};
+    let environ = std::fs::read(format!("/proc/{}/environ", s.pid("run/api1.pid"))).expect("api1's environment");
+    let environ = String::from_utf8_lossy(&environ);
+    let var = |name: &str| environ.split('\0').find_map(|v| v.strip_prefix(&format!("{name}="))).unwrap_or_default();
+    let (pg, redis) = (s.port("STACK_PG_PORT"), s.port("STACK_REDIS_PORT"));
+    let api_pg = format!("postgres://{PG_API_USER}:{PG_API_PASSWORD}@127.0.0.1:{pg}/results");
+    assert_eq!(var("DATABASE_URL"), api_pg);
+    assert_eq!(var("REDIS_URL"), format!("redis://{REDIS_API_USER}:{REDIS_API_PASSWORD}@127.0.0.1:{redis}"));
+
+    // A table the seeder's role creates later is readable (default privileges), not writable.
+    let owner = format!("postgres://results:results-local-only@127.0.0.1:{pg}/results");
+    assert!(psql(&owner, "CREATE TABLE graded (score int); INSERT INTO graded VALUES (40)").status.success());
+    let read = psql(&api_pg, "SELECT score FROM graded");
+    assert_eq!(String::from_utf8_lossy(&read.stdout).trim(), "40", "{read:?}");
+    for write in
+        ["UPDATE graded SET score = 100", "DELETE FROM graded", "CREATE TABLE mine (x int)", "DROP TABLE graded"]
+    {
+        let out = psql(&api_pg, write);
+        assert!(!out.status.success(), "the API's role ran {write:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("permission denied") || err.contains("must be owner"), "{write:?}: {err}");
+    }
+    let kept = psql(&owner, "SELECT score FROM graded");
+    assert_eq!(String::from_utf8_lossy(&kept.stdout).trim(), "40");
+
+    let prefix = xtask::facts::default_of("STACK_KEY_PREFIX");
+    let key = format!("{prefix}probe");
+    assert_eq!(xtask::net::redis_text("127.0.0.1", redis, &["SET", &key, "40"]).as_deref(), Some("OK"));
+    let as_api = |args: &[&str]| redis_as(redis, REDIS_API_USER, REDIS_API_PASSWORD, args);
+    assert_eq!(as_api(&["GET", &key]), "40", "the API's user reads its prefix");
+    for write in [&["SET", key.as_str(), "100"][..], &["DEL", &key], &["FLUSHALL"], &["CONFIG", "SET", "save", ""]] {
+        let reply = as_api(write);
+        assert!(reply.contains("NOPERM"), "the API's user ran {write:?}: {reply}");
+    }
+    assert!(as_api(&["GET", "elsewhere"]).contains("NOPERM"), "no key outside the prefix");
+    use xtask::facts::{REDIS_SEEDER_PASSWORD, REDIS_SEEDER_USER};
+    let as_seeder = |args: &[&str]| redis_as(redis, REDIS_SEEDER_USER, REDIS_SEEDER_PASSWORD, args);
+    assert_eq!(as_seeder(&["SET", &key, "41"]), "OK", "the seeder writes its prefix");
+    for refused in [&["SET", "elsewhere", "1"][..], &["FLUSHALL"], &["KEYS", "*"], &["CONFIG", "GET", "dir"]] {
+        let reply = as_seeder(refused);
+        assert!(reply.contains("NOPERM"), "the seeder's user ran {refused:?}: {reply}");
+    }
+    assert_eq!(xtask::net::redis_text("127.0.0.1", redis, &["GET", &key]).as_deref(), Some("41"));
+    assert!(redis_as(redis, REDIS_API_USER, "wrong", &["GET", &key]).contains("WRONGPASS"));
+}
+
+/// `GET path` on 127.0.0.1:`port` from source address `from` (curl --interface), with an
+/// X-Forwarded-For header when given: the status and body.
+fn get_from(from: &str, port: u16, path: &str, forwarded_for: Option<&str>) -> (u16, String) {
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "--max-time", "5", "--interface", from, "-w", "\n%{http_code}"]);
+    if let Some(xff) = forwarded_for {
+        curl.args(["-H", &format!("X-Forwarded-For: {xff}")]);
+    }
+    let out = curl.arg(format!("http://127.0.0.1:{port}{path}")).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or_default();
+    (code.parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+fn the_edge_believes_x_forwarded_for_only_from_its_balancer_and_tells_the_public_only_ready_or_not() {
+    let s = TestStack::new("pg redis api nginx");
+    // One request per second per client and a burst of one: a client's third request within
+    // the second is a 429; another client's first is not.
+    let limit = [
+        ("STACK_NGINX_RATE_LIMIT", "on"),
+        ("STACK_NGINX_RATE", "1"),
+        ("STACK_NGINX_BURST", "1"),
+        ("STACK_NGINX_REAL_IP_FROM", "127.0.0.2/32"),
+    ];
+    s.ok(&["stack", "up"], &limit);
+    let edge = s.port("STACK_NGINX_PORT");
+    let path = "/v1/results/1000001";
+    let limited = |from: &str, xff: &str| get_from(from, edge, path, Some(xff)).0 == 429;
+
+    // From the balancer (trusted): the header names the client, two clients are two budgets.
+    assert!(!limited("127.0.0.2", "10.0.0.1") && !limited("127.0.0.2", "10.0.0.1"), "within rate + burst");
+    assert!(!limited("127.0.0.2", "10.0.0.2"), "another client behind the balancer is not limited");
+    assert!(limited("127.0.0.2", "10.0.0.1"), "the same client behind the balancer is");
+    // A client cannot pick its address by writing the header itself: through the balancer only
+    // the rightmost untrusted address counts (10.0.0.5 each time) ...
+    assert!(!limited("127.0.0.2", "10.0.0.9, 10.0.0.5") && !limited("127.0.0.2", "10.0.0.7, 10.0.0.5"));
+    assert!(limited("127.0.0.2", "10.0.0.8, 10.0.0.5"), "the client-written part of the chain is ignored");
+    // ... and straight from an untrusted address the header is ignored altogether.
+    assert!(!limited("127.0.0.1", "10.0.0.3") && !limited("127.0.0.1", "10.0.0.3"));
+    assert!(limited("127.0.0.1", "10.0.0.4"), "an untrusted peer's X-Forwarded-For was believed");
+
+    // /readyz at the edge: ready or not, nothing about the stores (the replicas still tell).
+    let (api, off) = (s.port("STACK_API_PORT"), [("STACK_NGINX_RATE_LIMIT", "off")]);
+    s.ok(&["stack", "up"], &off);
+    assert_eq!(get_from("127.0.0.1", edge, "/readyz", None), (200, "{\"ready\":true}\n".to_owned()));
+    assert!(http_get(api, "/readyz").1.contains("\"redis\":\"up\""), "the replica's own /readyz keeps the detail");
+    for n in 1..=3 {
+        s.ok(&["stack", "stop", &format!("api{n}")], &off);
+    }
+    assert_eq!(get_from("127.0.0.1", edge, "/readyz", None), (503, "{\"ready\":false}\n".to_owned()));
+    assert_eq!(get_from("127.0.0.1", edge, "/_replicas_readyz", None).0, 404, "the subrequest's location is internal");
+}
+
+/// A CA, a certificate it signs for 127.0.0.1 and localhost with its key, and a stranger CA (PEM).
+fn certificates() -> (String, String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let key = KeyPair::generate().expect("a key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("a CA");
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("results test CA");
+    let server_key = KeyPair::generate().expect("a key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).expect("params");
+    let server = params.signed_by(&server_key, &ca_cert, &ca_key).expect("a server certificate");
+    (ca_cert.pem(), server.pem(), server_key.serialize_pem(), ca("a stranger CA").0.pem())
+}
+
+/// An API replica on `port`/`port`+1 with these stores and `SSL_CERT_FILE` (the roots rustls
+/// trusts for rediss://); its /readyz once both stores are up, or the last one after `wait`.
+/// Its log (with fred's TLS errors) goes to `log`.
+fn api_readiness(port: u16, database_url: &str, redis_url: &str, roots: &Path, wait: Duration, log: &Path) -> String {
+    let mut api = Command::new(api_bin())
+        .env_clear()
+        .env("API_LISTEN", format!("127.0.0.1:{port}"))
+        .env("API_ADMIN_LISTEN", format!("127.0.0.1:{}", port + 1))
+        .env("DATABASE_URL", database_url)
+        .env("REDIS_URL", redis_url)
+        .env("SSL_CERT_FILE", roots)
+        .env("API_LOG", "warn,fred=debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("the API's log"))
+        .spawn()
+        .expect("the API starts");
+    let started = std::time::Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < wait {
+        if let Ok(r) = xtask::net::http("GET", "127.0.0.1", port, "/readyz", Duration::from_secs(2)) {
+            last = r.body;
+            if last.contains("\"postgres\":\"up\"") && last.contains("\"redis\":\"up\"") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = api.kill();
+    let _ = api.wait();
+    last
+}
+
+#[test]
+fn the_api_reaches_postgresql_and_redis_over_verified_tls_and_refuses_a_server_its_ca_did_not_sign() {
+    let s = TestStack::new("pg redis");
+    s.ok(&["stack", "up"], &[]);
+    let dir = s.folder().join("tls");
+    std::fs::create_dir_all(&dir).expect("tls/");
+    let (ca, cert, key, stranger) = certificates();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let (ca_file, stranger_file) = (write("ca.pem", &ca), write("stranger.pem", &stranger));
+    let (cert_file, key_file) = (write("server.pem", &cert), write("server.key", &key));
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    // PostgreSQL reads its key as the cluster's owner (postgres when we are root).
+    let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status();
+
+    // PostgreSQL: ssl on, reloaded (as the superuser, over the stack's Unix socket).
+    let pg = s.port("STACK_PG_PORT");
+    let superuser = |sql: &str| {
+        Command::new("psql")
+            .args(["-X", "-At", "-h"])
+            .arg(s.folder().join("run"))
+            .args(["-p", &pg.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql])
+            .output()
+            .expect("psql runs")
+    };
+    for sql in [
+        format!("ALTER SYSTEM SET ssl_cert_file = '{}'", cert_file.display()),
+        format!("ALTER SYSTEM SET ssl_key_file = '{}'", key_file.display()),
+        "ALTER SYSTEM SET ssl = on".to_owned(),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        let out = superuser(&sql);
+        assert!(out.status.success(), "{sql}: {out:?}");
+    }
+    // Redis: a second server that speaks TLS only (port 0: no plain listener).
+    let tls_port = free_ports(1);
+    let redis = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--tls-cert-file")
+        .arg(&cert_file)
+        .arg("--tls-key-file")
+        .arg(&key_file)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca_file)
+        .args(["--tls-auth-clients", "no"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server starts");
+    // Stopped however the test ends (a panic must not leave it running).
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let redis = KillOnDrop(redis);
+
+    let listening = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+    });
+    assert!(listening, "the TLS Redis listens on {tls_port}");
+    use xtask::facts::{PG_API_PASSWORD, PG_API_USER};
+    let database_url = |root: &Path| {
+        format!(
+            "postgres://{PG_API_USER}:{PG_API_PASSWORD}@127.0.0.1:{pg}/results?sslmode=verify-full&sslrootcert={}",
+            root.display()
+        )
+    };
+    let redis_url = format!("rediss://127.0.0.1:{tls_port}");
+    let api = free_ports(2);
+    let trusted = api_readiness(
+        api,
+        &database_url(&ca_file),
+        &redis_url,
+        &ca_file,
+        Duration::from_secs(20),
+        &dir.join("api.log"),
+    );
+    assert!(
+        trusted.contains("\"postgres\":\"up\"") && trusted.contains("\"redis\":\"up\""),
+        "verified TLS to both stores: {trusted}"
+    );
+    let stranger_api = free_ports(2);
+    let log = dir.join("stranger-api.log");
+    let refused = api_readiness(
+        stranger_api,
+        &database_url(&stranger_file),
+        &redis_url,
+        &stranger_file,
+        Duration::from_secs(4),
+        &log,
+    );
+    drop(redis);
+    assert!(
+        refused.contains("\"postgres\":\"down\"") && refused.contains("\"redis\":\"down\""),
+        "a server the trusted CA did not sign is refused: {refused}"
+    );
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(log.contains("UnknownIssuer"), "refused for its certificate, not for anything else: {log}");
+}
+
 #[test]
 fn a_port_taken_by_a_foreign_process_is_refused_before_anything_starts() {
     let s = TestStack::new("pg redis");
@@ -325,4 +623,100 @@ fn wrong_settings_are_refused_with_what_to_do() {
     assert_eq!(out.status.code(), Some(2), "stop needs a service");
     let out = s.xtask(&["stack", "stop", "redis"], &[]);
     assert!(texts(&out).1.contains("does not exist; nothing is running from it"), "{:?}", texts(&out));
+}
+
+/// Every way NGINX normalises a request URI before it matches a location and computes `$uri`
+/// (merged slashes, `/./`, `/../`, percent-decoded digits, slashes and dots, a query, a fragment),
+/// each aimed at `route/id` (`route` is `/v1/results` or `/student`).
+fn normalisations_of(route: &str, id: &str) -> Vec<String> {
+    let (parent, last) = route.rsplit_once('/').expect("/a or /a/b");
+    let other_route = if route == "/student" { "/v1/results" } else { "/student" };
+    vec![
+        format!("{route}//{id}"),
+        format!("/{route}/{id}"),
+        format!("{}/{id}", route.replace('/', "//")),
+        format!("{route}/./{id}"),
+        format!("/.{route}/{id}"),
+        format!("{route}/x/../{id}"),
+        format!("{route}/9/../{id}"),
+        format!("{route}/../{last}/{id}"),
+        format!("{other_route}/..{route}/{id}"),
+        format!("{route}/%{:02X}{}", id.as_bytes()[0], &id[1..]),
+        format!("{route}/{}", id.bytes().map(|b| format!("%{b:02X}")).collect::<String>()),
+        format!("{route}%2F{id}"),
+        format!("{route}%2f{id}"),
+        format!("{parent}/%2E/{last}/{id}"),
+        format!("{route}/%2e%2e/{last}/{id}"),
+        format!("{route}/{id}?poison=1"),
+        format!("{route}/{id}#x"),
+    ]
+}
+
+#[test]
+fn no_request_uri_nginx_normalises_changes_what_the_micro_cache_answers_for_another() {
+    let s = TestStack::new("pg redis");
+    s.ok(&["stack", "up"], &[]);
+    let (env, _) = s.ok(&["stack", "env"], &[]);
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}='"))?.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("{name} in {env}"))
+            .to_owned()
+    };
+    // As its own Redis user (xtask::redis::seeder_acl_rules, compose's and k8s' too): the
+    // seeder's whole load must work within those rights.
+    use xtask::facts::{REDIS_SEEDER_PASSWORD, REDIS_SEEDER_USER};
+    let seeder_redis =
+        var("REDIS_URL").replace("redis://", &format!("redis://{REDIS_SEEDER_USER}:{REDIS_SEEDER_PASSWORD}@"));
+    let seeded = Command::new(seeder_bin())
+        .args(["--students", "100"])
+        .env("DATABASE_URL", var("DATABASE_URL"))
+        .env("REDIS_URL", &seeder_redis)
+        .env("SEEDER_PROGRESS", "quiet")
+        .output()
+        .expect("the seeder runs");
+    assert!(seeded.status.success(), "seeding failed: {:?}", texts(&seeded));
+    s.ok(&["stack", "up"], &[("STACK_SERVICES", "pg redis api nginx"), ("STACK_NGINX_MICROCACHE", "on")]);
+    let (edge, api) = (s.port("STACK_NGINX_PORT"), s.port("STACK_API_PORT"));
+    let get = |port: u16, path: &str| {
+        let r = xtask::net::http("GET", "127.0.0.1", port, path, Duration::from_secs(5)).expect("HTTP answers");
+        let cache = r.header("X-Cache-Status").unwrap_or_default().to_owned();
+        (r.status, r.body, cache)
+    };
+    let (_, _, first) = get(edge, "/v1/results/1000099");
+    let (_, _, second) = get(edge, "/v1/results/1000099");
+    let (status, _, third) = get(edge, "/v1/results/1000099");
+    assert_eq!((status, [first, second, third]), (200, ["MISS", "MISS", "HIT"].map(String::from)), "the cache is on");
+
+    // The attacker asks first, twice (proxy_cache_min_uses 2 stores the second answer), for a
+    // key nobody has asked yet: every victim is a fresh student (and every fifth an unknown ID,
+    // whose 404 is cached too), so the attack never finds the victim's own entry there.
+    let mut poisoned = Vec::new();
+    let mut next_id = 1_000_000;
+    for route in ["/v1/results", "/student"] {
+        for which in 0..normalisations_of(route, "1").len() {
+            next_id += 1;
+            let id = if next_id % 5 == 0 { next_id + 900_000 } else { next_id };
+            let attack = normalisations_of(route, &id.to_string()).swap_remove(which);
+            let victim = format!("{route}/{id}");
+            let (attack_status, _, _) = get(edge, &attack);
+            let _ = get(edge, &attack);
+            let (truth_status, truth_body, _) = get(api, &victim);
+            let (status, body, cache) = get(edge, &victim);
+            if (status, &body) != (truth_status, &truth_body) {
+                poisoned.push(format!("{attack} ({attack_status}) -> {victim}: {status} {cache} {body}"));
+            }
+        }
+    }
+    assert!(poisoned.is_empty(), "victims answered what an attack stored:\n{}", poisoned.join("\n"));
+
+    // The replicas' read-only Redis user reads the results (a refused read would fall back to
+    // PostgreSQL and answer the same): Redis hits are counted.
+    let admin = s.port("STACK_API_ADMIN_PORT");
+    let redis_hits = (0..3).map(|n| get(admin + n, "/metrics").1).any(|metrics| {
+        metrics.lines().any(|l| {
+            l.starts_with("result_lookups_total{") && l.contains("tier=\"redis\"") && l.contains("outcome=\"hit\"")
+        })
+    });
+    assert!(redis_hits, "no lookup was answered by Redis");
 }

@@ -87,7 +87,10 @@ async fn metrics_are_prometheus_text_with_the_latency_buckets() {
 #[tokio::test]
 async fn the_profiler_returns_a_flamegraph_and_one_profile_runs_at_a_time() {
     let seeded = Seeded::shared(SHARED_STUDENTS).await;
-    let app = TestApp::spawn(&seeded, |_| {}).await;
+    let off = TestApp::spawn(&seeded, |_| {}).await;
+    let refused = off.client.get(format!("{}/debug/pprof/profile?seconds=1", off.admin)).send().await.expect("send");
+    assert_eq!(error_code(refused).await, (404, "not_found".to_owned()), "pprof is off unless API_PPROF is on");
+    let app = TestApp::spawn(&seeded, |s| s.pprof = true).await;
     let url = format!("{}/debug/pprof/profile?seconds=2", app.admin);
     let client = app.client.clone();
     let first = tokio::spawn({

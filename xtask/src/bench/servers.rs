@@ -167,6 +167,8 @@ pub fn start_api(
     c.env("API_LISTEN", format!("{HOST}:{port}"))
         .env("API_ADMIN_LISTEN", format!("{HOST}:{admin}"))
         .env("API_KEY_PREFIX", spec.prefix)
+        // `bench api` fetches a CPU profile from the admin port (off by default in the API).
+        .env("API_PPROF", "on")
         .env("DATABASE_URL", &spec.stores.database_url)
         .env("REDIS_URL", &spec.stores.redis_url)
         .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))

@@ -21,6 +21,18 @@ use xtask::facts::default_of;
 /// them being healthy.
 const NO_HEALTHCHECK: &[(&str, &str)] = &[("nginx-exporter", "FROM scratch image, watched by Prometheus' up metric")];
 
+/// Services with a read-only root filesystem, no capabilities and no-new-privileges: the
+/// project's own containers and the exporters.
+const HARDENED: &[&str] =
+    &["api1", "api2", "api3", "seeder", "nginx", "nginx-exporter", "redis-exporter", "postgres-exporter"];
+
+/// The one service allowed privileges (it reads every container's cgroups on the host).
+const PRIVILEGED: &str = "cadvisor";
+
+/// The services allowed on the `stores` network: the stores, their clients and exporters.
+const ON_STORES: &[&str] =
+    &["postgres", "redis", "seeder", "api1", "api2", "api3", "redis-exporter", "postgres-exporter"];
+
 /// The only services that publish ports to the host (always on its loopback).
 const PUBLISHED: &[&str] = &["grafana", "nginx", "prometheus"];
 
@@ -45,7 +57,12 @@ fn compose_command() -> Command {
     let raw = read("docker-compose.yml");
     for var in raw.split("${").skip(1) {
         let name: String = var.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-        c.env_remove(name);
+        // A required variable (`${NAME:?why}`) gets a value, as the user must give one.
+        if var[name.len()..].starts_with(":?") {
+            c.env(name, "set-by-the-test");
+        } else {
+            c.env_remove(name);
+        }
     }
     c.current_dir(repo()).arg("-f").arg(repo().join("docker-compose.yml"));
     c
@@ -238,6 +255,140 @@ fn check_healthchecks(s: &Services) -> Checks {
             continue;
         }
         c.check(healthcheck_of(s, name).is_some(), format!("{name} (long-running) has a healthcheck"));
+    }
+    c
+}
+
+fn networks_of(svc: &Value) -> BTreeSet<String> {
+    match &svc["networks"] {
+        Value::Object(map) => map.keys().cloned().collect(),
+        list => items(list).iter().map(text).collect(),
+    }
+}
+
+#[test]
+fn services_are_hardened_and_split_over_networks_and_grafana_has_no_default_password() {
+    check_hardening(services()).assert_all();
+}
+
+fn check_hardening(s: &Services) -> Checks {
+    let mut c = Checks::new("hardening");
+    for (name, svc) in s {
+        let opts: Vec<String> = items(&svc["security_opt"]).iter().map(text).collect();
+        let privileged = svc["privileged"].as_bool() == Some(true);
+        if name != PRIVILEGED {
+            c.check(!privileged, format!("{name}: not privileged"));
+            c.check(
+                opts.iter().any(|o| o == "no-new-privileges:true" || o == "no-new-privileges"),
+                format!("{name}: security_opt no-new-privileges"),
+            );
+        }
+        if HARDENED.contains(&name.as_str()) {
+            c.check(svc["read_only"].as_bool() == Some(true), format!("{name}: read_only root filesystem"));
+            c.check(items(&svc["cap_drop"]).iter().any(|cap| text(cap) == "ALL"), format!("{name}: cap_drop ALL"));
+            c.check(items(&svc["cap_add"]).is_empty(), format!("{name}: no cap_add"));
+        }
+        let networks = networks_of(svc);
+        c.check(!networks.is_empty() && !networks.contains("default"), format!("{name}: on named networks only"));
+        c.check(
+            !networks.contains("stores") || ON_STORES.contains(&name.as_str()),
+            format!("{name}: not on the stores network ({networks:?})"),
+        );
+        let edge = ["nginx", "api1", "api2", "api3"].contains(&name.as_str());
+        c.check(networks.contains("edge") == edge, format!("{name}: on the edge network iff NGINX or a replica"));
+    }
+    let grafana = env_of(service(s, "grafana"));
+    c.check(grafana.get("GF_AUTH_ANONYMOUS_ENABLED").is_none_or(|v| v != "true"), "grafana: no anonymous access");
+    let raw = read("docker-compose.yml");
+    c.check(
+        raw.contains("${GRAFANA_ADMIN_PASSWORD:?"),
+        "grafana: GRAFANA_ADMIN_PASSWORD is required (${GRAFANA_ADMIN_PASSWORD:?...}), no default committed",
+    );
+    c.check(read(".gitignore").lines().any(|l| l.trim() == ".env" || l.trim() == "/.env"), ".env is git-ignored");
+    c
+}
+
+/// The user in a store URL (`scheme://user:password@host...`).
+fn url_user(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let (cred, _) = rest.split_once('@')?;
+    Some(cred.split_once(':').map_or(cred, |(u, _)| u).to_owned())
+}
+
+#[test]
+fn each_client_of_the_stores_has_its_own_least_privileged_user() {
+    check_store_users(services()).assert_all();
+}
+
+fn check_store_users(s: &Services) -> Checks {
+    use xtask::facts::{PG_API_USER, PG_EXPORTER_USER, REDIS_API_USER, REDIS_SEEDER_USER};
+    let mut c = Checks::new("store users");
+    // Redis: `--user NAME reset on >PASSWORD RULES...` groups on the command line.
+    let cmd = command_of(service(s, "redis"));
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for group in cmd.split(|a| a == "--user").skip(1) {
+        let rules: Vec<String> = group.iter().take_while(|a| !a.starts_with("--")).cloned().collect();
+        if let Some((name, rest)) = rules.split_first() {
+            let after_password: Vec<String> =
+                rest.iter().skip_while(|r| !r.starts_with('>') && *r != "nopass").skip(1).cloned().collect();
+            users.insert(name.clone(), after_password);
+        }
+    }
+    let prefix = env_of(service(s, "api1")).get("API_KEY_PREFIX").cloned().unwrap_or_default();
+    c.check(
+        users.get(REDIS_API_USER) == Some(&xtask::redis::api_acl_rules(&prefix)),
+        format!(
+            "redis: {REDIS_API_USER}'s rules are xtask::redis::api_acl_rules(\"{prefix}\") ({:?})",
+            users.get(REDIS_API_USER)
+        ),
+    );
+    c.check(
+        users.get(REDIS_SEEDER_USER) == Some(&xtask::redis::seeder_acl_rules(&prefix)),
+        format!("redis: {REDIS_SEEDER_USER}'s rules are xtask::redis::seeder_acl_rules(\"{prefix}\")"),
+    );
+    let default_rules = users.get("default").cloned().unwrap_or_default();
+    c.check(
+        default_rules
+            .iter()
+            .filter(|r| r.starts_with('+') || r.starts_with('~') || r.starts_with('%'))
+            .eq(["+ping"].iter()),
+        format!("redis: the password-less default user may only PING ({default_rules:?})"),
+    );
+    for (svc, want) in [("api1", REDIS_API_USER), ("seeder", REDIS_SEEDER_USER)] {
+        let url = env_of(service(s, svc)).get("REDIS_URL").cloned().unwrap_or_default();
+        c.check(url_user(&url).as_deref() == Some(want), format!("{svc}: REDIS_URL as {want}"));
+    }
+    let exporter_user = env_of(service(s, "redis-exporter")).get("REDIS_USER").cloned().unwrap_or_default();
+    c.check(users.contains_key(&exporter_user), format!("redis-exporter: its REDIS_USER '{exporter_user}' exists"));
+
+    // PostgreSQL: postgres/roles.sql runs at initialisation with the roles the clients use.
+    let pg = env_of(service(s, "postgres"));
+    let url_of = |svc: &str, var: &str| env_of(service(s, svc)).get(var).and_then(|u| url_user(u));
+    c.check(
+        volumes_of(service(s, "postgres")).iter().any(|(src, target, _)| {
+            src.ends_with("postgres/roles.sql") && target.starts_with("/docker-entrypoint-initdb.d/")
+        }),
+        "postgres: postgres/roles.sql mounted in /docker-entrypoint-initdb.d",
+    );
+    c.check(
+        pg.get("RESULTS_PG_API_USER").map(String::as_str) == Some(PG_API_USER)
+            && url_of("api1", "DATABASE_URL").as_deref() == Some(PG_API_USER),
+        format!("api1: DATABASE_URL as {PG_API_USER}, the role roles.sql creates"),
+    );
+    c.check(
+        pg.get("RESULTS_PG_EXPORTER_USER").map(String::as_str) == Some(PG_EXPORTER_USER)
+            && url_of("postgres-exporter", "DATA_SOURCE_NAME").as_deref() == Some(PG_EXPORTER_USER),
+        format!("postgres-exporter: as {PG_EXPORTER_USER}, the pg_monitor role roles.sql creates"),
+    );
+    let owner = pg.get("POSTGRES_USER").cloned();
+    for (name, svc) in s {
+        if name != "seeder" && name != "postgres" {
+            let urls = env_of(svc).into_values().filter_map(|v| url_user(&v)).collect::<Vec<_>>();
+            c.check(
+                owner.as_ref().is_none_or(|o| !urls.contains(o)),
+                format!("{name}: does not connect as the owner/superuser {owner:?}"),
+            );
+        }
     }
     c
 }
@@ -581,6 +732,7 @@ fn check_dockerfile(dockerfile: &str) -> Checks {
     // Stages in order: (name, base, USER).
     let mut stages: Vec<(String, String, Option<String>)> = Vec::new();
     let mut copies: Vec<String> = Vec::new();
+    let mut exposed: Vec<String> = Vec::new();
     for line in &lines {
         let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
         match word.to_uppercase().as_str() {
@@ -592,6 +744,7 @@ fn check_dockerfile(dockerfile: &str) -> Checks {
                 };
                 stages.push((name, parts.first().copied().unwrap_or_default().to_owned(), None));
             }
+            "EXPOSE" => exposed.extend(rest.split_whitespace().map(|p| p.trim_end_matches("/tcp").to_owned())),
             "USER" => {
                 if let Some(stage) = stages.last_mut() {
                     stage.2 = Some(rest.trim().to_owned());
@@ -608,6 +761,20 @@ fn check_dockerfile(dockerfile: &str) -> Checks {
             _ => {}
         }
     }
+
+    // The admin port (/metrics, pprof) is documented as not for the world: an image that
+    // EXPOSEs it invites `docker run -P` and platforms that publish exposed ports to publish it.
+    let admin_port = lines
+        .iter()
+        .find_map(|l| l.split("API_ADMIN_LISTEN=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|addr| addr.rsplit_once(':'))
+        .map(|(_, port)| port.to_owned());
+    c.check(admin_port.is_some(), "the Dockerfile sets API_ADMIN_LISTEN");
+    c.check(
+        admin_port.as_ref().is_none_or(|port| !exposed.contains(port)),
+        format!("the admin port {admin_port:?} is not EXPOSEd ({exposed:?})"),
+    );
 
     // Every member's manifest (the dependency layer) and sources are copied: a crate added to
     // the workspace must be added to the Dockerfile too, or cargo cannot load the workspace.
@@ -797,6 +964,66 @@ type Mutation = (&'static str, fn(&mut Services), fn(&Services) -> Checks, &'sta
 
 const MUTATIONS: &[Mutation] = &[
     (
+        "the API reading Redis as the seeder",
+        |s| {
+            svc_mut(s, "api2")["environment"]["REDIS_URL"] =
+                "redis://results-seeder:seeder-local-only@redis:6379".into();
+            svc_mut(s, "api1")["environment"]["REDIS_URL"] =
+                "redis://results-seeder:seeder-local-only@redis:6379".into();
+        },
+        check_store_users,
+        "api1: REDIS_URL as results-api",
+    ),
+    (
+        "the API's Redis user allowed to write",
+        |s| {
+            let cmd = svc_mut(s, "redis")["command"].as_array_mut().expect("a list");
+            let at = cmd.iter().position(|a| a == "results-api").expect("the API's user") + 4;
+            cmd.insert(at, "+@write".into());
+        },
+        check_store_users,
+        "results-api's rules are xtask::redis::api_acl_rules",
+    ),
+    (
+        "the exporter as the PostgreSQL owner",
+        |s| {
+            svc_mut(s, "postgres-exporter")["environment"]["DATA_SOURCE_NAME"] =
+                "postgresql://results:results-local-only@postgres:5432/results".into()
+        },
+        check_store_users,
+        "postgres-exporter: does not connect as the owner",
+    ),
+    (
+        "NGINX on the stores network",
+        |s| svc_mut(s, "nginx")["networks"]["stores"] = Value::Null,
+        check_hardening,
+        "nginx: not on the stores network",
+    ),
+    (
+        "a replica with a writable root filesystem",
+        |s| svc_mut(s, "api2")["read_only"] = false.into(),
+        check_hardening,
+        "api2: read_only root filesystem",
+    ),
+    (
+        "the seeder given a capability back",
+        |s| svc_mut(s, "seeder")["cap_add"] = serde_json::json!(["NET_ADMIN"]),
+        check_hardening,
+        "seeder: no cap_add",
+    ),
+    (
+        "Grafana open to anonymous viewers",
+        |s| svc_mut(s, "grafana")["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] = "true".into(),
+        check_hardening,
+        "grafana: no anonymous access",
+    ),
+    (
+        "a privileged exporter",
+        |s| svc_mut(s, "redis-exporter")["privileged"] = true.into(),
+        check_hardening,
+        "redis-exporter: not privileged",
+    ),
+    (
         "a bind mount of a missing file",
         |s| {
             let mount = format!("{}/nginx/missing.conf:/etc/nginx/missing.conf:ro", repo().display());
@@ -912,6 +1139,7 @@ const DOCKERFILE_MUTATIONS: &[DockerfileMutation] = &[
         "final stage default runs as a non-root USER",
     ),
     ("USER root", |d| d.replace("\nUSER 10001:10001", "\nUSER root"), "final stage default runs as a non-root USER"),
+    ("the admin port EXPOSEd", |d| d.replace("\nEXPOSE 8081\n", "\nEXPOSE 8081 8181\n"), "the admin port"),
     ("a built crate's sources not copied", |d| d.replace("\nCOPY api/src api/src", "\n"), "Dockerfile copies api/src"),
     (
         "a member's manifest not copied",

@@ -305,11 +305,112 @@ fn check_manifests(docs: &[Value], variant: Variant) -> Checks {
     check_seeder(&mut c, docs, &api);
     check_secret_refs(&mut c, docs);
     check_nginx(&mut c, docs, &api);
+    check_hardening(&mut c, docs);
+    check_network_policies(&mut c, docs);
     match variant {
         Variant::Base => check_base(&mut c, docs),
         Variant::Local => check_local(&mut c, docs),
     }
     c
+}
+
+/// Every workload (the Deployments, the Job, the local overlay's stores): no service-account token, pods
+/// that cannot run as root, under the runtime's seccomp profile, and containers without
+/// privilege escalation, capabilities or a writable root filesystem.
+fn check_hardening(c: &mut Checks, docs: &[Value]) {
+    for obj in docs.iter().filter(|d| matches!(text(&d["kind"]).as_str(), "Deployment" | "Job" | "StatefulSet")) {
+        let name = text(&obj["metadata"]["name"]);
+        let pod = pod_spec(obj);
+        c.check(
+            pod["automountServiceAccountToken"] == Value::Bool(false),
+            format!("{name}: no service-account token (automountServiceAccountToken: false)"),
+        );
+        for ctr in containers(obj) {
+            let who = format!("{name}/{}", text(&ctr["name"]));
+            let sc = &ctr["securityContext"];
+            let either = |field: &str| if sc[field].is_null() { &pod["securityContext"][field] } else { &sc[field] };
+            c.check(
+                either("runAsNonRoot") == &Value::Bool(true) && either("runAsUser").as_i64() != Some(0),
+                format!("{who}: runs as non-root (runAsNonRoot, a non-zero runAsUser)"),
+            );
+            c.check(
+                text(&either("seccompProfile")["type"]) == "RuntimeDefault",
+                format!("{who}: seccompProfile RuntimeDefault"),
+            );
+            c.check(
+                sc["allowPrivilegeEscalation"] == Value::Bool(false),
+                format!("{who}: allowPrivilegeEscalation false"),
+            );
+            c.check(sc["readOnlyRootFilesystem"] == Value::Bool(true), format!("{who}: readOnlyRootFilesystem true"));
+            c.check(
+                items(&sc["capabilities"]["drop"]).iter().any(|cap| text(cap) == "ALL"),
+                format!("{who}: capabilities drop ALL"),
+            );
+        }
+    }
+}
+
+/// A NetworkPolicy rule's ports, as container port numbers of `ctr` (names resolved).
+fn rule_ports(ctr: &Value, rule: &Value) -> Vec<Option<i64>> {
+    items(&rule["ports"]).iter().map(|p| named_port(ctr, &p["port"])).collect()
+}
+
+/// Every workload is selected by a NetworkPolicy restricting its ingress; the API's public port
+/// is reachable from the NGINX pods only and its admin port from the monitoring namespace only
+/// (never from the NGINX pods, never from anywhere).
+fn check_network_policies(c: &mut Checks, docs: &[Value]) {
+    let policies: Vec<&Value> = docs.iter().filter(|d| text(&d["kind"]) == "NetworkPolicy").collect();
+    for obj in docs.iter().filter(|d| matches!(text(&d["kind"]).as_str(), "Deployment" | "Job")) {
+        let name = text(&obj["metadata"]["name"]);
+        let selecting: Vec<&&Value> = policies
+            .iter()
+            .filter(|p| {
+                selects(&p["spec"]["podSelector"]["matchLabels"], pod_labels(obj))
+                    && items(&p["spec"]["policyTypes"]).iter().any(|t| text(t) == "Ingress")
+            })
+            .collect();
+        c.check(!selecting.is_empty(), format!("{name}: a NetworkPolicy restricts its ingress"));
+    }
+    let (Some(api), Some(nginx)) = (find(docs, "Deployment", "api"), find(docs, "Deployment", "nginx")) else {
+        return;
+    };
+    let Some(ctr) = containers(api).into_iter().find(|ctr| text(&ctr["name"]) == "api") else { return };
+    let port_named = |n: &str| named_port(ctr, &Value::String(n.to_owned()));
+    let (public, admin) = (port_named("http"), port_named("admin"));
+    c.check(public.is_some() && admin.is_some(), "api: container ports http and admin");
+    let rules: Vec<&Value> = policies
+        .iter()
+        .filter(|p| selects(&p["spec"]["podSelector"]["matchLabels"], pod_labels(api)))
+        .flat_map(|p| items(&p["spec"]["ingress"]))
+        .collect();
+    let admits = |port: Option<i64>| -> Vec<&Value> {
+        rules.iter().copied().filter(|r| items(&r["ports"]).is_empty() || rule_ports(ctr, r).contains(&port)).collect()
+    };
+    let from_nginx_only = |r: &Value| {
+        let from = items(&r["from"]);
+        !from.is_empty()
+            && from.iter().all(|f| {
+                f["namespaceSelector"].is_null() && selects(&f["podSelector"]["matchLabels"], pod_labels(nginx))
+            })
+    };
+    let from_monitoring_only = |r: &Value| {
+        let from = items(&r["from"]);
+        !from.is_empty()
+            && from.iter().all(|f| {
+                f["podSelector"].is_null()
+                    && text(&f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]) == "monitoring"
+            })
+    };
+    let public_rules = admits(public);
+    c.check(
+        !public_rules.is_empty() && public_rules.iter().all(|r| from_nginx_only(r)),
+        format!("api: the public port {} is reachable from the NGINX pods only", show(public)),
+    );
+    let admin_rules = admits(admin);
+    c.check(
+        !admin_rules.is_empty() && admin_rules.iter().all(|r| from_monitoring_only(r)),
+        format!("api: the admin port {} is reachable from the monitoring namespace only", show(admin)),
+    );
 }
 
 /// Every workload container sets cpu and memory requests and limits, requests within limits.
@@ -594,17 +695,21 @@ fn check_seeder(c: &mut Checks, docs: &[Value], api: &Api) {
 }
 
 /// DATABASE_URL and REDIS_URL come from the Secret results-stores, by name, with their own keys.
+/// The store URLs come from the Secret: the seeder's under their own names, the API's (its
+/// least-privileged role and user) under `API_` + the name.
 fn check_secret_refs(c: &mut Checks, docs: &[Value]) {
-    for obj in [find(docs, "Deployment", "api"), find(docs, "Job", "seeder")].into_iter().flatten() {
+    for (obj, key_prefix) in [(find(docs, "Deployment", "api"), "API_"), (find(docs, "Job", "seeder"), "")] {
+        let Some(obj) = obj else { continue };
         for ctr in containers(obj) {
             for e in items(&ctr["env"]) {
                 let name = text(&e["name"]);
                 if name == "DATABASE_URL" || name == "REDIS_URL" {
                     let r = &e["valueFrom"]["secretKeyRef"];
                     c.check(
-                        is_named(&text(&r["name"]), "results-stores") && text(&r["key"]) == name,
+                        is_named(&text(&r["name"]), "results-stores")
+                            && text(&r["key"]) == format!("{key_prefix}{name}"),
                         format!(
-                            "{} {}/{}: {name} from Secret results-stores",
+                            "{} {}/{}: {name} from Secret results-stores key {key_prefix}{name}",
                             text(&obj["kind"]),
                             text(&obj["metadata"]["name"]),
                             text(&ctr["name"])
@@ -816,8 +921,29 @@ fn check_local(c: &mut Checks, docs: &[Value]) {
     let stores = secret_values(require(c, docs, "Secret", "results-stores"));
     let keys: Vec<&String> = stores.keys().collect();
     c.check(
-        keys == ["DATABASE_URL", "REDIS_URL"],
-        format!("local: Secret results-stores has DATABASE_URL and REDIS_URL ({keys:?})"),
+        keys == ["API_DATABASE_URL", "API_REDIS_URL", "DATABASE_URL", "REDIS_URL"],
+        format!("local: Secret results-stores has the seeder's and the API's URLs ({keys:?})"),
+    );
+    // Least privilege: the replicas' URLs name their own users, the seeder's its own.
+    let user_of = |key: &str| {
+        let url = stores.get(key).cloned().unwrap_or_default();
+        url.split_once("://")
+            .and_then(|(_, r)| r.split_once('@'))
+            .and_then(|(cred, _)| cred.split_once(':'))
+            .map(|(u, _)| u.to_owned())
+    };
+    use xtask::facts::{PG_API_USER, REDIS_API_USER, REDIS_SEEDER_USER};
+    c.check(
+        user_of("API_DATABASE_URL").as_deref() == Some(PG_API_USER),
+        format!("local: API_DATABASE_URL's role is {PG_API_USER}"),
+    );
+    c.check(
+        user_of("API_REDIS_URL").as_deref() == Some(REDIS_API_USER),
+        format!("local: API_REDIS_URL's user is {REDIS_API_USER}"),
+    );
+    c.check(
+        user_of("REDIS_URL").as_deref() == Some(REDIS_SEEDER_USER),
+        format!("local: REDIS_URL's user is {REDIS_SEEDER_USER}"),
     );
     let pg_values = secret_values(require(c, docs, "Secret", "postgres-local"));
     let compose_pg = compose_env(&f.compose, "postgres");
@@ -832,6 +958,28 @@ fn check_local(c: &mut Checks, docs: &[Value]) {
     );
     let pg = require(c, docs, "StatefulSet", "postgres");
     let redis = require(c, docs, "StatefulSet", "redis");
+    // The stores answer the API and the seeder only (compose's `stores` network).
+    let names_in = |selector: &Value| -> BTreeSet<String> {
+        items(&selector["matchExpressions"])
+            .iter()
+            .filter(|e| text(&e["key"]) == "app.kubernetes.io/name" && text(&e["operator"]) == "In")
+            .flat_map(|e| items(&e["values"]).iter().map(text).collect::<Vec<_>>())
+            .collect()
+    };
+    let policy = require(c, docs, "NetworkPolicy", "stores");
+    let guarded = names_in(&policy["spec"]["podSelector"]);
+    let clients: BTreeSet<String> = items(&policy["spec"]["ingress"])
+        .iter()
+        .flat_map(|r| items(&r["from"]))
+        .flat_map(|f| names_in(&f["podSelector"]))
+        .collect();
+    let only_from = items(&policy["spec"]["ingress"]).iter().all(|r| !items(&r["from"]).is_empty());
+    c.check(
+        guarded == BTreeSet::from(["postgres".to_owned(), "redis".to_owned()])
+            && only_from
+            && clients == BTreeSet::from(["api".to_owned(), "seeder".to_owned()]),
+        format!("local: the stores accept the API and the seeder only ({guarded:?} from {clients:?})"),
+    );
     let pg_c = container(c, pg, "postgres");
     let redis_c = container(c, redis, "redis");
     // The stores listen where compose's clients reach them (its DATABASE_URL and REDIS_URL).
@@ -862,8 +1010,14 @@ fn check_local(c: &mut Checks, docs: &[Value]) {
         c.check(ok, format!("local: DATABASE_URL's {host}:{port_text} is the postgres StatefulSet's Service"));
     }
     let url = stores.get("REDIS_URL").cloned().unwrap_or_default();
-    let parsed = url.strip_prefix("redis://").map(|r| r.trim_end_matches('/')).and_then(|r| r.split_once(':'));
-    c.check(parsed.is_some_and(|(_, p)| p.parse::<u16>().is_ok()), "local: REDIS_URL is redis://host:port");
+    let parsed = url
+        .strip_prefix("redis://")
+        .map(|r| r.rsplit_once('@').map_or(r, |(_, hostport)| hostport).trim_end_matches('/'))
+        .and_then(|r| r.split_once(':'));
+    c.check(
+        parsed.is_some_and(|(_, p)| p.parse::<u16>().is_ok()),
+        "local: REDIS_URL is redis://[user:password@]host:port",
+    );
     if let Some((host, port_text)) = parsed {
         let ok = service_port(docs, host, port_text).is_some_and(|(svc, sp)| {
             selects(&svc["spec"]["selector"], pod_labels(redis))
@@ -880,8 +1034,9 @@ fn check_local(c: &mut Checks, docs: &[Value]) {
             format!("local: {name} image {} = docker-compose.yml's {want}", text(&ctr["image"])),
         );
         let args = if ctr["args"].is_null() { serde_json::json!([]) } else { ctr["args"].clone() };
-        let cmd = if compose_svc["command"].is_null() { serde_json::json!([]) } else { compose_svc["command"].clone() };
-        c.check(args == cmd, format!("local: {name} runs compose's command line"));
+        // Compose's command line with its variables at their defaults (the local-only passwords).
+        let cmd: Vec<Value> = items(&compose_svc["command"]).iter().map(|a| compose_default(&text(a)).into()).collect();
+        c.check(args == Value::Array(cmd), format!("local: {name} runs compose's command line"));
     }
     for (cm_name, folder, file) in
         [("redis-config", "redis", "redis.conf"), ("postgres-config", "postgres", "postgresql.conf")]
@@ -1301,7 +1456,65 @@ const MUTATIONS: &[Mutation] = &[
         |d| ctr_mut(d, "Deployment", "api", "api")["livenessProbe"]["httpGet"]["port"] = "admin".into(),
         "livenessProbe on port admin = the public port",
     ),
+    (
+        "the admin port open to every pod",
+        |d| obj_mut(d, "NetworkPolicy", "api")["spec"]["ingress"][1]["from"] = serde_json::json!([]),
+        "the admin port 8181 is reachable from the monitoring namespace only",
+    ),
+    (
+        "the admin port opened to NGINX",
+        |d| {
+            obj_mut(d, "NetworkPolicy", "api")["spec"]["ingress"][0]["ports"]
+                .as_array_mut()
+                .expect("ports")
+                .push(serde_json::json!({"port": "admin"}))
+        },
+        "the admin port 8181 is reachable from the monitoring namespace only",
+    ),
+    (
+        "the NGINX pod without a policy",
+        |d| {
+            obj_mut(d, "NetworkPolicy", "nginx")["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"] =
+                "x".into()
+        },
+        "nginx: a NetworkPolicy restricts its ingress",
+    ),
+    (
+        "NGINX let through to the stores",
+        |d| {
+            obj_mut(d, "NetworkPolicy", "stores")["spec"]["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]
+                ["values"]
+                .as_array_mut()
+                .expect("values")
+                .push("nginx".into())
+        },
+        "local: the stores accept the API and the seeder only",
+    ),
+    (
+        "Redis as root",
+        |d| pod_spec_mut(d, "StatefulSet", "redis")["securityContext"]["runAsUser"] = 0.into(),
+        "redis/redis: runs as non-root",
+    ),
+    (
+        "NGINX with a writable root filesystem",
+        |d| ctr_mut(d, "Deployment", "nginx", "nginx")["securityContext"]["readOnlyRootFilesystem"] = false.into(),
+        "nginx/nginx: readOnlyRootFilesystem true",
+    ),
+    (
+        "NGINX as root",
+        |d| pod_spec_mut(d, "Deployment", "nginx")["securityContext"]["runAsUser"] = 0.into(),
+        "nginx/nginx: runs as non-root",
+    ),
+    (
+        "a service-account token in the seeder",
+        |d| pod_spec_mut(d, "Job", "seeder")["automountServiceAccountToken"] = true.into(),
+        "seeder: no service-account token",
+    ),
 ];
+
+fn pod_spec_mut<'a>(docs: &'a mut [Value], kind: &str, name: &str) -> &'a mut Value {
+    &mut obj_mut(docs, kind, name)["spec"]["template"]["spec"]
+}
 
 #[test]
 fn broken_renders_are_each_rejected_naming_what_broke() {
