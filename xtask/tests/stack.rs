@@ -711,11 +711,14 @@ fn no_request_uri_nginx_normalises_changes_what_the_micro_cache_answers_for_anot
     assert!(poisoned.is_empty(), "victims answered what an attack stored:\n{}", poisoned.join("\n"));
 
     // The replicas' read-only Redis user reads the results (a refused read would fall back to
-    // PostgreSQL and answer the same): Redis hits are counted.
+    // PostgreSQL and answer the same): hits are counted from Redis or from the near cache's copy,
+    // which that user read too.
     let admin = s.port("STACK_API_ADMIN_PORT");
     let redis_hits = (0..3).map(|n| get(admin + n, "/metrics").1).any(|metrics| {
         metrics.lines().any(|l| {
-            l.starts_with("result_lookups_total{") && l.contains("tier=\"redis\"") && l.contains("outcome=\"hit\"")
+            l.starts_with("result_lookups_total{")
+                && (l.contains("tier=\"redis\"") || l.contains("tier=\"near\""))
+                && l.contains("outcome=\"hit\"")
         })
     });
     assert!(redis_hits, "no lookup was answered by Redis");

@@ -125,7 +125,8 @@ await step("a valid ID shows its result", async () => {
     (await text("#result-rank")).replace(/,/g, "") === `${expected.rank.in_stream} of ${expected.rank.stream_size}`,
     await text("#result-rank"));
   check("valid ID: focus moves to the result's heading", await phone.evaluate(() => document.activeElement.id) === "result-name");
-  check("valid ID: the address bar carries the number", phone.url() === `${ORIGIN}/?id=${VALID_ID}`, phone.url());
+  // Off by default: on a shared school computer the next student would see the number.
+  check("valid ID: the address bar keeps no number unless asked", phone.url() === `${ORIGIN}/`, phone.url());
   const fits = await phone.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth);
   check("valid ID: nothing overflows the 390 px phone screen sideways", fits);
   await phone.screenshot({ path: path.join(SHOTS, "page-phone.png"), fullPage: true });
@@ -286,6 +287,11 @@ await step("bookmark and desktop", async () => {
   await page.goto(`${ORIGIN}/?id=${VALID_ID}`);
   await page.locator("#result").waitFor({ state: "visible" });
   check("/?id=… (a bookmark) shows that result", (await page.locator("#result-name").textContent()) === expected.name);
+  check("a bookmark without keep=1 leaves the address bar", page.url() === `${ORIGIN}/`, page.url());
+  await page.locator("#lookup-keep").check();
+  await lookUp(page, VALID_ID);
+  await page.waitForURL(`${ORIGIN}/?id=${VALID_ID}&keep=1`, { timeout: 5000 }).catch(() => {});
+  check("keep ticked: the address carries the number, to bookmark", page.url() === `${ORIGIN}/?id=${VALID_ID}&keep=1`, page.url());
   await page.locator("body").click({ position: { x: 5, y: 5 } }); // no focus ring in the picture
   await page.screenshot({ path: path.join(SHOTS, "page-desktop.png"), fullPage: true });
   pass("desktop screenshot saved");
