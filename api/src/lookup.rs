@@ -125,18 +125,8 @@ impl Lookup {
         presented: Option<&FactorHash>,
     ) -> Result<Arc<RenderedResult>, LookupError> {
         let snapshot = self.directory.snapshot();
-        match self.near.get(id) {
-            // No I/O for a wrong factor either, as for an unknown ID: the same answer, the same time.
-            Answer::Value(bytes) => match self.render_stored(id, &bytes, &snapshot, "near", presented) {
-                Stored::Answer(rendered) => return Ok(rendered),
-                Stored::WrongFactor => return Err(LookupError::NotFound),
-                Stored::Unusable => {}
-            },
-            Answer::Unknown => {
-                count("near", "miss");
-                return Err(LookupError::NotFound);
-            }
-            Answer::AskRedis => {}
+        if let Some(answered) = self.answer_from_copy(self.near.get(id), id, &snapshot, "near", presented) {
+            return answered;
         }
         match self.redis.get(id).await {
             Ok(Some(bytes)) => match self.render_stored(id, &bytes, &snapshot, "redis", presented) {
@@ -163,6 +153,30 @@ impl Lookup {
             Err(e) => return self.redis_failed(id, &e, &snapshot, presented).await,
         }
         self.cached_or_postgres(id, &snapshot, presented).await
+    }
+
+    /// The near cache's answer as the lookup's, or `None` when the next tier must answer. A
+    /// wrong factor costs no I/O either, as an unknown ID: the same answer in the same time.
+    fn answer_from_copy(
+        &self,
+        answer: Answer,
+        id: StudentId,
+        snapshot: &Snapshot,
+        tier: &'static str,
+        presented: Option<&FactorHash>,
+    ) -> Option<Result<Arc<RenderedResult>, LookupError>> {
+        match answer {
+            Answer::Value(bytes) => match self.render_stored(id, &bytes, snapshot, tier, presented) {
+                Stored::Answer(rendered) => Some(Ok(rendered)),
+                Stored::WrongFactor => Some(Err(LookupError::NotFound)),
+                Stored::Unusable => None,
+            },
+            Answer::Unknown => {
+                count(tier, "miss");
+                Some(Err(LookupError::NotFound))
+            }
+            Answer::AskRedis => None,
+        }
     }
 
     /// A value as Redis stores it (from Redis or the near cache), rendered if `presented`
@@ -210,19 +224,9 @@ impl Lookup {
     ) -> Result<Arc<RenderedResult>, LookupError> {
         count("redis", "error");
         self.redis_warning.warn("Redis cannot answer; reading PostgreSQL instead", error);
-        match self.near.get_while_redis_down(id, snapshot.pg_fingerprint.as_deref()) {
-            Answer::Value(bytes) => {
-                match self.render_stored(id, &bytes, snapshot, "near_while_redis_down", presented) {
-                    Stored::Answer(rendered) => return Ok(rendered),
-                    Stored::WrongFactor => return Err(LookupError::NotFound),
-                    Stored::Unusable => {}
-                }
-            }
-            Answer::Unknown => {
-                count("near_while_redis_down", "miss");
-                return Err(LookupError::NotFound);
-            }
-            Answer::AskRedis => {}
+        let answer = self.near.get_while_redis_down(id, snapshot.pg_fingerprint.as_deref());
+        if let Some(answered) = self.answer_from_copy(answer, id, snapshot, "near_while_redis_down", presented) {
+            return answered;
         }
         self.cached_or_postgres(id, snapshot, presented).await
     }
