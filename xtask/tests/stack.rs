@@ -36,20 +36,21 @@ fn repo() -> PathBuf {
     xtask::facts::repo_dir()
 }
 
-/// target/debug/api, built when missing (`cargo test --workspace` builds it anyway).
-fn api_bin() -> PathBuf {
+/// target/debug/PACKAGE, the package's binary, built when missing (`cargo test --workspace`
+/// builds it anyway).
+fn workspace_bin(package: &str) -> PathBuf {
     // The test binary's own target folder (target/debug/deps/stack-HASH -> target/debug), so
     // CARGO_TARGET_DIR is honoured.
     let exe = std::env::current_exe().expect("the test binary's path");
-    let bin = exe.parent().and_then(Path::parent).expect("target/debug/deps/...").join("api");
+    let bin = exe.parent().and_then(Path::parent).expect("target/debug/deps/...").join(package);
     if !bin.exists() {
         let ok = Command::new(env!("CARGO"))
-            .args(["build", "-p", "api"])
+            .args(["build", "-p", package])
             .current_dir(repo())
             .status()
             .expect("cargo runs")
             .success();
-        assert!(ok, "cargo build -p api failed");
+        assert!(ok, "cargo build -p {package} failed");
     }
     bin
 }
@@ -88,7 +89,7 @@ impl TestStack {
         set("STACK_API_ADMIN_PORT", free_ports(3).to_string());
         set("STACK_REDIS_CLUSTER_PORT", free_ports(6).to_string());
         set("STACK_REDIS_CLUSTER_BUS_PORT", free_ports(6).to_string());
-        set("STACK_API_BIN", api_bin().display().to_string());
+        set("STACK_API_BIN", workspace_bin("api").display().to_string());
         set("STACK_SERVICES", services.to_owned());
         set("STACK_TIMEOUT", "30".to_owned());
         TestStack { dir, vars }
@@ -158,22 +159,6 @@ fn gone_soon(pid: u32) -> bool {
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let r = xtask::net::http("GET", "127.0.0.1", port, path, Duration::from_secs(5)).expect("HTTP answers");
     (r.status, r.body)
-}
-
-/// target/debug/seeder (built when missing), as [`api_bin`] finds the API.
-fn seeder_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let bin = exe.parent().and_then(Path::parent).expect("target/debug/deps/...").join("seeder");
-    if !bin.exists() {
-        let ok = Command::new(env!("CARGO"))
-            .args(["build", "-p", "seeder"])
-            .current_dir(repo())
-            .status()
-            .expect("cargo runs")
-            .success();
-        assert!(ok, "cargo build -p seeder failed");
-    }
-    bin
 }
 
 fn psql(url: &str, sql: &str) -> Output {
@@ -436,7 +421,7 @@ fn certificates() -> (String, String, String, String) {
 /// trusts for rediss://); its /readyz once both stores are up, or the last one after `wait`.
 /// Its log (with fred's TLS errors) goes to `log`.
 fn api_readiness(port: u16, database_url: &str, redis_url: &str, roots: &Path, wait: Duration, log: &Path) -> String {
-    let mut api = Command::new(api_bin())
+    let mut api = Command::new(workspace_bin("api"))
         .env_clear()
         .env("API_LISTEN", format!("127.0.0.1:{port}"))
         .env("API_ADMIN_LISTEN", format!("127.0.0.1:{}", port + 1))
@@ -668,7 +653,7 @@ fn no_request_uri_nginx_normalises_changes_what_the_micro_cache_answers_for_anot
     use xtask::facts::{REDIS_SEEDER_PASSWORD, REDIS_SEEDER_USER};
     let seeder_redis =
         var("REDIS_URL").replace("redis://", &format!("redis://{REDIS_SEEDER_USER}:{REDIS_SEEDER_PASSWORD}@"));
-    let seeded = Command::new(seeder_bin())
+    let seeded = Command::new(workspace_bin("seeder"))
         .args(["--students", "100"])
         .env("DATABASE_URL", var("DATABASE_URL"))
         .env("REDIS_URL", &seeder_redis)
