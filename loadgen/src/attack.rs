@@ -90,7 +90,11 @@ pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Resu
         live: Arc::clone(live),
         refresh_percent: options.refresh_percent,
         latency: Recorder::new(reset_after),
-        clients: UserClients::new(ClientSettings::new(&configuration, options)?, options.client_per_user)?,
+        clients: UserClients::new(
+            ClientSettings::new(&configuration, options)?,
+            options.client_per_user,
+            configuration.users.unwrap_or(DEFAULT_USERS),
+        )?,
         pins: options.pins.then_some(options.seed),
     });
 

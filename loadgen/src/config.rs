@@ -18,6 +18,12 @@ use crate::ids::IdSpace;
 
 /// Where a bare `cargo run -p loadgen` sends its requests: the native stack's NGINX.
 pub const DEFAULT_HOST: &str = "http://127.0.0.1:8080";
+/// Client addresses of the default run: 10,000 users (the capacity tests' top) make ~40 per
+/// address, a school's NAT, at 1-3 s think time ~20 lookups/s: within NGINX's default
+/// per-address limit (50/s, docs/edge.md).
+pub const DEFAULT_SOURCE_ADDRESSES: u32 = 256;
+/// At most 127.1.0.1 .. 127.1.255.255.
+pub const MAX_SOURCE_ADDRESSES: i64 = 65_535;
 /// Users of the default run.
 pub const DEFAULT_USERS: usize = 300;
 /// Users started per second by default (the default run ramps up in 3 s).
@@ -243,6 +249,12 @@ pub struct Options {
     /// one shared pool
     #[arg(long, env = "LOADGEN_CLIENT_PER_USER", help_heading = "HTTP client")]
     pub client_per_user: bool,
+    /// Spread the users over this many client addresses, 127.1.0.1 upwards (each address its own
+    /// connection pool; Linux routes all of 127.0.0.0/8 to the loopback device), so NGINX's
+    /// per-address limits see a town of schools, not one huge NAT. 0: the system's choice (one
+    /// address, 127.0.0.1 against a loopback host). Only for a loopback --host
+    #[arg(long, env = "LOADGEN_SOURCE_ADDRESSES", default_value_t = DEFAULT_SOURCE_ADDRESSES, value_parser = clap::value_parser!(u32).range(0..=MAX_SOURCE_ADDRESSES), help_heading = "HTTP client")]
+    pub source_addresses: u32,
     /// Close a pooled connection after this many idle seconds. Keep it below the server's
     /// keep-alive timeout (NGINX here: 30 s): a request sent on a connection the server is closing
     /// at that moment is reset

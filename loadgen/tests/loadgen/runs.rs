@@ -216,16 +216,23 @@ async fn goose_load_shapes_replace_the_default_shape() {
     }
 }
 
-/// A TCP relay to `target` that counts the connections clients open through it.
-async fn counting_relay(target: &str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+/// The client addresses a relay saw.
+type Peers = Arc<std::sync::Mutex<std::collections::BTreeSet<std::net::IpAddr>>>;
+
+/// A TCP relay to `target` that counts the connections clients open through it, and the
+/// addresses they come from.
+async fn counting_relay(target: &str) -> (String, Arc<std::sync::atomic::AtomicUsize>, Peers) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
     let base = format!("http://{}", listener.local_addr().expect("relay addr"));
     let target = target.trim_start_matches("http://").to_owned();
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = Arc::clone(&accepted);
+    let peers = Peers::default();
+    let seen = Arc::clone(&peers);
     tokio::spawn(async move {
-        while let Ok((mut client, _)) = listener.accept().await {
+        while let Ok((mut client, peer)) = listener.accept().await {
             count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(peer.ip());
             let target = target.clone();
             tokio::spawn(async move {
                 if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
@@ -234,7 +241,30 @@ async fn counting_relay(target: &str) -> (String, Arc<std::sync::atomic::AtomicU
             });
         }
     });
-    (base, accepted)
+    (base, accepted, peers)
+}
+
+/// NGINX limits each client address (docs/edge.md): the users come from --source-addresses
+/// loopback addresses of their own, 127.1.0.1 upwards, in turn; 0 leaves it to the system.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_come_from_their_own_source_addresses() {
+    let api = spawn_api().await;
+    let _one = one_load_at_a_time().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let live = Live::new().expect("live");
+    for (count, per_user) in [("3", false), ("3", true), ("0", false)] {
+        let (relay, _, peers) = counting_relay(&api.base).await;
+        let mut extra = vec!["--source-addresses", count, "--increase-rate", "100"];
+        if per_user {
+            extra.push("--client-per-user");
+        }
+        let args = run_args(&relay, &out.path().join(format!("{count}-{per_user}")), 6, &extra);
+        let summary = loadgen::attack::run(&args, &live, None).await.expect("the run happens");
+        assert!(summary.stats.requests > 0 && summary.stats.failures == 0, "{}", summary.render());
+        let seen: Vec<String> = peers.lock().expect("peers").iter().map(ToString::to_string).collect();
+        let expected: &[&str] = if count == "3" { &["127.1.0.1", "127.1.0.2", "127.1.0.3"] } else { &["127.0.0.1"] };
+        assert_eq!(seen, expected, "--source-addresses {count}, client per user {per_user}");
+    }
 }
 
 /// A pooled connection idle longer than --pool-idle-secs is closed by the client, not reused: a
@@ -248,7 +278,7 @@ async fn idle_pooled_connections_are_closed_by_the_client_after_pool_idle_secs()
     let live = Live::new().expect("live");
     // One user, 600 ms between lookups, for 3 s: about five requests, each after 600 ms idle.
     for (pool_idle, shared) in [("0.2", true), ("20", true), ("0.2", false)] {
-        let (relay, accepted) = counting_relay(&api.base).await;
+        let (relay, accepted, _) = counting_relay(&api.base).await;
         let mut extra = vec!["--think-min-ms", "600", "--think-max-ms", "600", "--run-time", "3"];
         extra.extend(["--pool-idle-secs", pool_idle]);
         if !shared {
