@@ -96,6 +96,8 @@ pub async fn run(args: &RunArgs, live: &Arc<Live>, dir: Option<PathBuf>) -> Resu
             configuration.users.unwrap_or(DEFAULT_USERS),
         )?,
         pins: options.pins.then_some(options.seed),
+        rate_limited_ok: options.rate_limited_ok,
+        harvest_next: std::sync::atomic::AtomicU32::new(0),
     });
 
     let mut attack = GooseAttack::initialize_with_config(configuration).map_err(goose)?;

@@ -206,6 +206,14 @@ pub struct Options {
     /// Weight of wrong IDs (malformed: 400 expected; unknown: 404 expected)
     #[arg(long, env = "LOADGEN_WEIGHT_WRONG_ID", default_value_t = 5, help_heading = "Scenario mix")]
     pub weight_wrong_id: usize,
+    /// Weight of a harvester walking the seeded IDs in order, each once (0 by default; the
+    /// drill's harvest phase runs it alone, with no think time, from one address)
+    #[arg(long, env = "LOADGEN_WEIGHT_HARVEST", default_value_t = 0, help_heading = "Scenario mix")]
+    pub weight_harvest: usize,
+    /// Count NGINX's 429 `rate_limited` answers as expected, not failures (the drill's flood from
+    /// one address, refused by the per-client limits)
+    #[arg(long, env = "LOADGEN_RATE_LIMITED_OK", help_heading = "Scenario mix")]
+    pub rate_limited_ok: bool,
     /// Weight of the reference design's alias path /student/{id}
     #[arg(long, env = "LOADGEN_WEIGHT_ALIAS", default_value_t = 5, help_heading = "Scenario mix")]
     pub weight_alias: usize,

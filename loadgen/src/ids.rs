@@ -88,6 +88,11 @@ impl IdSpace {
         }
     }
 
+    /// The `step`-th seeded ID in order, from the first again after the last.
+    pub fn walk(&self, step: u32) -> u32 {
+        self.at(step % self.count.max(1))
+    }
+
     /// Number of seeded students.
     pub fn students(&self) -> u32 {
         self.count

@@ -6,9 +6,11 @@
 //!   refreshing.
 //! - [`hot_spot`]: the skewed mix: the students of a few schools check first.
 //! - [`wrong_id`]: mistyped IDs: malformed (400 expected) and unknown (404 expected).
+//! - [`harvest`]: a harvester walking the seeded IDs in order, each once, as fast as allowed.
 //! - [`alias`]: the reference design's path `/student/{id}`.
 
 pub mod alias;
+pub mod harvest;
 pub mod hot_spot;
 pub mod student;
 pub mod wrong_id;
@@ -76,6 +78,10 @@ pub struct Plan {
     pub clients: UserClients,
     /// The data set requires PINs (`seeder load --pins`): the seed they derive from.
     pub pins: Option<u64>,
+    /// A 429 `rate_limited` answer counts as expected (`--rate-limited-ok`).
+    pub rate_limited_ok: bool,
+    /// The harvest scenario's next position in the ID space.
+    pub harvest_next: std::sync::atomic::AtomicU32,
 }
 
 /// A path such as `/v1/results/1234567`, written on the stack.
@@ -134,6 +140,20 @@ pub async fn fetch(user: &mut GooseUser, plan: &Plan, request: Request, target: 
             return Ok(());
         }
     };
+    if plan.rate_limited_ok && response.status().as_u16() == 429 {
+        // Refused at the edge (NGINX's per-client limits): expected of a flood, if it says so.
+        let body = response.bytes().await.unwrap_or_default();
+        return match check_error(&body, 429, "rate_limited") {
+            Ok(()) => {
+                done(plan, request, started, cadence, None);
+                user.set_success(&mut metric)
+            }
+            Err(mismatch) => {
+                done(plan, request, started, cadence, Some(Failure::Body(mismatch)));
+                user.set_failure(&mismatch.to_string(), &mut metric, None, Some(&String::from_utf8_lossy(&body)))
+            }
+        };
+    }
     if response.status().as_u16() != expected {
         done(plan, request, started, cadence, Some(Failure::Status));
         return Ok(());
@@ -210,11 +230,12 @@ fn nothing(_user: &mut GooseUser, _plan: &Plan) {}
 /// When every weight is 0 or the think time is refused by goose.
 pub fn build(plan: &Arc<Plan>, options: &Options) -> Result<Vec<Scenario>, LoadgenError> {
     let (min, max) = options.think_time();
-    let candidates: [(usize, Scenario, Arrive); 4] = [
+    let candidates: [(usize, Scenario, Arrive); 5] = [
         (options.weight_student, student::scenario(plan), student::arrive),
         (options.weight_hot_spot, hot_spot::scenario(plan), nothing),
         (options.weight_wrong_id, wrong_id::scenario(plan), nothing),
         (options.weight_alias, alias::scenario(plan), nothing),
+        (options.weight_harvest, harvest::scenario(plan), nothing),
     ];
     let mut scenarios = Vec::new();
     for (weight, scenario, arrive) in candidates {

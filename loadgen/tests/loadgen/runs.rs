@@ -56,6 +56,61 @@ async fn expected_404_and_400_count_as_successes() {
     assert!(summary.verdict.passed(), "{}", summary.render());
 }
 
+/// The harvest scenario walks the seeded IDs in order, each once, shared by its users; NGINX's
+/// 429 `rate_limited` is a failure unless --rate-limited-ok (the drill's flood) says it is expected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harvest_walks_the_ids_in_order_and_429s_count_as_expected_only_when_told() {
+    let _one = one_load_at_a_time().await;
+    let asked = Arc::new(std::sync::Mutex::new(Vec::<u32>::new()));
+    let record = Arc::clone(&asked);
+    let app = axum::Router::new().route(
+        "/v1/results/{id}",
+        axum::routing::get(move |axum::extract::Path(id): axum::extract::Path<u32>| {
+            record.lock().expect("ids").push(id);
+            async {
+                let body = r#"{"error":{"status":429,"code":"rate_limited","message":"too many requests"}}"#;
+                (axum::http::StatusCode::TOO_MANY_REQUESTS, body)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let out = tempfile::tempdir().expect("tempdir");
+    let live = Live::new().expect("live");
+    let only_harvest = [
+        "--weight-student",
+        "0",
+        "--weight-hot-spot",
+        "0",
+        "--weight-wrong-id",
+        "0",
+        "--weight-alias",
+        "0",
+        "--weight-harvest",
+        "1",
+    ];
+    for refused_ok in [true, false] {
+        asked.lock().expect("ids").clear();
+        let mut extra = only_harvest.to_vec();
+        if refused_ok {
+            extra.push("--rate-limited-ok");
+        }
+        let args = run_args(&base, &out.path().join(refused_ok.to_string()), 2, &extra);
+        let summary = loadgen::attack::run(&args, &live, None).await.expect("the run happens");
+        let requests = summary.stats.requests;
+        assert!(requests > 0, "{}", summary.render());
+        let expected_failures = if refused_ok { 0 } else { requests };
+        assert_eq!(summary.stats.failures, expected_failures, "--rate-limited-ok {refused_ok}: {}", summary.render());
+    }
+    let mut ids = asked.lock().expect("ids").clone();
+    ids.sort_unstable();
+    ids.dedup();
+    let first = results_core::DEFAULT_FIRST_ID;
+    assert!(!ids.is_empty() && ids.len() <= crate::helpers::STUDENTS as usize, "{} ids", ids.len());
+    assert!(ids.iter().zip(first..).all(|(id, want)| *id == want), "consecutive from the first: {ids:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_bodies_fail_validation_and_exit_non_zero() {
     let liar = spawn_liar().await;
