@@ -13,8 +13,8 @@
 #   NGINX_LISTEN         [127.0.0.1:8080]
 #   NGINX_STATUS_LISTEN  [127.0.0.1:8089]
 #   NGINX_MICROCACHE     [off]   on | off
-#   NGINX_RATE_LIMIT     [off]   on | off
-#   NGINX_RATE           [20]    requests per second per client address
+#   NGINX_RATE_LIMIT     [on]    on | off (compose and k8s: off; sizes in docs/edge.md)
+#   NGINX_RATE           [50]    lookups per second per client address
 #   NGINX_BURST          [2 x NGINX_RATE]
 #   NGINX_CONN_LIMIT     [100]   requests in progress per client address (with the rate limit)
 #   NGINX_REAL_IP_FROM   []      trusted balancer ranges (CIDR), space separated; empty: none
@@ -34,8 +34,8 @@ command -v envsubst >/dev/null 2>&1 ||
 : "${NGINX_LISTEN:=127.0.0.1:8080}"
 : "${NGINX_STATUS_LISTEN:=127.0.0.1:8089}"
 : "${NGINX_MICROCACHE:=off}"
-: "${NGINX_RATE_LIMIT:=off}"
-: "${NGINX_RATE:=20}"
+: "${NGINX_RATE_LIMIT:=on}"
+: "${NGINX_RATE:=50}"
 : "${NGINX_BURST:=$((NGINX_RATE * 2))}"
 : "${NGINX_CONN_LIMIT:=100}"
 : "${NGINX_REAL_IP_FROM:=}"

@@ -509,7 +509,8 @@ mod tests {
         assert_eq!(c.api_urls(), "http://127.0.0.1:8081,http://127.0.0.1:8082,http://127.0.0.1:8083");
         assert_eq!(c.public_url(), "http://127.0.0.1:8080");
         assert_eq!(c.prometheus_url(), "http://127.0.0.1:9090");
-        assert_eq!(c.nginx_burst, 40);
+        assert_eq!((c.nginx_rate, c.nginx_burst), (50, 100));
+        assert!(c.nginx_rate_limit, "the per-client limit is on by default");
         assert_eq!(c.selected.len(), 1 + 1 + 3 + 1 + 5);
     }
 

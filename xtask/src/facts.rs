@@ -126,10 +126,16 @@ pub const VARIABLES: &[Variable] = &[
     ),
     var(
         "STACK_NGINX_RATE_LIMIT",
-        "off",
-        "on|off: per-client-address rate limit; beyond it a JSON 429 with Retry-After: 1.",
+        "on",
+        "on|off: per-client-address rate limit; beyond it a JSON 429 with Retry-After: 1. Sizes: \
+         docs/edge.md (failed lookups are limited in the API).",
     ),
-    var("STACK_NGINX_RATE", "20", "Requests per second per client (when the rate limit is on)."),
+    var(
+        "STACK_NGINX_RATE",
+        "50",
+        "Lookups per second per client address (when the rate limit is on): a school's NAT of \
+         ~100 students at result-day think time.",
+    ),
     var(
         "STACK_NGINX_BURST",
         "",

@@ -267,11 +267,11 @@ fn replicas_and_nginx_come_up_and_one_replica_stops_and_comes_back() {
 
     // A changed NGINX setting reloads the running master instead of restarting it.
     let nginx_pid = s.pid("nginx/nginx.pid");
-    let (_, reload) = s.ok(&["stack", "up"], &[("STACK_SERVICES", "nginx"), ("STACK_NGINX_RATE_LIMIT", "on")]);
+    let (_, reload) = s.ok(&["stack", "up"], &[("STACK_SERVICES", "nginx"), ("STACK_NGINX_RATE_LIMIT", "off")]);
     assert!(reload.contains("nginx: settings changed; reloading"), "{reload}");
     assert_eq!(s.pid("nginx/nginx.pid"), nginx_pid);
     let (text, _) = s.ok(&["stack", "status"], &[]);
-    assert!(text.lines().any(|l| l.starts_with("nginx ") && l.contains("rate_limit=on")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("nginx ") && l.contains("rate_limit=off")), "{text}");
 
     let all: Vec<u32> = [pids[0], new_pid, pids[2], nginx_pid, s.pid("run/redis.pid")].into();
     s.ok(&["stack", "down"], &[]);
@@ -661,7 +661,11 @@ fn no_request_uri_nginx_normalises_changes_what_the_micro_cache_answers_for_anot
         .output()
         .expect("the seeder runs");
     assert!(seeded.status.success(), "seeding failed: {:?}", texts(&seeded));
-    s.ok(&["stack", "up"], &[("STACK_SERVICES", "pg redis api nginx"), ("STACK_NGINX_MICROCACHE", "on")]);
+    // The limit off: the attack below makes ~100 requests from one address in about a second,
+    // right at the default burst, and what is tested is the cache.
+    let edge_settings =
+        [("STACK_SERVICES", "pg redis api nginx"), ("STACK_NGINX_MICROCACHE", "on"), ("STACK_NGINX_RATE_LIMIT", "off")];
+    s.ok(&["stack", "up"], &edge_settings);
     let (edge, api) = (s.port("STACK_NGINX_PORT"), s.port("STACK_API_PORT"));
     let get = |port: u16, path: &str| {
         let r = xtask::net::http("GET", "127.0.0.1", port, path, Duration::from_secs(5)).expect("HTTP answers");
@@ -707,4 +711,91 @@ fn no_request_uri_nginx_normalises_changes_what_the_micro_cache_answers_for_anot
         })
     });
     assert!(redis_hits, "no lookup was answered by Redis");
+}
+
+/// The per-client limit, on by default (docs/edge.md: 50 lookups/s per client address, burst
+/// 100): a school's 40 students behind one NAT address, at the load generator's think time
+/// (1-3 s), are all answered, typos included; a harvester walking the IDs from one address as
+/// fast as it can is refused with 429s beyond that budget. Each client is its own loopback
+/// address (Linux routes all of 127.0.0.0/8 to lo). Failed lookups are limited by the API, whose
+/// own tests cover that.
+#[test]
+fn the_default_per_client_limit_admits_a_school_behind_one_address_and_refuses_a_harvester() {
+    let s = TestStack::new("pg redis");
+    s.ok(&["stack", "up"], &[]);
+    let (env, _) = s.ok(&["stack", "env"], &[]);
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}='"))?.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("{name} in {env}"))
+            .to_owned()
+    };
+    use xtask::facts::{REDIS_SEEDER_PASSWORD, REDIS_SEEDER_USER};
+    let seeder_redis =
+        var("REDIS_URL").replace("redis://", &format!("redis://{REDIS_SEEDER_USER}:{REDIS_SEEDER_PASSWORD}@"));
+    let seeded = Command::new(workspace_bin("seeder"))
+        .args(["--students", "600"])
+        .env("DATABASE_URL", var("DATABASE_URL"))
+        .env("REDIS_URL", &seeder_redis)
+        .env("SEEDER_PROGRESS", "quiet")
+        .output()
+        .expect("the seeder runs");
+    assert!(seeded.status.success(), "seeding failed: {:?}", texts(&seeded));
+    // No STACK_NGINX_RATE_LIMIT: the default is what is tested.
+    s.ok(&["stack", "up"], &[("STACK_SERVICES", "pg redis api nginx")]);
+    let edge = s.port("STACK_NGINX_PORT");
+    let (first, unknown) = (1_000_000_u32, 900_000_000_u32);
+
+    // The school: every student looks up their own number at once (results are out), then,
+    // after 1-3 s, a friend's (every tenth mistypes it), then their own again.
+    let school = "127.16.0.1";
+    let answers: Vec<Vec<u16>> = std::thread::scope(|scope| {
+        let users: Vec<_> = (0..40_u32)
+            .map(|i| {
+                scope.spawn(move || {
+                    let think = |k: u32| Duration::from_millis(1000 + u64::from((i * 53 + k * 700) % 2000));
+                    let friend = if i % 10 == 0 { unknown + i } else { first + 100 + i };
+                    let mut got = vec![get_from(school, edge, &format!("/v1/results/{}", first + i), None).0];
+                    std::thread::sleep(think(1));
+                    got.push(get_from(school, edge, &format!("/v1/results/{friend}"), None).0);
+                    std::thread::sleep(think(2));
+                    got.push(get_from(school, edge, &format!("/v1/results/{}", first + i), None).0);
+                    got
+                })
+            })
+            .collect();
+        users.into_iter().map(|u| u.join().expect("a student")).collect()
+    });
+    for (i, got) in answers.iter().enumerate() {
+        let typo = if i % 10 == 0 { 404 } else { 200 };
+        assert_eq!(got, &[200, typo, 200], "student {i} behind the school's NAT");
+    }
+
+    // The harvester: 8 connections at a time walk the 600 numbers from one address.
+    let harvester = "127.16.0.2";
+    let started = std::time::Instant::now();
+    let walked: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let walkers: Vec<_> = (0..8_u32)
+            .map(|w| {
+                scope.spawn(move || {
+                    (0..75)
+                        .map(|k| get_from(harvester, edge, &format!("/v1/results/{}", first + k * 8 + w), None))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        walkers.into_iter().flat_map(|w| w.join().expect("a walker")).collect()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let served = walked.iter().filter(|(status, _)| *status == 200).count();
+    let refused = walked.iter().filter(|(status, body)| *status == 429 && body.contains("\"rate_limited\"")).count();
+    assert_eq!(
+        served + refused,
+        walked.len(),
+        "only 200s and 429s: {:?}",
+        walked.iter().find(|(status, _)| ![200, 429].contains(status))
+    );
+    // The burst, the rate over the walk's time, and the 8 in flight when it was measured.
+    let allowed = 100.0 + 50.0 * secs + 8.0;
+    assert!(refused > 0 && (served as f64) <= allowed, "harvester: {served} served, {refused} refused in {secs:.2} s");
 }
