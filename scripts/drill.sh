@@ -38,7 +38,10 @@ recovery gap inside its own window:
   correction       `seeder correct --file FILE.csv` changes one student's score; the time until
                    NGINX serves the new value is measured (skipped when the seeder has no
                    `correct` subcommand)
-  flood            a second loadgen sends only unknown and malformed IDs, as fast as allowed
+  flood            a second loadgen sends only unknown and malformed IDs, as fast as allowed,
+                   from one address (NGINX's per-client limits answer much of it with 429)
+  harvest          a second loadgen walks the IDs in order from one address, 8 connections, no
+                   think time; reports results harvested per minute (docs/edge.md: limits)
   slowloris        slow clients hold connections, sending a header line every few seconds
 
 Per phase it reports, from Prometheus range queries over the phase's window: the users'
@@ -56,7 +59,7 @@ results database, from the postgres exporter), and checks the phase's expected o
   correction       the command exits 0 and NGINX serves the new score within 7 s of its exit
                    (docs/ARCHITECTURE.md "Staleness bound": max-age 5 s + cache TTL 2 s)
   flood            PostgreSQL lookups/s <= baseline + 2, transactions/s <= 1.25 x baseline + 2,
-                   and every flood request answered as expected (400 or 404 envelope)
+                   and every flood request answered as expected (400, 404 or 429 envelope)
   slowloris        every slow connection cut by NGINX within its 5 s header timeout (+2 s)
 
 Counts are the counters' values at the window's bounds (1 s scrapes: a request is attributed to
@@ -88,7 +91,7 @@ Options (environment variable in brackets; default after the colon):
   -h, --help           this text
 Binaries: DRILL_API_BIN, DRILL_SEEDER_BIN, DRILL_LOADGEN_BIN [target/release/api, seeder,
 loadgen; built with `cargo build --release --locked -p api -p seeder -p loadgen` unless
---no-build]. DRILL_NGINX_MICROCACHE [off]: NGINX's micro-cache, as the stack's default.
+--no-build]. DRILL_NGINX_MICROCACHE [off], DRILL_NGINX_RATE_LIMIT [on]: as the stack's defaults.
 Needs: curl, jq (and what cargo xtask stack installs).
 EOF
 }
@@ -170,8 +173,8 @@ TEST_NAME=drill passed=0 failed=0
 source "$SCRIPT_DIR/tests/lib.sh" # throwaway_stack, free_port
 STACK_API_BIN=$API_BIN
 throwaway_stack drill "$BASE"
-STACK_NGINX_MICROCACHE=${DRILL_NGINX_MICROCACHE:-off} STACK_PROMETHEUS_INTERVAL=1s
-export STACK_NGINX_MICROCACHE STACK_PROMETHEUS_INTERVAL
+STACK_NGINX_MICROCACHE=${DRILL_NGINX_MICROCACHE:-off} STACK_PROMETHEUS_INTERVAL=1s STACK_NGINX_RATE_LIMIT=${DRILL_NGINX_RATE_LIMIT:-on}
+export STACK_NGINX_MICROCACHE STACK_PROMETHEUS_INTERVAL STACK_NGINX_RATE_LIMIT
 PUBLIC=http://127.0.0.1:$STACK_NGINX_PORT
 PROM=http://127.0.0.1:$STACK_PROMETHEUS_PORT
 FIRST_ID=1000000
@@ -344,7 +347,7 @@ start=$(now)
 flood_secs=$((PHASE_SECS > 4 ? PHASE_SECS - 2 : 2))
 "$LOADGEN_BIN" --host "$PUBLIC" --students "$STUDENTS" --users "$FLOOD_USERS" --increase-rate "$FLOOD_USERS" \
   --run-time "${flood_secs}s" --throttle-requests "$FLOOD_RPS" --think-min-ms 0 --think-max-ms 0 \
-  --weight-student 0 --weight-hot-spot 0 --weight-alias 0 --weight-wrong-id 1 \
+  --weight-student 0 --weight-hot-spot 0 --weight-alias 0 --weight-wrong-id 1 --source-addresses 0 --rate-limited-ok \
   --metrics-listen off --progress-secs 0 --no-slo-exit --slo-error-ratio 0 \
   --output-dir "$OUT/loadgen-flood" >"$OUT/loadgen-flood.log" 2>&1 &
 FLOOD_PID=$!
@@ -355,6 +358,16 @@ flood_requests=$(jq -r '.stats.requests // empty' "$OUT/loadgen-flood/summary.js
 flood_failures=$(jq -r '.stats.failures // empty' "$OUT/loadgen-flood/summary.json" 2>/dev/null || true)
 flood_rps=$(jq -r '.stats.rps // empty | floor' "$OUT/loadgen-flood/summary.json" 2>/dev/null || true)
 add_phase flood "$start" "$(now)" 1 "flood: ${flood_requests:-?} requests (${flood_rps:-?}/s), ${flood_failures:-?} not answered as expected"
+
+say "phase harvest: a second loadgen walks the IDs as fast as it can, from one address"
+start=$(now)
+"$LOADGEN_BIN" --host "$PUBLIC" --students "$STUDENTS" --users 8 --increase-rate 8 --run-time "${flood_secs}s" \
+  --think-min-ms 0 --think-max-ms 0 --weight-student 0 --weight-hot-spot 0 --weight-alias 0 --weight-wrong-id 0 \
+  --weight-harvest 1 --source-addresses 0 --metrics-listen off --progress-secs 0 --no-slo-exit \
+  --output-dir "$OUT/loadgen-harvest" >"$OUT/loadgen-harvest.log" 2>&1 || true
+quiet_until "$start"
+harvest=$(jq -r '.stats | "\((.requests - .failures) * 60 / ([.seconds, 1] | max) | floor) results/min harvested (\(.requests) requests, \(.failures) refused)"' "$OUT/loadgen-harvest/summary.json" 2>/dev/null || true)
+add_phase harvest "$start" "$(now)" 1 "harvest from one address: ${harvest:-no summary}"
 
 say "phase slowloris: $SLOW_CONNECTIONS slow connections"
 start=$(now)
