@@ -165,3 +165,20 @@ async fn x_real_ip_names_the_client_only_from_a_trusted_proxy() {
     let spoofed = outcome(&app, "192.0.2.99", seeded.spec.first_id(), None).await;
     assert_eq!(spoofed.1, "too_many_failed_lookups", "a made-up X-Real-IP does not reset the count");
 }
+
+#[test]
+fn the_documented_limits_are_the_defaults() {
+    let doc = include_str!("../../../docs/second-factor.md");
+    let client = api::config::DEFAULT_FAILED_LOOKUPS_PER_CLIENT;
+    let number = api::config::DEFAULT_FACTOR_TRIES_PER_NUMBER;
+    assert!(
+        doc.contains(&format!("| {client} a minute (`API_FAILED_LOOKUPS_PER_CLIENT`)")),
+        "docs/second-factor.md: {client}"
+    );
+    assert!(
+        doc.contains(&format!("| {number} an hour (`API_FACTOR_TRIES_PER_NUMBER`)")),
+        "docs/second-factor.md: {number}"
+    );
+    assert_eq!(api::failed_lookups::CLIENT_WINDOW, Duration::from_secs(60), "the doc says a minute");
+    assert_eq!(api::failed_lookups::NUMBER_WINDOW, Duration::from_secs(3_600), "the doc says an hour");
+}
