@@ -1,7 +1,7 @@
 //! Configuration: command-line flags, each also read from the environment variable named in
 //! `--help`. Tests build [`Settings`] directly and never touch the process environment.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
@@ -138,7 +138,7 @@ pub struct Args {
     /// Proxies whose X-Real-IP header names the client (addresses or networks, comma-separated):
     /// NGINX's. Replicas are reached only through NGINX; from any other address the connection's
     /// own address is the client.
-    #[arg(long, env = "API_TRUSTED_PROXIES", default_value = DEFAULT_TRUSTED_PROXIES, value_parser = crate::failed_lookups::parse_networks)]
+    #[arg(long, env = "API_TRUSTED_PROXIES", default_value = DEFAULT_TRUSTED_PROXIES, value_parser = parse_networks)]
     pub trusted_proxies: Networks,
     /// Runtime worker threads (default: one per core). Several replicas on one host share its
     /// cores: fewer threads each avoid waking and stealing across replicas (cargo xtask bench stack).
@@ -220,7 +220,7 @@ impl Settings {
             pprof: false,
             failed_lookups_per_client: DEFAULT_FAILED_LOOKUPS_PER_CLIENT,
             factor_tries_per_number: DEFAULT_FACTOR_TRIES_PER_NUMBER,
-            trusted_proxies: crate::failed_lookups::parse_networks(DEFAULT_TRUSTED_PROXIES).unwrap_or_default(),
+            trusted_proxies: parse_networks(DEFAULT_TRUSTED_PROXIES).unwrap_or_default(),
         }
     }
 }
@@ -306,4 +306,46 @@ pub fn replica_urls(given: &[String]) -> anyhow::Result<Vec<String>> {
         urls.push(url.to_owned());
     }
     Ok(urls)
+}
+
+/// `API_TRUSTED_PROXIES`: addresses or networks (`10.0.0.0/8`, `::1`), comma-separated.
+pub fn parse_networks(text: &str) -> Result<Networks, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<ipnet::IpNet>()
+                .or_else(|_| part.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("'{part}' is not an address or a network (e.g. 10.0.0.0/8, ::1)"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn networks_parse_and_a_bad_entry_is_named() {
+        let nets = parse_networks("127.0.0.0/8, ::1,10.1.2.3").expect("valid");
+        assert_eq!(nets.len(), 3);
+        assert!(nets[2].contains(&"10.1.2.3".parse::<IpAddr>().expect("address")));
+        assert!(!nets[2].contains(&"10.1.2.4".parse::<IpAddr>().expect("address")));
+        let e = parse_networks("127.0.0.0/8,localhost").expect_err("a name is not an address");
+        assert!(e.contains("'localhost'"), "{e}");
+        assert_eq!(parse_networks("").expect("empty"), Networks::new());
+    }
+
+    #[test]
+    fn the_flags_take_one_list_and_an_empty_one_trusts_nobody() {
+        let parse = |value: &str| Args::try_parse_from(["api", "--trusted-proxies", value]);
+        assert_eq!(parse("").expect("valid").trusted_proxies, Networks::new());
+        assert_eq!(parse("10.0.0.0/8,::1").expect("valid").trusted_proxies.len(), 2);
+        let e = parse("10.0.0.0/33").expect_err("no /33").to_string();
+        assert!(e.contains("'10.0.0.0/33' is not an address or a network"), "{e}");
+        let defaults = Args::try_parse_from(["api"]).expect("defaults");
+        assert_eq!(defaults.trusted_proxies, parse_networks(DEFAULT_TRUSTED_PROXIES).expect("valid"));
+    }
 }

@@ -247,19 +247,6 @@ impl FailedLookups {
     }
 }
 
-/// `API_TRUSTED_PROXIES`: addresses or networks (`10.0.0.0/8`, `::1`), comma-separated.
-pub fn parse_networks(text: &str) -> Result<Vec<IpNet>, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|part| !part.is_empty())
-        .map(|part| {
-            part.parse::<IpNet>()
-                .or_else(|_| part.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("'{part}' is not an address or a network (e.g. 10.0.0.0/8, ::1)"))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,29 +261,6 @@ mod tests {
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("address");
         assert_eq!(Subject::client(mapped), Subject::Client("192.0.2.7".parse().expect("address")));
         assert_eq!(Subject::client(a).key("p"), "p:limits:client:2001:db8:1:2::");
-    }
-
-    #[test]
-    fn networks_parse_and_a_bad_entry_is_named() {
-        let nets = parse_networks("127.0.0.0/8, ::1,10.1.2.3").expect("valid");
-        assert_eq!(nets.len(), 3);
-        assert!(nets[2].contains(&"10.1.2.3".parse::<IpAddr>().expect("address")));
-        assert!(!nets[2].contains(&"10.1.2.4".parse::<IpAddr>().expect("address")));
-        let e = parse_networks("127.0.0.0/8,localhost").expect_err("a name is not an address");
-        assert!(e.contains("'localhost'"), "{e}");
-        assert_eq!(parse_networks("").expect("empty"), Vec::<IpNet>::new());
-    }
-
-    #[test]
-    fn the_flags_take_one_list_and_an_empty_one_trusts_nobody() {
-        use clap::Parser;
-        let parse = |value: &str| crate::config::Args::try_parse_from(["api", "--trusted-proxies", value]);
-        assert_eq!(parse("").expect("valid").trusted_proxies, Vec::<IpNet>::new());
-        assert_eq!(parse("10.0.0.0/8,::1").expect("valid").trusted_proxies.len(), 2);
-        let e = parse("10.0.0.0/33").expect_err("no /33").to_string();
-        assert!(e.contains("'10.0.0.0/33' is not an address or a network"), "{e}");
-        let defaults = crate::config::Args::try_parse_from(["api"]).expect("defaults");
-        assert_eq!(defaults.trusted_proxies, parse_networks(crate::config::DEFAULT_TRUSTED_PROXIES).expect("valid"));
     }
 
     #[test]
