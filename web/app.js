@@ -52,6 +52,10 @@
     malformed: "A registration number is made of digits only (at most 9) and does not start with 0. Check the number on your admission slip and try again.",
     unknown: "No result was found for registration number {id}. Check the number on your admission slip. If it is right, your result may not be published yet.",
     rateLimited: "Too many lookups from your connection. Please wait {wait} and try again.",
+    // The API's failed-lookup limits (a 429 with its own code): too many numbers that found
+    // nothing from this network, or too many tries at this one number (someone guessing).
+    tooManyFailed: "Too many lookups from your network found no result. Please wait {wait} and try again.",
+    tooManyTries: "Too many tries for registration number {id} found no result, so it is paused for {wait}. Check the number and the second detail on your admission slip, then try again. If they are right and this happens again, tell your school.",
     busy: "The results service is busy right now. Please wait {wait} and try again.",
     network: "The results service could not be reached. Check your internet connection and try again.",
     other: "Something went wrong on our side. Please try again in a moment."
@@ -78,6 +82,12 @@
   }
 
   function seconds(n) { return n === 1 ? "1 second" : n + " seconds"; }
+
+  // A wait of a minute and more reads in minutes (a failed-lookup pause lasts up to an hour).
+  function duration(n) {
+    if (n < 90) return seconds(n);
+    return Math.ceil(n / 60) + " minutes";
+  }
 
   // Retry-After is delta-seconds or an HTTP date; anything unreadable falls back to `fallback`.
   function retryAfter(response, fallback) {
@@ -222,11 +232,19 @@
           } else fail(MESSAGES.malformed);
         });
       }
+      if (response.status === 429) {
+        return errorOf(response).then(function (error) {
+          done();
+          var wait = duration(retryAfter(response, 1));
+          if (error.code === "too_many_tries") fail(format(MESSAGES.tooManyTries, { id: id, wait: wait }));
+          else if (error.code === "too_many_failed_lookups") fail(format(MESSAGES.tooManyFailed, { wait: wait }));
+          else fail(format(MESSAGES.rateLimited, { wait: wait }));
+        });
+      }
       done();
       // With a second detail a 404 does not say which of the two is wrong (nor does the API).
       if (response.status === 404 && secondFactor) fail(format(factor.unknown, { id: id }));
       else if (response.status === 404) fail(format(MESSAGES.unknown, { id: id }));
-      else if (response.status === 429) fail(format(MESSAGES.rateLimited, { wait: seconds(retryAfter(response, 1)) }));
       else if (response.status === 503) fail(format(MESSAGES.busy, { wait: seconds(retryAfter(response, 2)) }));
       else fail(MESSAGES.other);
     }).catch(function () {

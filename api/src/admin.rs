@@ -75,6 +75,7 @@ async fn profile(Query(query): Query<ProfileQuery>) -> Response {
             code: "invalid_seconds",
             message: format!("seconds must be between 1 and {MAX_PROFILE_SECONDS}"),
             factor: None,
+            retry_after: None,
         }
         .into_response();
     }
@@ -87,6 +88,7 @@ async fn profile(Query(query): Query<ProfileQuery>) -> Response {
                 code: "invalid_format",
                 message: "format must be svg or pb".into(),
                 factor: None,
+                retry_after: None,
             }
             .into_response();
         }
@@ -97,6 +99,7 @@ async fn profile(Query(query): Query<ProfileQuery>) -> Response {
             code: "profile_running",
             message: "a profile is already running".into(),
             factor: None,
+            retry_after: None,
         }
         .into_response();
     }

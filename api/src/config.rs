@@ -1,13 +1,25 @@
 //! Configuration: command-line flags, each also read from the environment variable named in
 //! `--help`. Tests build [`Settings`] directly and never touch the process environment.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::Parser;
 use results_core::env::{SHARED_KEY_PREFIX, shared_or};
 use results_core::keys::DEFAULT_PREFIX;
 use results_core::{FactorKey, KeyLayout};
+
+/// Failed lookups a client may make a minute (the per-client limit's default).
+pub const DEFAULT_FAILED_LOOKUPS_PER_CLIENT: u32 = 120;
+/// Failed tries at one number's second factor an hour (the per-number limit's default).
+pub const DEFAULT_FACTOR_TRIES_PER_NUMBER: u32 = 10;
+/// Whose X-Real-IP is trusted by default: loopback and the private networks NGINX runs in
+/// (compose's bridge, a cluster's pod network).
+pub const DEFAULT_TRUSTED_PROXIES: &str = "127.0.0.0/8,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7";
+
+/// A list of networks parsed from one comma-separated value (an alias, so clap parses the
+/// whole value at once rather than taking `Vec` as repeated flags: an empty value is no network).
+pub type Networks = Vec<ipnet::IpNet>;
 
 /// The variable of the log filter (tracing's EnvFilter directives); `RUST_LOG` when it is unset.
 pub const LOG_VAR: &str = "API_LOG";
@@ -114,6 +126,20 @@ pub struct Args {
     /// it such a data set answers 503.
     #[arg(long, env = "FACTOR_KEY", hide_env_values = true)]
     pub factor_key: Option<String>,
+    /// Failed lookups (404: an unknown number or a wrong second factor) one client may make a
+    /// minute; the next are answered 429 until the minute is over. 0 turns the limit off.
+    #[arg(long, env = "API_FAILED_LOOKUPS_PER_CLIENT", default_value_t = DEFAULT_FAILED_LOOKUPS_PER_CLIENT)]
+    pub failed_lookups_per_client: u32,
+    /// Failed tries one registration number may take an hour while the data set requires a
+    /// second factor, from any client (guesses at one student's factor); the next are answered
+    /// 429 until the hour is over. 0 turns the limit off.
+    #[arg(long, env = "API_FACTOR_TRIES_PER_NUMBER", default_value_t = DEFAULT_FACTOR_TRIES_PER_NUMBER)]
+    pub factor_tries_per_number: u32,
+    /// Proxies whose X-Real-IP header names the client (addresses or networks, comma-separated):
+    /// NGINX's. Replicas are reached only through NGINX; from any other address the connection's
+    /// own address is the client.
+    #[arg(long, env = "API_TRUSTED_PROXIES", default_value = DEFAULT_TRUSTED_PROXIES, value_parser = parse_networks)]
+    pub trusted_proxies: Networks,
     /// Runtime worker threads (default: one per core). Several replicas on one host share its
     /// cores: fewer threads each avoid waking and stealing across replicas (cargo xtask bench stack).
     #[arg(long, env = "API_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -161,6 +187,12 @@ pub struct Settings {
     pub factor_key: Option<FactorKey>,
     /// Whether the admin port serves the CPU profiler.
     pub pprof: bool,
+    /// Failed lookups a client may make a minute (0: no limit).
+    pub failed_lookups_per_client: u32,
+    /// Failed tries at one number's second factor an hour (0: no limit).
+    pub factor_tries_per_number: u32,
+    /// Proxies whose X-Real-IP names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Settings {
@@ -186,6 +218,9 @@ impl Settings {
             shutdown_grace: Duration::from_millis(10_000),
             factor_key: None,
             pprof: false,
+            failed_lookups_per_client: DEFAULT_FAILED_LOOKUPS_PER_CLIENT,
+            factor_tries_per_number: DEFAULT_FACTOR_TRIES_PER_NUMBER,
+            trusted_proxies: parse_networks(DEFAULT_TRUSTED_PROXIES).unwrap_or_default(),
         }
     }
 }
@@ -225,6 +260,9 @@ impl Args {
             shutdown_grace: Duration::from_millis(self.shutdown_grace_ms),
             factor_key: self.factor_key.as_deref().map(FactorKey::new).transpose()?,
             pprof: self.pprof,
+            failed_lookups_per_client: self.failed_lookups_per_client,
+            factor_tries_per_number: self.factor_tries_per_number,
+            trusted_proxies: self.trusted_proxies.clone(),
         })
     }
 }
@@ -268,4 +306,46 @@ pub fn replica_urls(given: &[String]) -> anyhow::Result<Vec<String>> {
         urls.push(url.to_owned());
     }
     Ok(urls)
+}
+
+/// `API_TRUSTED_PROXIES`: addresses or networks (`10.0.0.0/8`, `::1`), comma-separated.
+pub fn parse_networks(text: &str) -> Result<Networks, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<ipnet::IpNet>()
+                .or_else(|_| part.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| format!("'{part}' is not an address or a network (e.g. 10.0.0.0/8, ::1)"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn networks_parse_and_a_bad_entry_is_named() {
+        let nets = parse_networks("127.0.0.0/8, ::1,10.1.2.3").expect("valid");
+        assert_eq!(nets.len(), 3);
+        assert!(nets[2].contains(&"10.1.2.3".parse::<IpAddr>().expect("address")));
+        assert!(!nets[2].contains(&"10.1.2.4".parse::<IpAddr>().expect("address")));
+        let e = parse_networks("127.0.0.0/8,localhost").expect_err("a name is not an address");
+        assert!(e.contains("'localhost'"), "{e}");
+        assert_eq!(parse_networks("").expect("empty"), Networks::new());
+    }
+
+    #[test]
+    fn the_flags_take_one_list_and_an_empty_one_trusts_nobody() {
+        let parse = |value: &str| Args::try_parse_from(["api", "--trusted-proxies", value]);
+        assert_eq!(parse("").expect("valid").trusted_proxies, Networks::new());
+        assert_eq!(parse("10.0.0.0/8,::1").expect("valid").trusted_proxies.len(), 2);
+        let e = parse("10.0.0.0/33").expect_err("no /33").to_string();
+        assert!(e.contains("'10.0.0.0/33' is not an address or a network"), "{e}");
+        let defaults = Args::try_parse_from(["api"]).expect("defaults");
+        assert_eq!(defaults.trusted_proxies, parse_networks(DEFAULT_TRUSTED_PROXIES).expect("valid"));
+    }
 }

@@ -2,13 +2,17 @@
 //! `{"error": {"status": 404, "code": "unknown_id", "message": "…"}}`. A 5xx never carries
 //! internals: the cause is logged once where it happens, the client gets a fixed message.
 
+use std::time::Duration;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use results_core::FactorKind;
 use serde::Serialize;
 
+use crate::failed_lookups::Limit;
+
 /// Seconds a client should wait before retrying a 503.
-pub const RETRY_AFTER_SECONDS: u32 = 2;
+pub const RETRY_AFTER_SECONDS: u64 = 2;
 
 /// An error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +26,9 @@ pub struct ApiError {
     /// The second factor the data set asks for, on the errors about it (`pin`, `date_of_birth`):
     /// what the students' page labels its second field with.
     pub factor: Option<FactorKind>,
+    /// How long the client should wait before asking again (`Retry-After`, whole seconds
+    /// rounded up): a 503's short pause, a 429's remaining window.
+    pub retry_after: Option<Duration>,
 }
 
 #[derive(Serialize)]
@@ -41,7 +48,13 @@ struct Body<'a> {
 impl ApiError {
     /// 400: the registration number is malformed.
     pub fn invalid_id(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: "invalid_id", message: message.into(), factor: None }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_id",
+            message: message.into(),
+            factor: None,
+            retry_after: None,
+        }
     }
 
     /// 404: no result for this registration number.
@@ -51,6 +64,7 @@ impl ApiError {
             code: "unknown_id",
             message: "no result was published for this registration number".to_owned(),
             factor: None,
+            retry_after: None,
         }
     }
 
@@ -61,6 +75,7 @@ impl ApiError {
             code: "factor_required",
             message: format!("{} from the admission slip is needed besides the registration number", phrase(kind)),
             factor: Some(kind),
+            retry_after: None,
         }
     }
 
@@ -71,12 +86,39 @@ impl ApiError {
             code: "invalid_factor",
             message: format!("the second detail must be {}", kind.expected()),
             factor: Some(kind),
+            retry_after: None,
         }
+    }
+
+    /// 429: a failed-lookup limit refuses lookups for `retry_after` (the response's `Retry-After`).
+    pub fn failed_lookups_refused(limit: Limit, retry_after: Duration) -> Self {
+        let minutes = retry_after.as_secs().div_ceil(60).max(1);
+        let when = if minutes == 1 { "a minute".to_owned() } else { format!("{minutes} minutes") };
+        let (code, message) = match limit {
+            Limit::Client => (
+                "too_many_failed_lookups",
+                format!("too many lookups from your network found no result; try again in {when}"),
+            ),
+            Limit::Number => (
+                "too_many_tries",
+                format!(
+                    "too many tries for this registration number found no result; it can be looked up again in \
+                     {when}: check the number and the second detail on the admission slip"
+                ),
+            ),
+        };
+        Self { status: StatusCode::TOO_MANY_REQUESTS, code, message, factor: None, retry_after: Some(retry_after) }
     }
 
     /// 404: no such route.
     pub fn no_route() -> Self {
-        Self { status: StatusCode::NOT_FOUND, code: "not_found", message: "no such page".to_owned(), factor: None }
+        Self {
+            status: StatusCode::NOT_FOUND,
+            code: "not_found",
+            message: "no such page".to_owned(),
+            factor: None,
+            retry_after: None,
+        }
     }
 
     /// 405: the route exists, the method does not.
@@ -86,6 +128,7 @@ impl ApiError {
             code: "method_not_allowed",
             message: "only GET and HEAD are allowed here".to_owned(),
             factor: None,
+            retry_after: None,
         }
     }
 
@@ -96,6 +139,7 @@ impl ApiError {
             code: "body_too_large",
             message: "request body too large".to_owned(),
             factor: None,
+            retry_after: None,
         }
     }
 
@@ -106,6 +150,7 @@ impl ApiError {
             code: "unavailable",
             message: "results are temporarily unavailable; please retry shortly".to_owned(),
             factor: None,
+            retry_after: Some(Duration::from_secs(RETRY_AFTER_SECONDS)),
         }
     }
 
@@ -116,6 +161,7 @@ impl ApiError {
             code: "internal",
             message: "something went wrong on our side".to_owned(),
             factor: None,
+            retry_after: None,
         }
     }
 
@@ -153,8 +199,9 @@ impl IntoResponse for ApiError {
             _ => HeaderValue::from_static("no-store"),
         };
         headers.insert(header::CACHE_CONTROL, cache);
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         }
         response
     }

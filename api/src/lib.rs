@@ -12,6 +12,7 @@
 //! - [`admin`]: the private admin port: `/metrics` and `/debug/pprof/profile`.
 //! - [`lookup`]: the read path: near cache, Redis, in-process cache, PostgreSQL, and when each
 //!   is used.
+//! - [`failed_lookups`]: per-client and per-number limits of lookups that found nothing (429).
 //! - [`near_cache`]: every published result in memory, kept coherent by Redis client tracking.
 //! - [`stores`]: the Redis and PostgreSQL clients, every call bounded in time.
 //! - [`pg_servers`]: the PostgreSQL primary and its read replicas: replicas first, health marks.
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod config;
 pub mod directory;
 pub mod error;
+pub mod failed_lookups;
 pub mod lookup;
 pub mod near_cache;
 pub mod openapi;

@@ -1,4 +1,5 @@
-//! The read path: the near cache, then Redis, then the in-process cache, then PostgreSQL.
+//! The read path: the near cache, then Redis, then the in-process cache, then PostgreSQL. (Before
+//! it, the route refuses a client or number past its failed lookups: `failed_lookups`.)
 //!
 //! - Near cache (`near_cache`): while its copy is complete and coherent it answers every lookup
 //!   from memory, an unknown ID included, with no I/O. Otherwise (warming, resynchronising, over

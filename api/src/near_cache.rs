@@ -15,7 +15,8 @@
 //!   (lookups for it go to Redis) and it is fetched again in the background.
 //! - **Complete copy**: only while every bucket is loaded, tracking has been live since the
 //!   preload began and the marker's fingerprint is the one loaded does the copy answer, unknown
-//!   IDs included (404 from memory: an ID-enumeration flood touches no store).
+//!   IDs included (404 from memory: an ID-enumeration flood touches no store but the
+//!   failed-lookup counter, `failed_lookups`, which refuses the flood's client from memory).
 //! - **Lost invalidations**: a tracking connection error, a lagging invalidation channel, a
 //!   flush, or a failed marker check: the copy is not trusted (reads go to Redis) until a full
 //!   resync has finished on a live connection.

@@ -1,17 +1,17 @@
 //! The public routes: results (and the reference design's alias), health, readiness and the
 //! OpenAPI document, JSON errors for everything else, and the per-request metrics.
 
+use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::Json;
-use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
+use axum::{Extension, Json, Router};
 use results_core::factor::FACTOR_HEADER;
 use results_core::{FactorHash, StudentId};
 use serde::Serialize;
@@ -80,7 +80,12 @@ fn with_request_layers(router: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn result(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+async fn result(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     // The last segment of the raw path, still percent-encoded (axum's path extractors decode):
     // "%31000000" is not a registration number.
     let raw = uri.path().rsplit('/').next().unwrap_or_default();
@@ -89,13 +94,27 @@ async fn result(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> 
         Err(e) => return ApiError::invalid_id(e.to_string()).into_response(),
     };
     let mode = state.directory.snapshot().factor;
-    let mut response = match presented_factor(&state, mode, &headers) {
+    let factor_required = matches!(mode, FactorMode::Required(_));
+    let client = state.failed_lookups.client(peer.map(|Extension(ConnectInfo(peer))| peer), &headers);
+    let presented = presented_factor(&state, mode, &headers).and_then(|presented| {
+        // Decided from memory: a lookup within the limits costs nothing here.
+        match state.failed_lookups.refusal(client, id, factor_required) {
+            Some(refusal) => Err(ApiError::failed_lookups_refused(refusal.limit, refusal.retry_after)),
+            None => Ok(presented),
+        }
+    });
+    let mut response = match presented {
         Err(refusal) => refusal.into_response(),
         Ok(presented) => {
             match tokio::time::timeout(state.settings.request_timeout, state.lookup.find(id, presented.as_ref())).await
             {
                 Ok(Ok(rendered)) => respond(&rendered, &headers, &state.cache_control),
-                Ok(Err(LookupError::NotFound)) => ApiError::unknown_id().into_response(),
+                Ok(Err(LookupError::NotFound)) => {
+                    // Counted before answering, so a client that waits for each answer cannot
+                    // get past the limit by one.
+                    state.failed_lookups.count_failure(client, id, factor_required).await;
+                    ApiError::unknown_id().into_response()
+                }
                 Ok(Err(LookupError::Unavailable)) => ApiError::unavailable().into_response(),
                 Err(_) => {
                     // No registration number (personal data), and one line a second at most: when
@@ -108,7 +127,7 @@ async fn result(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> 
             }
         }
     };
-    if matches!(mode, FactorMode::Required(_)) {
+    if factor_required {
         // An answer that depends on a header no cache keys on must not be stored by any: NGINX's
         // micro-cache would hand one student's result (or one wrong guess's 404) to the next.
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-store"));

@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Settings;
 use crate::directory::Directory;
+use crate::failed_lookups::FailedLookups;
 use crate::lookup::Lookup;
 use crate::near_cache::NearCache;
 use crate::pg_servers::PgServers;
@@ -25,6 +26,8 @@ pub struct Inner {
     pub settings: Settings,
     /// The read path.
     pub lookup: Lookup,
+    /// The failed-lookup limits (per client, per number).
+    pub failed_lookups: FailedLookups,
     /// The near cache (inside the read path too): its state for `/readyz`, its upkeep task.
     pub near: Arc<NearCache>,
     /// Marker, schools, stream sizes, store health.
@@ -59,10 +62,18 @@ impl AppState {
         let directory = Arc::new(Directory::default());
         let near = Arc::new(NearCache::new(&settings)?);
         let lookup = Lookup::new(&settings, redis.clone(), pg.clone(), Arc::clone(&directory), Arc::clone(&near));
+        let failed_lookups = FailedLookups::new(
+            settings.failed_lookups_per_client,
+            settings.factor_tries_per_number,
+            settings.trusted_proxies.clone(),
+            redis.clone(),
+            &settings.layout,
+        );
         let cache_control = HeaderValue::from_str(&format!("public, max-age={}", settings.http_max_age_s))?;
         Ok(Self(Arc::new(Inner {
             settings,
             lookup,
+            failed_lookups,
             near,
             directory,
             redis,

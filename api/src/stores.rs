@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fred::clients::WithOptions;
+use fred::clients::{Pipeline, WithOptions};
 use fred::prelude::*;
+use fred::types::ExpireOptions;
 use results_core::generate::StreamSizes;
 use results_core::record::{Region, ResultRecord, Stream};
 use results_core::{FactorHash, FactorKind, KeyLayout, Marker, StudentId};
@@ -107,6 +108,20 @@ impl RedisTier {
     pub async fn get(&self, id: StudentId) -> Result<Option<Bytes>, StoreError> {
         let (key, field) = self.layout.result_location(id);
         Ok(self.fast().hget(key, field).await?)
+    }
+
+    /// Adds one to the counter `key`, whose window of length `window` starts at its first count;
+    /// returns the count and the time left in the window. One pipelined round trip.
+    pub async fn count_in_window(&self, key: &str, window: Duration) -> Result<(i64, Duration), StoreError> {
+        let pipeline = Pipeline::from(self.fast());
+        let () = pipeline.incr(key).await?;
+        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let () = pipeline.pexpire(key, window_ms, Some(ExpireOptions::NX)).await?;
+        let () = pipeline.pttl(key).await?;
+        let (count, _, left_ms): (i64, i64, i64) = pipeline.all().await?;
+        // PTTL is negative only if the key vanished meanwhile: count the whole window then.
+        let left = u64::try_from(left_ms).map_or(window, Duration::from_millis);
+        Ok((count, left))
     }
 
     /// Whether the completeness marker exists right now.

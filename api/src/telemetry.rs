@@ -31,6 +31,8 @@ pub const DB_POOL: &str = "db_pool_connections";
 pub const REDIS_CONNECTED: &str = "api_redis_connected";
 /// Constant 1 with the `version` label.
 pub const BUILD_INFO: &str = "api_build_info";
+/// Lookups refused before they were tried, by `limit` (client, number): see `failed_lookups`.
+pub const FAILED_LOOKUP_REFUSALS: &str = "failed_lookup_refusals_total";
 /// Lookups the near cache answered from memory, by `answer` (result, unknown, while_redis_down).
 pub const NEAR_HITS: &str = "near_cache_hits_total";
 /// Lookups the near cache could not answer (not complete, or the bucket being refetched).
@@ -91,6 +93,10 @@ fn describe() {
     describe_gauge!(DB_POOL, "PostgreSQL pool connections by server (primary, replica) and state (open, idle).");
     describe_gauge!(REDIS_CONNECTED, "1 while this replica's Redis client is connected, else 0.");
     describe_gauge!(BUILD_INFO, "Constant 1, labelled with the API's version.");
+    describe_counter!(
+        FAILED_LOOKUP_REFUSALS,
+        "Lookups answered 429 before they were tried: too many failed lookups from the client, or failed tries at the number (limit)."
+    );
 }
 
 /// `# HELP` of the near cache's metrics.

@@ -12,14 +12,27 @@ use tokio::task::JoinHandle;
 use crate::chaos::ChaosProxy;
 use crate::stores::TestStores;
 
+/// A client address of its own for each app of this process: `2001:db8:PID:N::1`.
+fn next_client_address() -> std::net::IpAddr {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pid = (std::process::id() & 0xffff) as u16;
+    std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, pid, n, 0, 0, 0, 1))
+}
+
 /// A running API; dropping it starts its graceful shutdown.
 pub struct TestApp {
     /// The public port's base URL, `http://127.0.0.1:port`.
     pub base: String,
     /// The admin port's base URL (`/metrics`, pprof).
     pub admin: String,
-    /// A client with a 20 s timeout, so a hanging API fails the test instead of stalling it.
+    /// A client with a 20 s timeout, so a hanging API fails the test instead of stalling it. It
+    /// sends `X-Real-IP: client_address`, as NGINX would.
     pub client: reqwest::Client,
+    /// The client address this app's requests come from (a documentation /64 of its own): tests
+    /// running side by side share a data set's failed-lookup counters in Redis, and the API
+    /// counts per client, so one test's unknown numbers do not count against another's.
+    pub client_address: std::net::IpAddr,
     /// The proxy in front of Redis.
     pub redis_proxy: ChaosProxy,
     /// The proxy in front of the PostgreSQL primary.
@@ -65,11 +78,19 @@ impl TestApp {
         let task = tokio::spawn(api::startup::run(settings, public, admin, async move {
             let _ = signal.await;
         }));
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("an HTTP client");
+        let client_address = next_client_address();
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("x-real-ip", client_address.to_string().parse().expect("an address is a header value"));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .default_headers(headers)
+            .build()
+            .expect("an HTTP client");
         Self {
             base,
             admin: admin_base,
             client,
+            client_address,
             redis_proxy,
             pg_proxy,
             replica_proxy: None,

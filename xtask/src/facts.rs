@@ -188,8 +188,9 @@ pub const PG_API_PASSWORD: &str = "api-local-only";
 pub const PG_EXPORTER_USER: &str = "results_exporter";
 /// Its password: a LOCAL-ONLY default, not a secret.
 pub const PG_EXPORTER_PASSWORD: &str = "exporter-local-only";
-/// The API replicas' Redis ACL user: reads keys under STACK_KEY_PREFIX, runs no write and no
-/// dangerous command (the default user, for the seeder and the tests, keeps every right).
+/// The API replicas' Redis ACL user: reads keys under STACK_KEY_PREFIX, writes only the
+/// failed-lookup counters under it, runs no dangerous command (the default user, for the seeder
+/// and the tests, keeps every right).
 pub const REDIS_API_USER: &str = "results-api";
 /// Its password: a LOCAL-ONLY default, not a secret.
 pub const REDIS_API_PASSWORD: &str = "api-local-only";

@@ -253,10 +253,20 @@ const HANDSHAKE: &[&str] = &[
 ];
 
 /// The ACL rules (after `on` and the password) of the API's user: reads of keys under `prefix`
-/// (`%R~`: read access only) and nothing that writes, flushes or reconfigures. docker-compose.yml
-/// and the k8s local overlay give their Redis the same rules (xtask/tests/deploy checks).
+/// (`%R~`: read access only), and of writes only the failed-lookup counters' (`INCR`, `PEXPIRE`
+/// on `{prefix}:limits:*`, api/src/failed_lookups.rs): nothing that writes a result, flushes or
+/// reconfigures. docker-compose.yml and the k8s local overlay give their Redis the same rules
+/// (xtask/tests/deploy checks).
 pub fn api_acl_rules(prefix: &str) -> Vec<String> {
-    let mut rules = vec![format!("%R~{prefix}*"), "resetchannels".into(), "-@all".into(), "+@read".into()];
+    let mut rules = vec![
+        format!("%R~{prefix}*"),
+        format!("%RW~{prefix}:limits:*"),
+        "resetchannels".into(),
+        "-@all".into(),
+        "+@read".into(),
+        "+incr".into(),
+        "+pexpire".into(),
+    ];
     rules.extend(HANDSHAKE.iter().map(|r| (*r).to_owned()));
     rules
 }

@@ -334,6 +334,14 @@ fn least_privilege_of_the_replicas(s: &TestStack) {
         assert!(reply.contains("NOPERM"), "the API's user ran {write:?}: {reply}");
     }
     assert!(as_api(&["GET", "elsewhere"]).contains("NOPERM"), "no key outside the prefix");
+    // Its one write: the failed-lookup counters, and only theirs.
+    let counter = format!("{prefix}:limits:client:192.0.2.1");
+    assert_eq!(as_api(&["INCR", &counter]), "1", "the API's user counts failed lookups");
+    assert_eq!(as_api(&["PEXPIRE", &counter, "60000", "NX"]), "1");
+    for refused in [&["INCR", key.as_str()][..], &["PEXPIRE", &key, "1"], &["SET", &counter, "0"], &["DEL", &counter]] {
+        let reply = as_api(refused);
+        assert!(reply.contains("NOPERM"), "the API's user ran {refused:?}: {reply}");
+    }
     use xtask::facts::{REDIS_SEEDER_PASSWORD, REDIS_SEEDER_USER};
     let as_seeder = |args: &[&str]| redis_as(redis, REDIS_SEEDER_USER, REDIS_SEEDER_PASSWORD, args);
     assert_eq!(as_seeder(&["SET", &key, "41"]), "OK", "the seeder writes its prefix");

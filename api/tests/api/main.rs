@@ -6,6 +6,7 @@
 mod factor;
 mod helpers;
 mod imported;
+mod limits;
 mod near_cache;
 mod openapi;
 mod operations;

@@ -72,7 +72,13 @@ async fn the_alias_path_answers_exactly_like_the_main_path_and_head_works() {
 async fn an_unknown_id_is_a_404_and_never_reaches_postgres() {
     let seeded = Seeded::shared(SHARED_STUDENTS).await;
     // Refresh rarely, so the only PostgreSQL traffic would come from the requests themselves.
-    let app = TestApp::spawn(&seeded, |s| s.refresh = Duration::from_secs(3_600)).await;
+    // Without the per-client failed-lookup limit, which would refuse this one client's 206
+    // unknown numbers past 120 (tests/api/limits.rs).
+    let app = TestApp::spawn(&seeded, |s| {
+        s.refresh = Duration::from_secs(3_600);
+        s.failed_lookups_per_client = 0;
+    })
+    .await;
     let ready = app.wait_ready(Duration::from_secs(5), |r| r["complete_data_set"] == true).await;
     assert_eq!(ready["complete_data_set"], true, "{ready}");
     let before = app.pg_proxy.bytes_to_server();

@@ -242,6 +242,20 @@ await step("network failure", async () => {
   await phone.unrouteAll();
 });
 
+await step("the API's failed-lookup limits (429 with its code)", async () => {
+  const limits = [
+    { code: "too_many_failed_lookups", wait: "45", expect: /Too many lookups from your network found no result\. Please wait 45 seconds/ },
+    { code: "too_many_tries", wait: "3540", expect: new RegExp(`Too many tries for registration number ${VALID_ID} .*paused for 59 minutes.*admission slip`) },
+  ];
+  for (const limit of limits) {
+    const body = JSON.stringify({ error: { status: 429, code: limit.code, message: "refused" } });
+    await phone.route("**/v1/results/**", (route) => route.fulfill({ status: 429, contentType: "application/json", headers: { "Retry-After": limit.wait }, body }));
+    const text = await messageAfter(phone, VALID_ID);
+    check(`429 ${limit.code}: its own message with the wait in ${limit.wait > 90 ? "minutes" : "seconds"}`, limit.expect.test(text) && plain(text), text);
+    await phone.unrouteAll();
+  }
+});
+
 await step("unexpected answers", async () => {
   const odd = [
     { status: 500, contentType: "text/html", body: "<h1>500</h1> panicked at src/main.rs:1: thread 'main' Exception" },
