@@ -210,8 +210,8 @@ pub struct Options {
     /// drill's harvest phase runs it alone, with no think time, from one address)
     #[arg(long, env = "LOADGEN_WEIGHT_HARVEST", default_value_t = 0, help_heading = "Scenario mix")]
     pub weight_harvest: usize,
-    /// Count NGINX's 429 `rate_limited` answers as expected, not failures (the drill's flood from
-    /// one address, refused by the per-client limits)
+    /// Count a limit's 429 (NGINX's `rate_limited`, the API's `too_many_failed_lookups` and
+    /// `too_many_tries`) as expected, not a failure (the drill's flood from one address)
     #[arg(long, env = "LOADGEN_RATE_LIMITED_OK", help_heading = "Scenario mix")]
     pub rate_limited_ok: bool,
     /// Weight of the reference design's alias path /student/{id}

@@ -34,6 +34,10 @@ use crate::recorder::Recorder;
 use crate::request::Request;
 use crate::validate::{check_error, check_result};
 
+/// The 429 envelopes `--rate-limited-ok` accepts: NGINX's per-client limit (`rate_limited`) and
+/// the API's failed-lookup limits, per client and per number (docs/second-factor.md).
+pub const REFUSAL_CODES: [&str; 3] = ["rate_limited", "too_many_failed_lookups", "too_many_tries"];
+
 /// Whom a request asks for, and so what answer is right.
 #[derive(Debug, Clone, Copy)]
 pub enum Target {
@@ -141,9 +145,11 @@ pub async fn fetch(user: &mut GooseUser, plan: &Plan, request: Request, target: 
         }
     };
     if plan.rate_limited_ok && response.status().as_u16() == 429 {
-        // Refused at the edge (NGINX's per-client limits): expected of a flood, if it says so.
+        // Refused by a limit (NGINX's per-client limit, or the API's failed-lookup limits, which
+        // a flood of unknown numbers from one address reaches): expected of a flood, if it says so.
         let body = response.bytes().await.unwrap_or_default();
-        return match check_error(&body, 429, "rate_limited") {
+        let refusal = REFUSAL_CODES.iter().map(|code| check_error(&body, 429, code)).find(Result::is_ok);
+        return match refusal.unwrap_or(Err(Mismatch::WrongErrorBody)) {
             Ok(()) => {
                 done(plan, request, started, cadence, None);
                 user.set_success(&mut metric)

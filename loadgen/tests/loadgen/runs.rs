@@ -56,8 +56,9 @@ async fn expected_404_and_400_count_as_successes() {
     assert!(summary.verdict.passed(), "{}", summary.render());
 }
 
-/// The harvest scenario walks the seeded IDs in order, each once, shared by its users; NGINX's
-/// 429 `rate_limited` is a failure unless --rate-limited-ok (the drill's flood) says it is expected.
+/// The harvest scenario walks the seeded IDs in order, each once, shared by its users; a limit's
+/// 429 (NGINX's or the API's) is a failure unless --rate-limited-ok (the drill's flood) says it is
+/// expected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_harvest_walks_the_ids_in_order_and_429s_count_as_expected_only_when_told() {
     let _one = one_load_at_a_time().await;
@@ -67,8 +68,10 @@ async fn the_harvest_walks_the_ids_in_order_and_429s_count_as_expected_only_when
         "/v1/results/{id}",
         axum::routing::get(move |axum::extract::Path(id): axum::extract::Path<u32>| {
             record.lock().expect("ids").push(id);
-            async {
-                let body = r#"{"error":{"status":429,"code":"rate_limited","message":"too many requests"}}"#;
+            // NGINX's refusal and the API's two failed-lookup ones, in turn.
+            let code = ["rate_limited", "too_many_failed_lookups", "too_many_tries"][id as usize % 3];
+            async move {
+                let body = format!(r#"{{"error":{{"status":429,"code":"{code}","message":"refused"}}}}"#);
                 (axum::http::StatusCode::TOO_MANY_REQUESTS, body)
             }
         }),
@@ -376,6 +379,9 @@ async fn with_pins_every_lookup_sends_the_students_pin_and_without_them_results_
     let seeded = test_support::Seeded::generated_with_pins(spec).await;
     let api = test_support::TestApp::spawn(&seeded, |s| {
         s.factor_key = Some(results_core::FactorKey::new(test_support::FACTOR_KEY).expect("key"));
+        // The failed-lookup limits off, as in helpers::spawn_api (the unknown numbers of the mix).
+        s.failed_lookups_per_client = 0;
+        s.factor_tries_per_number = 0;
     })
     .await;
     api.wait_ready(Duration::from_secs(20), |r| r["complete_data_set"] == true).await;
