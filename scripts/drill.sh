@@ -38,10 +38,11 @@ recovery gap inside its own window:
   correction       `seeder correct --file FILE.csv` changes one student's score; the time until
                    NGINX serves the new value is measured (skipped when the seeder has no
                    `correct` subcommand)
-  flood            a second loadgen sends only unknown and malformed IDs, as fast as allowed,
-                   from one address (NGINX's per-client limits answer much of it with 429)
   harvest          a second loadgen walks the IDs in order from one address, 8 connections, no
                    think time; reports results harvested per minute (docs/edge.md: limits)
+  flood            a second loadgen sends only unknown and malformed IDs, as fast as allowed,
+                   from one address (NGINX's per-client limit and the API's failed-lookup
+                   limit answer much of it with 429)
   slowloris        slow clients hold connections, sending a header line every few seconds
 
 Per phase it reports, from Prometheus range queries over the phase's window: the users'
@@ -342,11 +343,23 @@ else
 fi
 add_phase correction "$start" "$(now)" "$ok" "$note" "$skip"
 
+say "phase harvest: a second loadgen walks the IDs as fast as it can, from one address"
+start=$(now)
+# Before the flood, from the same address: the flood's unknown numbers pass the API's failed-lookup
+# limit and it refuses that address for the rest of its minute, which would hide NGINX's limit.
+attack_secs=$((PHASE_SECS > 4 ? PHASE_SECS - 2 : 2)) # the harvester's and the flood's run time
+"$LOADGEN_BIN" --host "$PUBLIC" --students "$STUDENTS" --users 8 --increase-rate 8 --run-time "${attack_secs}s" \
+  --think-min-ms 0 --think-max-ms 0 --weight-student 0 --weight-hot-spot 0 --weight-alias 0 --weight-wrong-id 0 \
+  --weight-harvest 1 --source-addresses 0 --metrics-listen off --progress-secs 0 --no-slo-exit \
+  --output-dir "$OUT/loadgen-harvest" >"$OUT/loadgen-harvest.log" 2>&1 || true
+quiet_until "$start"
+harvest=$(jq -r '.stats | "\((.requests - .failures) * 60 / ([.seconds, 1] | max) | floor) results/min harvested (\(.requests) requests, \(.failures) refused)"' "$OUT/loadgen-harvest/summary.json" 2>/dev/null || true)
+add_phase harvest "$start" "$(now)" 1 "harvest from one address: ${harvest:-no summary}"
+
 say "phase flood: $FLOOD_USERS users of unknown and malformed IDs, up to $FLOOD_RPS req/s"
 start=$(now)
-flood_secs=$((PHASE_SECS > 4 ? PHASE_SECS - 2 : 2))
 "$LOADGEN_BIN" --host "$PUBLIC" --students "$STUDENTS" --users "$FLOOD_USERS" --increase-rate "$FLOOD_USERS" \
-  --run-time "${flood_secs}s" --throttle-requests "$FLOOD_RPS" --think-min-ms 0 --think-max-ms 0 \
+  --run-time "${attack_secs}s" --throttle-requests "$FLOOD_RPS" --think-min-ms 0 --think-max-ms 0 \
   --weight-student 0 --weight-hot-spot 0 --weight-alias 0 --weight-wrong-id 1 --source-addresses 0 --rate-limited-ok \
   --metrics-listen off --progress-secs 0 --no-slo-exit --slo-error-ratio 0 \
   --output-dir "$OUT/loadgen-flood" >"$OUT/loadgen-flood.log" 2>&1 &
@@ -358,16 +371,6 @@ flood_requests=$(jq -r '.stats.requests // empty' "$OUT/loadgen-flood/summary.js
 flood_failures=$(jq -r '.stats.failures // empty' "$OUT/loadgen-flood/summary.json" 2>/dev/null || true)
 flood_rps=$(jq -r '.stats.rps // empty | floor' "$OUT/loadgen-flood/summary.json" 2>/dev/null || true)
 add_phase flood "$start" "$(now)" 1 "flood: ${flood_requests:-?} requests (${flood_rps:-?}/s), ${flood_failures:-?} not answered as expected"
-
-say "phase harvest: a second loadgen walks the IDs as fast as it can, from one address"
-start=$(now)
-"$LOADGEN_BIN" --host "$PUBLIC" --students "$STUDENTS" --users 8 --increase-rate 8 --run-time "${flood_secs}s" \
-  --think-min-ms 0 --think-max-ms 0 --weight-student 0 --weight-hot-spot 0 --weight-alias 0 --weight-wrong-id 0 \
-  --weight-harvest 1 --source-addresses 0 --metrics-listen off --progress-secs 0 --no-slo-exit \
-  --output-dir "$OUT/loadgen-harvest" >"$OUT/loadgen-harvest.log" 2>&1 || true
-quiet_until "$start"
-harvest=$(jq -r '.stats | "\((.requests - .failures) * 60 / ([.seconds, 1] | max) | floor) results/min harvested (\(.requests) requests, \(.failures) refused)"' "$OUT/loadgen-harvest/summary.json" 2>/dev/null || true)
-add_phase harvest "$start" "$(now)" 1 "harvest from one address: ${harvest:-no summary}"
 
 say "phase slowloris: $SLOW_CONNECTIONS slow connections"
 start=$(now)

@@ -2,7 +2,7 @@
 # scripts/tests/drill_test.sh - the result-day drill's short variant: scripts/drill.sh --short on
 # its own throw-away stack (ports from 27600): 20,000 students, 200 paced users through NGINX, and
 # every fault of the full drill for a few seconds each (SIGKILL of a replica, rolling restart, Redis
-# restart, PostgreSQL restart, a correction, an enumeration flood, a harvest, slow clients). Checks the
+# restart, PostgreSQL restart, a correction, a harvest, an enumeration flood, slow clients). Checks the
 # drill's exit status and, from its phases.csv and table.txt, zero failed client requests in
 # every phase, each phase's expected outcome (the flood leaves PostgreSQL flat, slow connections
 # are cut within NGINX's header timeout, the correction is served within its bound or is skipped
@@ -66,13 +66,13 @@ check "the short drill exits 0 (every phase met its expected outcome)" test "$rc
 PHASES=$OUT/run/phases.csv
 TABLE=$OUT/run/table.txt
 row() { awk -v p="$1" '$1 == p' "$TABLE"; } # the table row of phase $1
-for phase in ramp-up baseline kill-replica rolling-restart restart-redis restart-postgres correction flood harvest slowloris; do
+for phase in ramp-up baseline kill-replica rolling-restart restart-redis restart-postgres correction harvest flood slowloris; do
   check "phase $phase is in phases.csv" grep -q "^$phase," "$PHASES"
   # table columns: phase secs requests failed p50 p99 PG-lookups PG-xact verdict ...
   check "phase $phase: client requests counted" bash -c "[[ \$(awk -v p='$phase' '\$1 == p { print \$3 }' '$TABLE') -gt 0 ]]"
   check "phase $phase: zero failed client requests" bash -c "[[ \$(awk -v p='$phase' '\$1 == p { print \$4 }' '$TABLE') == 0 ]]"
 done
-for phase in ramp-up baseline kill-replica rolling-restart restart-redis restart-postgres flood harvest slowloris; do
+for phase in ramp-up baseline kill-replica rolling-restart restart-redis restart-postgres harvest flood slowloris; do
   check "phase $phase: PASS" bash -c "awk -v p='$phase' '\$1 == p { print \$9 }' '$TABLE' | grep -qx PASS"
 done
 if "$SEEDER_BIN" correct --help >/dev/null 2>&1; then
