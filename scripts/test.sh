@@ -2,7 +2,7 @@
 # scripts/test.sh - the project's one test command: what newcomers run and what CI proves.
 #
 # Starts the native stack's PostgreSQL and Redis (installing what is missing), sweeps what earlier
-# runs left behind, builds every test once, then runs `cargo test` and the script tests in
+# runs left behind (full runs only), builds every test once, then runs `cargo test` and the script tests in
 # scripts/tests/ side by side (TEST_JOBS at a time, default 3), each suite's output whole when it
 # ends, then a table of wall times and one tally line. All of it is `cargo xtask test`
 # (xtask/src/suite.rs); extra arguments go to `cargo test` alone (e.g. scripts/test.sh -p seeder

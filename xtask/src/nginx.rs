@@ -272,4 +272,20 @@ mod tests {
         assert_eq!(conf_switch(text, "ratelimit_key"), "off");
         assert_eq!(conf_switch(text, "other"), "?");
     }
+
+    /// render.sh runs where xtask does not (the compose and k8s images), so it keeps its own
+    /// defaults: they must be the stack's.
+    #[test]
+    fn render_sh_defaults_are_the_stacks() {
+        let script = include_str!("../../nginx/render.sh");
+        for name in ["MICROCACHE", "RATE_LIMIT", "RATE", "CONN_LIMIT", "REAL_IP_FROM"] {
+            let line = format!(": \"${{NGINX_{name}:=");
+            let rendered = script
+                .lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .and_then(|rest| rest.strip_suffix("}\""))
+                .unwrap_or_else(|| panic!("render.sh sets no default for NGINX_{name}"));
+            assert_eq!(rendered, crate::facts::default_of(&format!("STACK_NGINX_{name}")), "NGINX_{name}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! `cargo xtask test` (what scripts/test.sh runs): the project's one test command. Brings the
-//! stack's PostgreSQL and Redis up, sweeps what earlier runs left behind, builds every test once
+//! stack's PostgreSQL and Redis up, sweeps what earlier runs left behind (a full run only), builds every test once
 //! (`cargo test --no-run`), then runs the suites side by side in `--jobs` lanes: each test binary
 //! cargo built (in its package's folder, as `cargo test` runs it), the doc tests, and each script
 //! test (scripts/tests/*_test.sh). Each suite's output is printed whole when it ends; a table of
@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long, env = "TEST_JOBS", default_value_t = DEFAULT_JOBS, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub jobs: u32,
     /// Arguments for `cargo test` (e.g. `-p seeder killed`); with any, `cargo test` runs with
-    /// them, its output live, and nothing else.
+    /// them, its output live, and nothing else (no sweep: another run may be using the stores).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub cargo_args: Vec<String>,
 }
@@ -99,15 +99,17 @@ pub fn main(args: &Args) -> Result<ExitCode> {
         apt::install(&["wrk".to_owned()])?;
     }
     let env = stack::env_pairs(&stores);
-    sweep(&stores, &env)?;
 
     if !args.cargo_args.is_empty() {
-        // A chosen part: cargo test alone, its output live, as cargo prints it.
+        // A chosen part: cargo test alone, its output live, as cargo prints it. No sweep: a
+        // part may run beside another run on the same stores (another checkout's), whose test
+        // databases and keys the sweep would drop mid-test.
         let run = Instant::now();
         let ok = cargo(&repo, &env, &["test", "--locked"], &args.cargo_args).status()?.success();
         print_table(&[("cargo test".to_owned(), run.elapsed().as_secs())]);
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
     }
+    sweep(&stores, &env)?;
     let build = Instant::now();
     say("building the tests");
     let binaries = build_test_binaries(&repo, &env)?;
