@@ -93,6 +93,8 @@ Options (environment variable in brackets; default after the colon):
 Binaries: DRILL_API_BIN, DRILL_SEEDER_BIN, DRILL_LOADGEN_BIN [target/release/api, seeder,
 loadgen; built with `cargo build --release --locked -p api -p seeder -p loadgen` unless
 --no-build]. DRILL_NGINX_MICROCACHE [off], DRILL_NGINX_RATE_LIMIT [on]: as the stack's defaults.
+DRILL_PINS [off]: on seeds a data set that requires PINs (seeder --pins, FACTOR_KEY); the users
+and the flood send theirs, the harvester none; the correction phase is skipped (it reads without).
 Needs: curl, jq (and what cargo xtask stack installs).
 EOF
 }
@@ -197,7 +199,12 @@ say "stack in $STACK_DIR: nginx $STACK_NGINX_PORT, prometheus $STACK_PROMETHEUS_
 stack up || fatal "xtask stack up (pg redis) failed; read $OUT/drill.log"
 eval "$("$XTASK" stack env)"
 export DATABASE_URL REDIS_URL
-say "seeding $STUDENTS students"
+pins=() # DRILL_PINS=on: loadgen's flag for the users and the flood
+if [[ ${DRILL_PINS:-off} == on ]]; then
+  export FACTOR_KEY=${FACTOR_KEY:-drill-local-only-factor-key-0123456789} SEEDER_PINS=on
+  pins=(--pins)
+fi
+say "seeding $STUDENTS students${pins:+ (PINs required)}"
 SEEDER_PROGRESS=quiet SEEDER_KEY_PREFIX=$STACK_KEY_PREFIX "$SEEDER_BIN" --students "$STUDENTS" >>"$OUT/drill.log" 2>&1 ||
   fatal "seeding failed; read $OUT/drill.log"
 STACK_SERVICES="api nginx exporters prometheus" stack up || fatal "xtask stack up (api nginx exporters prometheus) failed; read $OUT/drill.log"
@@ -229,7 +236,7 @@ RUN_TIME=$((PHASE_SECS * 10 + 600))
 say "load: $USERS users through NGINX, $THINK_MIN-$THINK_MAX ms think time, ramp $RAMP_RATE/s"
 T0=$(now)
 "$LOADGEN_BIN" --host "$PUBLIC" --students "$STUDENTS" --users "$USERS" --increase-rate "$RAMP_RATE" \
-  --run-time "${RUN_TIME}s" --think-min-ms "$THINK_MIN" --think-max-ms "$THINK_MAX" \
+  --run-time "${RUN_TIME}s" --think-min-ms "$THINK_MIN" --think-max-ms "$THINK_MAX" "${pins[@]}" \
   --metrics-listen "127.0.0.1:$STACK_LOADGEN_METRICS_PORT" --progress-secs 10 --no-slo-exit \
   --slo-error-ratio 0 --output-dir "$OUT/loadgen-users" >"$OUT/loadgen-users.log" 2>&1 &
 USERS_PID=$!
@@ -302,8 +309,9 @@ add_phase restart-postgres "$start" "$(now)" "$ok" "PostgreSQL stopped (fast) an
 
 say "phase correction"
 start=$(now) ok=1 skip='' note=''
-if ! "$SEEDER_BIN" correct --help >/dev/null 2>&1; then
+if ((${#pins[@]})) || ! "$SEEDER_BIN" correct --help >/dev/null 2>&1; then
   skip="skipped: seeder has no correct subcommand"
+  ((${#pins[@]})) && skip="skipped: DRILL_PINS=on (the check reads the result without its PIN)"
   note=$skip
   say "correction: $skip"
   quiet_until "$start"
@@ -354,13 +362,15 @@ attack_secs=$((PHASE_SECS > 4 ? PHASE_SECS - 2 : 2)) # the harvester's and the f
   --output-dir "$OUT/loadgen-harvest" >"$OUT/loadgen-harvest.log" 2>&1 || true
 quiet_until "$start"
 harvest=$(jq -r '.stats | "\((.requests - .failures) * 60 / ([.seconds, 1] | max) | floor) results/min harvested (\(.requests) requests, \(.failures) refused)"' "$OUT/loadgen-harvest/summary.json" 2>/dev/null || true)
-add_phase harvest "$start" "$(now)" 1 "harvest from one address: ${harvest:-no summary}"
+ok=1 # with PINs required, a harvester without them must get no result at all
+((${#pins[@]})) && [[ ${harvest%% *} != 0 ]] && ok=0
+add_phase harvest "$start" "$(now)" "$ok" "harvest from one address${pins:+ without PINs}: ${harvest:-no summary}"
 
 say "phase flood: $FLOOD_USERS users of unknown and malformed IDs, up to $FLOOD_RPS req/s"
 start=$(now)
 "$LOADGEN_BIN" --host "$PUBLIC" --students "$STUDENTS" --users "$FLOOD_USERS" --increase-rate "$FLOOD_USERS" \
   --run-time "${attack_secs}s" --throttle-requests "$FLOOD_RPS" --think-min-ms 0 --think-max-ms 0 \
-  --weight-student 0 --weight-hot-spot 0 --weight-alias 0 --weight-wrong-id 1 --source-addresses 0 --rate-limited-ok \
+  --weight-student 0 --weight-hot-spot 0 --weight-alias 0 --weight-wrong-id 1 --source-addresses 0 --rate-limited-ok "${pins[@]}" \
   --metrics-listen off --progress-secs 0 --no-slo-exit --slo-error-ratio 0 \
   --output-dir "$OUT/loadgen-flood" >"$OUT/loadgen-flood.log" 2>&1 &
 FLOOD_PID=$!
