@@ -555,11 +555,13 @@ impl NearCache {
     /// [`NearCache::get`], and in bounded mode a miss reads the bucket through the tracking
     /// connection (so Redis tracks it for this connection), answers from it and keeps it unless it
     /// was invalidated meanwhile. [`Answer::AskRedis`]: the cache cannot say (not trusted, or the
-    /// read failed: the Redis tier answers, and counts the error).
-    pub async fn lookup(&self, id: StudentId) -> Answer {
+    /// read failed: the Redis tier answers, and counts its own errors). An error: that read took
+    /// the lookup's whole Redis timeout, so Redis is slow and asking it again would double the
+    /// wait; the caller treats Redis as down for this lookup.
+    pub async fn lookup(&self, id: StudentId) -> Result<Answer, Error> {
         let answer = self.get(id);
         if answer != Answer::AskRedis {
-            return answer;
+            return Ok(answer);
         }
         self.fetch_bounded(id).await
     }
@@ -571,15 +573,15 @@ impl NearCache {
     }
 
     /// A bounded miss: see [`NearCache::lookup`].
-    async fn fetch_bounded(&self, id: StudentId) -> Answer {
-        let Some(client) = &self.client else { return Answer::AskRedis };
+    async fn fetch_bounded(&self, id: StudentId) -> Result<Answer, Error> {
+        let Some(client) = &self.client else { return Ok(Answer::AskRedis) };
         // Read before anything else: a trust loss from here on (the connection dropped; the one
         // fred opens next tracks nothing until the keeper's resync) keeps the reply out.
         let generation = self.generation.load(Ordering::SeqCst);
         if self.state() != State::Bounded || !client.is_connected() {
-            return Answer::AskRedis;
+            return Ok(Answer::AskRedis);
         }
-        let Some(cache) = self.bounded.load_full() else { return Answer::AskRedis };
+        let Some(cache) = self.bounded.load_full() else { return Ok(Answer::AskRedis) };
         let (bucket, field) = (KeyLayout::bucket_of(id), id.get() % BUCKET_SIZE);
         // Before the read: an invalidation processed from here on (fred hands them to the
         // listener, so it may come before or after this reply) keeps the reply out.
@@ -588,7 +590,9 @@ impl NearCache {
         let read = client.with_options(&options).hgetall(self.layout.bucket_key(bucket)).await;
         let fields: HashMap<String, Bytes> = match read {
             Ok(fields) => fields,
-            Err(_) => return Answer::AskRedis,
+            Err(e) if *e.kind() == ErrorKind::Timeout => return Err(e),
+            // This connection failed (the listener hears of it): the read pool may still answer.
+            Err(_) => return Ok(Answer::AskRedis),
         };
         let value = Arc::new(Bucket::from_fields(fields));
         // Absent from a bucket read while the marker is complete: unknown, as a kept bucket says.
@@ -596,7 +600,7 @@ impl NearCache {
         if self.generation.load(Ordering::SeqCst) == generation && cache.fill(bucket, epoch, value) {
             self.show_bytes();
         }
-        answer
+        Ok(answer)
     }
 
     fn read(&self, id: StudentId) -> Answer {

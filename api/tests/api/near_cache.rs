@@ -263,7 +263,11 @@ async fn a_data_set_over_the_budget_is_kept_bounded_and_the_budget_holds_when_it
     assert_eq!(small.state(), State::Bounded);
     assert!(small.bytes() <= budget, "holds {} bytes", small.bytes());
     let expected = encode_result(&record(&seeded, 0));
-    assert_eq!(small.lookup(first).await, Answer::Value(expected.clone().into()), "read through Redis");
+    assert_eq!(
+        small.lookup(first).await.expect("no timeout"),
+        Answer::Value(expected.clone().into()),
+        "read through Redis"
+    );
     assert_eq!(small.get(first), Answer::AskRedis, "a bucket bigger than the budget is not kept");
     // Not copied again while the data set is the same (each try would read it from Redis).
     for _ in 0..10 {
@@ -315,7 +319,12 @@ async fn a_bounded_near_cache_answers_every_id_right_within_its_budget_evicting_
     let order = (0..records.len()).chain((0..records.len()).rev().step_by(7));
     let mut most = 0;
     for (n, index) in order.enumerate() {
-        assert_eq!(near.lookup(records[index].id).await, value(index), "student {}", records[index].id);
+        assert_eq!(
+            near.lookup(records[index].id).await.expect("no timeout"),
+            value(index),
+            "student {}",
+            records[index].id
+        );
         most = most.max(near.bytes());
         assert!(near.bytes() <= BOUNDED_BUDGET, "{} bytes after {n} lookups", near.bytes());
         if n + 1 == records.len() {
@@ -329,7 +338,7 @@ async fn a_bounded_near_cache_answers_every_id_right_within_its_budget_evicting_
     let first = seeded.spec.first_id();
     for unknown in [first - 1, first + BIG, 9_999_999] {
         let id = StudentId::new(unknown).expect("an ID");
-        assert_eq!(near.lookup(id).await, Answer::Unknown, "{unknown} is outside the data set");
+        assert_eq!(near.lookup(id).await.expect("no timeout"), Answer::Unknown, "{unknown} is outside the data set");
     }
     stop.cancel();
 }
@@ -458,7 +467,7 @@ async fn a_bounded_near_cache_is_emptied_when_the_marker_changes_or_goes() {
     let index = 1_234;
     let id = record(&seeded, index).id;
     let expected = Answer::Value(encode_result(&record(&seeded, index)).into());
-    assert_eq!(near.lookup(id).await, expected);
+    assert_eq!(near.lookup(id).await.expect("no timeout"), expected);
     assert_eq!(near.get(id), expected, "kept");
     let held = near.bytes();
 
@@ -473,7 +482,7 @@ async fn a_bounded_near_cache_is_emptied_when_the_marker_changes_or_goes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(near.bytes() < held, "emptied: {} bytes, {held} before", near.bytes());
-    assert_eq!(near.lookup(id).await, expected, "read again");
+    assert_eq!(near.lookup(id).await.expect("no timeout"), expected, "read again");
     assert_eq!(near.get(id), expected, "and kept");
 
     let _: i64 = redis.del(&marker_key).await.expect("delete the marker, as a reload does");
@@ -483,6 +492,23 @@ async fn a_bounded_near_cache_is_emptied_when_the_marker_changes_or_goes() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!((near.bytes(), near.get(id)), (0, Answer::AskRedis), "nothing kept without a complete data set");
-    assert_eq!(near.lookup(id).await, Answer::AskRedis, "Redis answers, with its marker check");
+    assert_eq!(near.lookup(id).await.expect("no timeout"), Answer::AskRedis, "Redis answers, with its marker check");
     stop.cancel();
+}
+
+#[tokio::test]
+async fn a_bounded_miss_on_a_slow_redis_waits_for_one_redis_timeout_not_two() {
+    let seeded = Seeded::new(BIG).await;
+    let timeout = Duration::from_millis(400);
+    let app = spawn_bounded(&seeded, |s| s.redis_timeout = timeout).await;
+    app.redis_proxy.set_delay(Duration::from_secs(2));
+    let pg_before = app.pg_proxy.bytes_to_server();
+    let started = Instant::now();
+    let id = seeded.spec.first_id() + 5_555;
+    let response = app.get(&format!("/v1/results/{id}")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 200);
+    assert!(app.pg_proxy.bytes_to_server() > pg_before, "PostgreSQL answered");
+    // The bounded read's timeout and a PostgreSQL query; asking Redis again would add another.
+    assert!(elapsed >= timeout && elapsed < timeout + Duration::from_millis(300), "took {elapsed:?}");
 }
