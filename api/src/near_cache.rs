@@ -1,6 +1,7 @@
 //! The near cache: a copy of every published result in this replica's memory, kept coherent by
 //! Redis itself (server-assisted client-side caching: RESP3 `CLIENT TRACKING` in broadcast mode
-//! on the layout's key prefix, on a connection of its own).
+//! on the layout's key prefix, on a connection of its own); for a data set over its memory
+//! budget, the part lookups read, least recently used evicted (bounded mode, below).
 //!
 //! Why: a Redis round trip per lookup (a socket write, a read, a wake-up and Redis' own work) was
 //! most of a replica's CPU per request, for data that does not change on result day except for
