@@ -84,7 +84,9 @@ pub struct Args {
     pub redis_pool_size: u64,
     /// Memory budget of the near cache, in MiB: a copy of every published result, kept coherent
     /// by Redis (client tracking), that answers lookups without I/O. A data set whose copy does
-    /// not fit is not copied (lookups read Redis). 0 turns it off. Off for Redis Cluster.
+    /// not fit is kept bounded: the results lookups read (whole buckets of 100), least recently
+    /// used evicted first, within the budget; a lookup of another reads Redis. 0 turns it off.
+    /// Off for Redis Cluster.
     #[arg(long, env = "API_NEAR_CACHE_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(0..=65_536))]
     pub near_cache_mb: u64,
     /// Results kept in the in-process cache.

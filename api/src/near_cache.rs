@@ -1,6 +1,7 @@
 //! The near cache: a copy of every published result in this replica's memory, kept coherent by
 //! Redis itself (server-assisted client-side caching: RESP3 `CLIENT TRACKING` in broadcast mode
-//! on the layout's key prefix, on a connection of its own).
+//! on the layout's key prefix, on a connection of its own); for a data set over its memory
+//! budget, the part lookups read, least recently used evicted (bounded mode, below).
 //!
 //! Why: a Redis round trip per lookup (a socket write, a read, a wake-up and Redis' own work) was
 //! most of a replica's CPU per request, for data that does not change on result day except for
@@ -26,15 +27,45 @@
 //!   connection is down too (once any connection is back, Redis answers), and only while
 //!   PostgreSQL's data set has the copy's fingerprint: a correction committed while Redis is down
 //!   (it cannot be published) changes it, and PostgreSQL answers from the next directory refresh.
-//! - **Budget**: a data set whose copy would exceed the memory budget is not copied (the
-//!   replica reads Redis as without the near cache), until the marker changes.
+//!
+//! **Bounded mode**: a data set whose copy would exceed the memory budget (the preload finds it
+//! out, once per marker fingerprint) is not copied; the replica keeps the buckets its lookups
+//! read instead, within the budget, least recently used evicted first (`BoundedCache`). Tracking
+//! switches to Redis' default mode (no prefix, no broadcast): Redis remembers the keys this
+//! connection read and pushes each one's invalidation once, when it is next written (broadcast
+//! mode would push every write of a data set the cache mostly does not hold). Its rules, each
+//! tested too:
+//! - **Reads through the tracking connection**: a kept bucket answers from memory; a miss reads
+//!   the whole bucket (`HGETALL`) on the tracking connection, so Redis tracks it for that
+//!   connection, answers from it and keeps it. A bucket answers unknown IDs of its range, and an
+//!   ID outside the marker's range is unknown, while the marker is complete, as the full copy.
+//! - **Race**: fred hands invalidations to the listener task, so a reply and the invalidation
+//!   of a write after it may be processed in either order. Each shard keeps epochs bumped by
+//!   every invalidation, read before the fetch: the reply answers its lookup but is kept only if
+//!   no invalidation came since (nor a trust loss: the generation, read first).
+//! - **Lost invalidations** (as above, and any reconnection: the new connection tracks nothing):
+//!   the bounded cache is emptied and reads go to Redis until tracking is on again on a live
+//!   connection. It answers nothing while Redis is down: it holds only a part.
+//! - **Reload**: the marker deleted empties it; its fingerprint changed empties it, and the new
+//!   data set is preloaded whole if it fits. The marker is read on the tracking connection at
+//!   each check, which also keeps it tracked (default mode forgets a key once it was pushed).
+//! - **Budget**: `near_cache_bytes` counts the kept buckets, their LRU bookkeeping and the
+//!   shards; a store evicts before it adds, under its shard's lock, so it never exceeds the
+//!   budget.
+//! - The cost: a miss reads a bucket of 100 results where the Redis tier reads one, so with
+//!   uniformly random IDs over a data set ten times the budget (nine lookups in ten miss) it costs
+//!   Redis and the network more than no near cache; it pays where lookups repeat (a region's or a
+//!   school's students, a hot minute), and Redis default-mode tracking also keeps a table of the
+//!   keys each replica read (`tracking-table-max-keys`: past it Redis pushes invalidations to
+//!   make room, which merely empty buckets here).
 //!
 //! Redis Cluster is not covered: fred switches broadcast tracking on for one node only, so the
 //! near cache stays off for a `redis-cluster://` URL.
 
 use std::collections::HashMap;
+use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -42,6 +73,7 @@ use bytes::Bytes;
 use fred::prelude::*;
 use fred::types::RespVersion;
 use futures_util::StreamExt;
+use hashlink::LinkedHashMap;
 use metrics::{Counter, Gauge};
 use results_core::keys::BUCKET_SIZE;
 use results_core::{KeyLayout, Marker, READABLE_CODEC_VERSIONS, StudentId};
@@ -60,6 +92,19 @@ const INVALIDATION_QUEUE: usize = 8_192;
 
 // A bucket's fields fit in one presence mask.
 const _: () = assert!(BUCKET_SIZE <= 128);
+
+/// The bounded cache's shards: each has a lock and a budget of its own, so lookups on both cores
+/// rarely wait for one another; no more than this (a shard's budget must hold some dozen buckets).
+const MAX_SHARDS: u64 = 16;
+/// A shard's budget at least, when the budget allows: ~40 buckets of 100 results.
+const MIN_SHARD_BUDGET: u64 = 256 << 10;
+/// Epochs per shard: an invalidation bumps its bucket's stripe. A fetch of another bucket of the
+/// same stripe in flight then is not kept (its next lookup reads it again): rare, and the epochs
+/// take the same memory whatever the data set's size (ten times 674k students: 67k buckets).
+const EPOCH_STRIPES: usize = 64;
+/// Memory per kept bucket beyond [`Bucket::bytes`]: its `Arc`, its hash slot, its LRU links and
+/// key (the allocator's own rounding is not counted).
+const ENTRY_OVERHEAD: u64 = 64;
 
 /// One bucket hash as Redis holds it: the values back to back, opaque.
 #[derive(Debug)]
@@ -173,6 +218,114 @@ impl DataCopy {
     }
 }
 
+/// One shard of the bounded cache.
+struct Shard {
+    /// The kept buckets, least recently used first.
+    lru: LinkedHashMap<u32, Arc<Bucket>>,
+    /// Memory held by the kept buckets (with [`ENTRY_OVERHEAD`]).
+    bytes: u64,
+    /// Bumped by every invalidation of a bucket of the stripe: a fetch that read its stripe's
+    /// epoch before is not kept.
+    epochs: [u64; EPOCH_STRIPES],
+}
+
+/// The bounded mode's cache (a data set too big for the budget): the buckets lookups read,
+/// least recently used evicted first, each shard within its share of the budget.
+///
+/// A hand-written weighted LRU over `hashlink`'s ordered map rather than moka: moka applies its
+/// evictions in batches (its housekeeping), so its weighted size may exceed the budget between
+/// them, and the epoch check before a store must be atomic with the store; here both happen under
+/// the shard's lock, and a store evicts before it adds, so the budget always holds.
+struct BoundedCache {
+    /// The data set (the marker's fingerprint) the kept buckets belong to.
+    fingerprint: String,
+    /// The marker's buckets: an ID outside them is unknown.
+    buckets: RangeInclusive<u32>,
+    shards: Box<[Mutex<Shard>]>,
+    /// Memory each shard may hold.
+    shard_budget: u64,
+    /// Memory held in all: the bookkeeping and every shard's buckets.
+    bytes: AtomicU64,
+}
+
+impl BoundedCache {
+    fn new(marker: &Marker, budget: u64) -> Self {
+        let shards = (budget / MIN_SHARD_BUDGET).clamp(1, MAX_SHARDS);
+        let overhead = (size_of::<Self>() as u64) + shards * size_of::<Mutex<Shard>>() as u64;
+        let shards: Box<[Mutex<Shard>]> = (0..shards)
+            .map(|_| Mutex::new(Shard { lru: LinkedHashMap::new(), bytes: 0, epochs: [0; EPOCH_STRIPES] }))
+            .collect();
+        Self {
+            fingerprint: marker.fingerprint.clone(),
+            buckets: KeyLayout::buckets_for(marker.first_id..=marker.last_id),
+            shard_budget: budget.saturating_sub(overhead) / shards.len() as u64,
+            shards,
+            bytes: AtomicU64::new(overhead),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::SeqCst)
+    }
+
+    /// The shard of `bucket`, and the stripe of its epoch there.
+    fn shard(&self, bucket: u32) -> (MutexGuard<'_, Shard>, usize) {
+        let n = self.shards.len();
+        let shard = self.shards[bucket as usize % n].lock().unwrap_or_else(PoisonError::into_inner);
+        // Consecutive buckets of one shard fall in different stripes.
+        (shard, bucket as usize / n % EPOCH_STRIPES)
+    }
+
+    /// The kept answer for `field` of `bucket` (`None`: the bucket is not kept); marks the bucket
+    /// used.
+    fn get(&self, bucket: u32, field: u32) -> Option<Answer> {
+        if !self.buckets.contains(&bucket) {
+            return Some(Answer::Unknown);
+        }
+        let (mut shard, _) = self.shard(bucket);
+        let kept = shard.lru.to_back(&bucket)?;
+        Some(kept.value(field).map_or(Answer::Unknown, Answer::Value))
+    }
+
+    /// The epoch to read before fetching `bucket`, for [`BoundedCache::fill`].
+    fn epoch(&self, bucket: u32) -> u64 {
+        let (shard, stripe) = self.shard(bucket);
+        shard.epochs[stripe]
+    }
+
+    /// Keeps a fetched bucket unless an invalidation of its stripe came after `epoch` was read,
+    /// evicting the least recently used buckets first; whether it was kept.
+    fn fill(&self, bucket: u32, epoch: u64, value: Arc<Bucket>) -> bool {
+        let cost = value.bytes() + ENTRY_OVERHEAD;
+        let (mut shard, stripe) = self.shard(bucket);
+        if shard.epochs[stripe] != epoch || cost > self.shard_budget {
+            return false;
+        }
+        let mut freed = shard.lru.remove(&bucket).map_or(0, |old| old.bytes() + ENTRY_OVERHEAD);
+        while shard.bytes - freed + cost > self.shard_budget {
+            let Some((_, old)) = shard.lru.pop_front() else { break };
+            freed += old.bytes() + ENTRY_OVERHEAD;
+        }
+        shard.lru.insert(bucket, value);
+        shard.bytes = shard.bytes - freed + cost;
+        // Freed before added: the total never shows more than the shards hold.
+        self.bytes.fetch_sub(freed, Ordering::SeqCst);
+        self.bytes.fetch_add(cost, Ordering::SeqCst);
+        true
+    }
+
+    /// Forgets `bucket` (Redis says it was written) and keeps a fetch in flight from storing it.
+    fn invalidate(&self, bucket: u32) {
+        let (mut shard, stripe) = self.shard(bucket);
+        shard.epochs[stripe] = shard.epochs[stripe].wrapping_add(1);
+        if let Some(old) = shard.lru.remove(&bucket) {
+            let freed = old.bytes() + ENTRY_OVERHEAD;
+            shard.bytes -= freed;
+            self.bytes.fetch_sub(freed, Ordering::SeqCst);
+        }
+    }
+}
+
 /// What the copy says about an ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -197,8 +350,9 @@ pub enum State {
     /// A copy exists but is not trusted (tracking dropped, marker changed): reads go to Redis;
     /// the copy answers only while Redis cannot.
     Resyncing = 3,
-    /// The data set does not fit the memory budget: reads go to Redis.
-    OverBudget = 4,
+    /// The data set does not fit the memory budget: the buckets lookups read are kept, within
+    /// it, under default-mode tracking; a lookup of another reads its bucket from Redis.
+    Bounded = 4,
 }
 
 impl State {
@@ -207,7 +361,7 @@ impl State {
             1 => Self::Warming,
             2 => Self::Complete,
             3 => Self::Resyncing,
-            4 => Self::OverBudget,
+            4 => Self::Bounded,
             _ => Self::Off,
         }
     }
@@ -219,7 +373,7 @@ impl State {
             Self::Warming => "warming",
             Self::Complete => "complete",
             Self::Resyncing => "resyncing",
-            Self::OverBudget => "over_budget",
+            Self::Bounded => "bounded",
         }
     }
 }
@@ -253,19 +407,25 @@ fn count_resync(outcome: &'static str) {
 
 /// The near cache of one replica.
 pub struct NearCache {
+    /// The full copy (a data set within the budget).
     copy: ArcSwapOption<DataCopy>,
+    /// The bounded cache (a data set over the budget).
+    bounded: ArcSwapOption<BoundedCache>,
     state: AtomicU8,
     /// Bumped by every event that may have lost an invalidation: a resync that began before
     /// the last bump does not make the copy trusted.
     generation: AtomicU64,
-    /// Memory held by the copy, bytes.
+    /// Memory held by the full copy, bytes (the bounded cache counts its own).
     bytes: AtomicU64,
     budget: u64,
+    /// A lookup's Redis timeout: a bounded miss's read waits no longer than the Redis tier's.
+    read_timeout: Duration,
     layout: KeyLayout,
     /// The tracking connection (also what the preload and refetches read through).
     client: Option<Client>,
-    /// The fingerprint of the data set found over budget: not tried again until it changes.
-    refused: Mutex<Option<String>>,
+    /// The fingerprint of the data set found over budget: kept bounded, not copied again, until
+    /// it changes.
+    bounded_for: Mutex<Option<String>>,
     /// The marker key was written or deleted: the keeper checks it now.
     marker_touched: Notify,
     meters: Meters,
@@ -304,13 +464,15 @@ impl NearCache {
         }
         Ok(Self {
             copy: ArcSwapOption::empty(),
+            bounded: ArcSwapOption::empty(),
             state: AtomicU8::new(if off { State::Off } else { State::Warming } as u8),
             generation: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             budget: settings.near_cache_budget,
+            read_timeout: settings.redis_timeout,
             layout: settings.layout.clone(),
             client,
-            refused: Mutex::new(None),
+            bounded_for: Mutex::new(None),
             marker_touched: Notify::new(),
             meters: Meters::new(),
         })
@@ -334,21 +496,32 @@ impl NearCache {
         self.copy.load().as_ref().is_some_and(|c| c.whole.load(Ordering::SeqCst))
     }
 
-    /// Memory held by the copy, bytes.
+    /// Memory held by the copy or the bounded cache, bytes.
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::Relaxed)
+        match self.bounded.load().as_ref() {
+            Some(bounded) => bounded.bytes(),
+            None => self.bytes.load(Ordering::Relaxed),
+        }
     }
 
-    /// The copy's answer for `id` while it is complete and coherent; [`Answer::AskRedis`]
-    /// otherwise. Does no I/O.
+    fn show_bytes(&self) {
+        self.meters.bytes.set(self.bytes() as f64);
+    }
+
+    /// The answer from memory for `id` while the copy is complete and coherent, or while the
+    /// bounded cache is trusted and keeps `id`'s bucket; [`Answer::AskRedis`] otherwise. Does no
+    /// I/O.
     pub fn get(&self, id: StudentId) -> Answer {
-        if self.state() != State::Complete {
-            if self.client.is_some() {
-                self.meters.misses.increment(1);
+        let answer = match self.state() {
+            State::Complete => self.read(id),
+            State::Bounded => self.read_bounded(id),
+            State::Off | State::Warming | State::Resyncing => {
+                if self.client.is_some() {
+                    self.meters.misses.increment(1);
+                }
+                return Answer::AskRedis;
             }
-            return Answer::AskRedis;
-        }
-        let answer = self.read(id);
+        };
         match answer {
             Answer::Value(_) => self.meters.hit_result.increment(1),
             Answer::Unknown => self.meters.hit_unknown.increment(1),
@@ -380,6 +553,57 @@ impl NearCache {
         answer
     }
 
+    /// [`NearCache::get`], and in bounded mode a miss reads the bucket through the tracking
+    /// connection (so Redis tracks it for this connection), answers from it and keeps it unless it
+    /// was invalidated meanwhile. [`Answer::AskRedis`]: the cache cannot say (not trusted, or the
+    /// read failed: the Redis tier answers, and counts its own errors). An error: that read took
+    /// the lookup's whole Redis timeout, so Redis is slow and asking it again would double the
+    /// wait; the caller treats Redis as down for this lookup.
+    pub async fn lookup(&self, id: StudentId) -> Result<Answer, Error> {
+        let answer = self.get(id);
+        if answer != Answer::AskRedis {
+            return Ok(answer);
+        }
+        self.fetch_bounded(id).await
+    }
+
+    fn read_bounded(&self, id: StudentId) -> Answer {
+        let guard = self.bounded.load();
+        let Some(cache) = guard.as_ref() else { return Answer::AskRedis };
+        cache.get(KeyLayout::bucket_of(id), id.get() % BUCKET_SIZE).unwrap_or(Answer::AskRedis)
+    }
+
+    /// A bounded miss: see [`NearCache::lookup`].
+    async fn fetch_bounded(&self, id: StudentId) -> Result<Answer, Error> {
+        let Some(client) = &self.client else { return Ok(Answer::AskRedis) };
+        // Read before anything else: a trust loss from here on (the connection dropped; the one
+        // fred opens next tracks nothing until the keeper's resync) keeps the reply out.
+        let generation = self.generation.load(Ordering::SeqCst);
+        if self.state() != State::Bounded || !client.is_connected() {
+            return Ok(Answer::AskRedis);
+        }
+        let Some(cache) = self.bounded.load_full() else { return Ok(Answer::AskRedis) };
+        let (bucket, field) = (KeyLayout::bucket_of(id), id.get() % BUCKET_SIZE);
+        // Before the read: an invalidation processed from here on (fred hands them to the
+        // listener, so it may come before or after this reply) keeps the reply out.
+        let epoch = cache.epoch(bucket);
+        let options = Options { timeout: Some(self.read_timeout), fail_fast: true, ..Options::default() };
+        let read = client.with_options(&options).hgetall(self.layout.bucket_key(bucket)).await;
+        let fields: HashMap<String, Bytes> = match read {
+            Ok(fields) => fields,
+            Err(e) if *e.kind() == ErrorKind::Timeout => return Err(e),
+            // This connection failed (the listener hears of it): the read pool may still answer.
+            Err(_) => return Ok(Answer::AskRedis),
+        };
+        let value = Arc::new(Bucket::from_fields(fields));
+        // Absent from a bucket read while the marker is complete: unknown, as a kept bucket says.
+        let answer = value.value(field).map_or(Answer::Unknown, Answer::Value);
+        if self.generation.load(Ordering::SeqCst) == generation && cache.fill(bucket, epoch, value) {
+            self.show_bytes();
+        }
+        Ok(answer)
+    }
+
     fn read(&self, id: StudentId) -> Answer {
         let guard = self.copy.load();
         let Some(copy) = guard.as_ref() else { return Answer::AskRedis };
@@ -391,12 +615,17 @@ impl NearCache {
         }
     }
 
-    /// Everything Redis pushed may have been missed: stop trusting the copy until a resync.
+    /// Everything Redis pushed may have been missed: stop trusting the copy until a resync, and
+    /// empty the bounded cache (it has nothing to answer while Redis is down: the full copy
+    /// does, see the module's rules).
     fn lose_trust(&self, why: &'static str) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if self.state() == State::Complete {
+        if matches!(self.state(), State::Complete | State::Bounded) {
             tracing::warn!(why, "near cache not trusted until it resynchronises");
             self.set_state(State::Resyncing);
+        }
+        if self.bounded.swap(None).is_some() {
+            self.show_bytes();
         }
     }
 
@@ -412,6 +641,7 @@ impl NearCache {
 
     fn drop_copy(&self) {
         self.copy.store(None);
+        self.bounded.store(None);
         self.bytes.store(0, Ordering::Relaxed);
         self.meters.bytes.set(0.0);
     }
@@ -426,6 +656,7 @@ impl NearCache {
         }
         let marker_key = self.layout.marker_key();
         let copy = self.copy.load_full();
+        let bounded = self.bounded.load_full();
         for key in keys {
             let Some(key) = key.as_str() else { continue };
             if key == marker_key {
@@ -434,6 +665,12 @@ impl NearCache {
             }
             let Some(bucket) = self.layout.bucket_of_key(key) else { continue };
             self.meters.invalidations.increment(1);
+            if let Some(bounded) = &bounded {
+                // Fetched again by its next lookup (not here: it may never be asked for again).
+                bounded.invalidate(bucket);
+                self.show_bytes();
+                continue;
+            }
             let Some(copy) = &copy else { continue };
             match copy.invalidate(bucket) {
                 Some(freed) => {
@@ -459,23 +696,37 @@ impl NearCache {
         drop(client.connect());
         enum Wake {
             Check,
+            Reconnected,
             Refetch(u32),
             Stop,
         }
         loop {
-            match self.state() {
-                State::Warming | State::Resyncing => self.resync(&client, &mut refetch_rx).await,
-                State::Off | State::Complete | State::OverBudget => {}
+            if matches!(self.state(), State::Warming | State::Resyncing) {
+                // At most: bounded for an older data set, then the new one over budget, then
+                // bounded for it.
+                for _ in 0..3 {
+                    if !self.resync(&client, &mut refetch_rx).await {
+                        break;
+                    }
+                }
             }
             let wake = tokio::select! {
                 () = tokio::time::sleep(interval) => Wake::Check,
                 () = self.marker_touched.notified() => Wake::Check,
                 Some(bucket) = refetch_rx.recv() => Wake::Refetch(bucket),
-                _ = reconnects.recv() => Wake::Check,
+                _ = reconnects.recv() => Wake::Reconnected,
                 () = stop.cancelled() => Wake::Stop,
             };
             match wake {
                 Wake::Check => self.check_marker(&client).await,
+                Wake::Reconnected if self.state() == State::Bounded => {
+                    // A new connection tracks nothing: what the bounded cache read before may
+                    // change unseen. The connection error that came first empties it already;
+                    // this does not rely on fred reporting one. (The full copy is not rebuilt
+                    // for it: a preload is not cheap, and fred's first connection is one too.)
+                    self.lose_trust("the tracking connection reconnected");
+                }
+                Wake::Reconnected => self.check_marker(&client).await,
                 Wake::Refetch(bucket) => self.refetch(&client, bucket, &mut refetch_rx).await,
                 Wake::Stop => break,
             }
@@ -515,17 +766,16 @@ impl NearCache {
     /// Drops or rebuilds the copy when the marker changed; distrusts it when Redis cannot say.
     async fn check_marker(&self, client: &Client) {
         let state = self.state();
-        if !matches!(state, State::Complete | State::OverBudget) {
-            return;
-        }
         let loaded = match state {
-            State::OverBudget => self.refused.lock().unwrap_or_else(PoisonError::into_inner).clone(),
-            _ => self.copy.load().as_ref().map(|c| c.fingerprint.clone()),
+            State::Complete => self.copy.load().as_ref().map(|c| c.fingerprint.clone()),
+            State::Bounded => self.bounded.load().as_ref().map(|b| b.fingerprint.clone()),
+            State::Off | State::Warming | State::Resyncing => return,
         };
+        // In bounded mode this read is also what keeps the marker tracked: default-mode tracking
+        // forgets a key once it has pushed its invalidation, until it is read again.
         match self.marker(client).await {
             Ok(Some(marker)) if Some(&marker.fingerprint) == loaded.as_ref() => {}
-            // Another data set: it may fit.
-            Ok(Some(_)) if state == State::OverBudget => self.set_state(State::Warming),
+            // A bounded cache is emptied; another data set may fit the budget.
             Ok(Some(_)) => {
                 tracing::info!("completeness marker's fingerprint changed: rebuilding the near cache");
                 self.lose_trust("the marker changed");
@@ -566,24 +816,35 @@ impl NearCache {
         Ok(())
     }
 
-    /// Switches tracking on (again) and rebuilds the copy from Redis; the copy is trusted only
-    /// if nothing was lost from the moment tracking was on.
-    async fn resync(&self, client: &Client, refetch: &mut mpsc::UnboundedReceiver<u32>) {
+    /// Switches tracking on (again) and rebuilds the copy from Redis, or starts an empty bounded
+    /// cache for a data set found over budget; trusted only if nothing was lost from the moment
+    /// tracking was on. Whether to run again at once: the mode changed (a new data set may fit
+    /// the budget; one that does not is kept bounded).
+    async fn resync(&self, client: &Client, refetch: &mut mpsc::UnboundedReceiver<u32>) -> bool {
         if !client.is_connected() {
-            return;
+            return false;
         }
         let generation = self.generation.load(Ordering::SeqCst);
+        let bounded_for = self.bounded_for.lock().unwrap_or_else(PoisonError::into_inner).clone();
         // OFF first: ON with a prefix this connection already tracks is refused.
-        // Every key of this layout version: buckets, schools and the marker.
-        let prefix = self.layout.scan_pattern().trim_end_matches('*').to_owned();
         if let Err(e) = client.stop_tracking().await {
             tracing::debug!(error = %e.details(), "near cache: CLIENT TRACKING OFF failed");
-            return;
+            return false;
         }
-        if let Err(e) = client.start_tracking(prefix, true, false, false, false).await {
+        let tracking = if bounded_for.is_some() {
+            // Default mode: Redis remembers the keys this connection reads (the kept buckets and
+            // the marker) and pushes each one's invalidation once; broadcast mode would push
+            // every write of the data set, which a bounded cache mostly does not hold.
+            client.start_tracking(Vec::<String>::new(), false, false, false, false).await
+        } else {
+            // Broadcast mode on every key of this layout version: buckets, schools and the marker.
+            let prefix = self.layout.scan_pattern().trim_end_matches('*').to_owned();
+            client.start_tracking(prefix, true, false, false, false).await
+        };
+        if let Err(e) = tracking {
             tracing::warn!(error = %e.details(), "near cache: CLIENT TRACKING ON failed");
             count_resync("failed");
-            return;
+            return false;
         }
         let marker = match self.marker(client).await {
             Ok(Some(marker)) => marker,
@@ -592,16 +853,26 @@ impl NearCache {
                 // or the next interval tries again).
                 self.drop_copy();
                 self.set_state(State::Warming);
-                return;
+                return false;
             }
-            Err(_) => return,
+            Err(_) => return false,
         };
+        if let Some(fingerprint) = bounded_for {
+            if fingerprint == marker.fingerprint {
+                self.start_bounded(&marker, generation);
+                return false;
+            }
+            // Another data set: it may fit the budget. Tracked in broadcast mode from the start.
+            *self.bounded_for.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            return true;
+        }
         let copy = Arc::new(DataCopy::new(&marker));
         if copy.overhead() > self.budget {
             self.over_budget(&marker);
-            return;
+            return true;
         }
         // The old copy is dropped here: Redis answers while the new one loads.
+        self.bounded.store(None);
         self.copy.store(Some(Arc::clone(&copy)));
         self.bytes.store(0, Ordering::Relaxed);
         self.add_bytes(copy.overhead());
@@ -618,12 +889,12 @@ impl NearCache {
             if let Err(e) = fetched {
                 tracing::warn!(error = %e.details(), "near cache: preload failed; Redis answers meanwhile");
                 count_resync("failed");
-                return;
+                return false;
             }
             if self.bytes() > self.budget {
                 drop(fetches);
                 self.over_budget(&marker);
-                return;
+                return true;
             }
         }
         drop(fetches);
@@ -631,31 +902,60 @@ impl NearCache {
         while let Ok(bucket) = refetch.try_recv() {
             if self.fetch_into(client, &copy, bucket).await.is_err() {
                 count_resync("failed");
-                return;
+                return false;
             }
         }
         // A bucket invalidated since is empty (lookups for it ask Redis) and queued: the copy
         // is still coherent, so a stream of writes cannot keep it from ever completing.
         if self.generation.load(Ordering::SeqCst) != generation {
             count_resync("failed");
-            return;
+            return false;
         }
         copy.whole.store(true, Ordering::SeqCst);
         tracing::info!(bytes = self.bytes(), buckets = copy.slots.len(), "near cache complete");
         count_resync("complete");
-        self.set_state(State::Complete);
+        self.trust_from(State::Complete, generation);
+        false
     }
 
+    /// Makes `state` (complete or bounded) current; a trust loss since `generation` that fell
+    /// between the caller's check and now is applied after it (lose_trust changes only a trusted
+    /// state, which it may have found not yet set).
+    fn trust_from(&self, state: State, generation: u64) {
+        self.set_state(state);
+        if self.generation.load(Ordering::SeqCst) != generation {
+            self.lose_trust("tracking may have lost an invalidation while the near cache resynchronised");
+        }
+    }
+
+    /// A data set over budget: what the preload held is dropped (it was read under broadcast
+    /// tracking, which the bounded mode's default-mode tracking replaces) and the next resync
+    /// starts the bounded cache.
     fn over_budget(&self, marker: &Marker) {
         tracing::warn!(
             budget_bytes = self.budget,
             students = marker.count,
-            "the data set does not fit the near cache's budget (API_NEAR_CACHE_MB): reading Redis instead"
+            "the data set does not fit the near cache's budget (API_NEAR_CACHE_MB): keeping the buckets lookups read, least recently used evicted"
         );
         count_resync("over_budget");
-        *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = Some(marker.fingerprint.clone());
+        *self.bounded_for.lock().unwrap_or_else(PoisonError::into_inner) = Some(marker.fingerprint.clone());
         self.drop_copy();
-        self.set_state(State::OverBudget);
+        self.set_state(State::Warming);
+    }
+
+    /// An empty bounded cache for `marker`'s data set, trusted if tracking lost nothing since
+    /// `generation`.
+    fn start_bounded(&self, marker: &Marker, generation: u64) {
+        if self.generation.load(Ordering::SeqCst) != generation {
+            count_resync("failed");
+            return;
+        }
+        self.drop_copy();
+        self.bounded.store(Some(Arc::new(BoundedCache::new(marker, self.budget))));
+        self.show_bytes();
+        tracing::info!(budget_bytes = self.budget, "near cache bounded");
+        count_resync("bounded");
+        self.trust_from(State::Bounded, generation);
     }
 }
 
@@ -679,6 +979,76 @@ mod tests {
             assert_eq!(bucket.value(absent), None, "field {absent}");
         }
         assert_eq!(bucket.value(BUCKET_SIZE), None, "beyond a bucket");
+    }
+
+    fn marker(first_id: u32, last_id: u32) -> Marker {
+        Marker {
+            fingerprint: "f".to_owned(),
+            count: u64::from(last_id - first_id + 1),
+            seed: 0,
+            generator: 0,
+            first_id,
+            last_id,
+            codec: 1,
+            streams: results_core::generate::StreamSizes::default(),
+            loaded_at: 0,
+            factor: None,
+        }
+    }
+
+    /// A bucket whose field 0 holds `len` bytes.
+    fn sized(len: usize) -> Arc<Bucket> {
+        Arc::new(Bucket::from_fields([("0".to_owned(), Bytes::from(vec![b'x'; len]))]))
+    }
+
+    #[test]
+    fn the_bounded_cache_evicts_the_least_recently_used_and_never_holds_more_than_its_budget() {
+        let budget = 64 << 10;
+        let cache = BoundedCache::new(&marker(0, 99_999), budget);
+        assert_eq!(cache.shards.len(), 1, "a small budget is one shard");
+        // Three such buckets fit the shard, not four.
+        let len = (cache.shard_budget / 3) as usize - size_of::<Bucket>() - ENTRY_OVERHEAD as usize - 16;
+        for bucket in [10, 11, 12] {
+            assert!(cache.fill(bucket, cache.epoch(bucket), sized(len)));
+        }
+        assert!(cache.get(10, 0).is_some(), "10 used last now: 11 is the least recently used");
+        assert!(cache.fill(13, cache.epoch(13), sized(len)));
+        assert!(cache.bytes() <= budget, "{} bytes", cache.bytes());
+        assert!(cache.get(11, 0).is_none(), "11 evicted");
+        for kept in [10, 12, 13] {
+            assert!(matches!(cache.get(kept, 0), Some(Answer::Value(v)) if v.len() == len), "{kept} kept");
+        }
+        assert_eq!(cache.get(13, 1), Some(Answer::Unknown), "a kept bucket knows its absent fields");
+        assert_eq!(cache.get(1_000, 0), Some(Answer::Unknown), "outside the marker's buckets");
+        // Replacing a kept bucket counts it once.
+        let before = cache.bytes();
+        assert!(cache.fill(13, cache.epoch(13), sized(len)));
+        assert_eq!(cache.bytes(), before);
+        assert!(!cache.fill(14, cache.epoch(14), sized(cache.shard_budget as usize)), "bigger than a shard");
+        assert!(cache.get(14, 0).is_none());
+        cache.invalidate(10);
+        cache.invalidate(12);
+        cache.invalidate(13);
+        assert_eq!(cache.bytes(), BoundedCache::new(&marker(0, 99_999), budget).bytes(), "only the bookkeeping");
+    }
+
+    #[test]
+    fn a_fetch_that_an_invalidation_overtook_is_not_kept() {
+        let cache = BoundedCache::new(&marker(0, 99_999), 1 << 20);
+        let epoch = cache.epoch(7);
+        cache.invalidate(7);
+        assert!(!cache.fill(7, epoch, sized(10)), "read before the write it was told of");
+        assert!(cache.get(7, 0).is_none());
+        assert!(cache.fill(7, cache.epoch(7), sized(10)), "read after it");
+        assert!(cache.get(7, 0).is_some());
+    }
+
+    #[test]
+    fn a_big_budget_is_sharded_and_each_shard_keeps_to_its_share() {
+        let budget = 128 << 20;
+        let cache = BoundedCache::new(&marker(0, 9_999_999), budget);
+        assert_eq!(cache.shards.len() as u64, MAX_SHARDS);
+        assert!(cache.shard_budget * MAX_SHARDS + cache.bytes() <= budget);
     }
 
     #[test]

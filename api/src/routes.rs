@@ -218,7 +218,8 @@ pub struct Readiness {
     pub complete_data_set: bool,
     /// The near cache: `complete` (answers every lookup from memory), `warming` (no copy yet),
     /// `resyncing` (a copy it does not trust: Redis answers, the copy only while Redis cannot),
-    /// `over_budget` or `off`.
+    /// `bounded` (the data set does not fit its budget: it keeps the buckets lookups read) or
+    /// `off`.
     pub near_cache: &'static str,
     /// The near cache holds a copy and Redis is down: lookups are answered from that copy.
     pub serving_from_near_cache: bool,

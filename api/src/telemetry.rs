@@ -35,13 +35,14 @@ pub const BUILD_INFO: &str = "api_build_info";
 pub const FAILED_LOOKUP_REFUSALS: &str = "failed_lookup_refusals_total";
 /// Lookups the near cache answered from memory, by `answer` (result, unknown, while_redis_down).
 pub const NEAR_HITS: &str = "near_cache_hits_total";
-/// Lookups the near cache could not answer (not complete, or the bucket being refetched).
+/// Lookups the near cache could not answer from memory (not complete, the bucket being
+/// refetched, or in bounded mode not kept).
 pub const NEAR_MISSES: &str = "near_cache_misses_total";
 /// Bucket keys Redis reported written (each empties a slot of the copy until refetched).
 pub const NEAR_INVALIDATIONS: &str = "near_cache_invalidations_total";
-/// Full rebuilds of the near cache by `outcome` (complete, failed, over_budget).
+/// Full rebuilds of the near cache by `outcome` (complete, failed, over_budget, bounded).
 pub const NEAR_RESYNCS: &str = "near_cache_resyncs_total";
-/// Memory held by the near cache's copy, bytes.
+/// Memory held by the near cache's copy or bounded cache, bytes.
 pub const NEAR_BYTES: &str = "near_cache_bytes";
 
 /// Histogram buckets of [`HTTP_DURATION`], seconds (shared with the load generator).
@@ -108,7 +109,7 @@ fn describe_near_cache() {
     );
     describe_counter!(
         NEAR_MISSES,
-        "Lookups the near cache could not answer (copy incomplete or untrusted, or the bucket being refetched): Redis was asked."
+        "Lookups the near cache could not answer from memory (copy incomplete or untrusted, the bucket being refetched, or not kept in bounded mode): Redis was asked."
     );
     describe_counter!(
         NEAR_INVALIDATIONS,
@@ -116,9 +117,13 @@ fn describe_near_cache() {
     );
     describe_counter!(
         NEAR_RESYNCS,
-        "Full rebuilds of the near cache from Redis, by outcome (complete, failed, over_budget)."
+        "Full rebuilds of the near cache from Redis, by outcome (complete, failed, over_budget: too big for the budget, bounded: an empty bounded cache started)."
     );
-    describe_gauge!(NEAR_BYTES, Unit::Bytes, "Memory held by the near cache's copy of the data set.");
+    describe_gauge!(
+        NEAR_BYTES,
+        Unit::Bytes,
+        "Memory held by the near cache: its copy of the data set, or in bounded mode the buckets it keeps (within API_NEAR_CACHE_MB)."
+    );
 }
 
 /// Drains the histograms' raw samples into their buckets every few seconds until `stop`.

@@ -180,3 +180,37 @@ async fn the_near_cache_checks_the_factor_with_no_io_for_a_wrong_one_or_an_unkno
     assert_eq!(io, (0, 0), "the copy answered all of it from memory");
     assert!(app.metrics().await.contains("tier=\"near\",outcome=\"wrong_factor\""), "counted in the near tier");
 }
+
+#[tokio::test]
+async fn a_bounded_near_cache_checks_the_factor_on_a_kept_bucket_with_no_io() {
+    let seeded = Seeded::generated_with_pins(DatasetSpec::with_first_id(6, STUDENTS, FIRST).expect("spec")).await;
+    let app = TestApp::spawn(&seeded, |s| {
+        s.factor_key = Some(results_core::FactorKey::new(FACTOR_KEY).expect("key"));
+        s.refresh = Duration::from_secs(3_600);
+        // Under the five buckets' size: a couple of them are kept.
+        s.near_cache_budget = 24 << 10;
+        s.failed_lookups_per_client = 0;
+        s.factor_tries_per_number = 0;
+    })
+    .await;
+    let ready = app.wait_ready(Duration::from_secs(10), |r| r["near_cache"] == "bounded").await;
+    assert_eq!(ready["near_cache"], "bounded", "{ready}");
+    // A bucket not kept yet: read through Redis, the factor checked all the same.
+    let other = FIRST + 450;
+    let other_pin = generated_pin(seeded.spec.seed(), other);
+    assert_eq!(get(&app, &format!("/v1/results/{other}"), Some(&wrong(&other_pin))).await.status(), 404);
+    assert_eq!(get(&app, &format!("/v1/results/{other}"), Some(&other_pin)).await.status(), 200);
+
+    let id = FIRST + 99;
+    let pin = generated_pin(seeded.spec.seed(), id);
+    assert_eq!(get(&app, &format!("/v1/results/{id}"), Some(&pin)).await.status(), 200, "its bucket is kept");
+    let (redis_before, pg_before) = (app.redis_proxy.bytes_to_server(), app.pg_proxy.bytes_to_server());
+    assert_eq!(get(&app, &format!("/v1/results/{id}"), Some(&pin)).await.status(), 200);
+    let refused = answer(get(&app, &format!("/v1/results/{id}"), Some(&wrong(&pin))).await).await;
+    let absent = answer(get(&app, &format!("/v1/results/{}", FIRST + STUDENTS + 17), Some(&pin)).await).await;
+    assert_eq!(refused.0, 404);
+    assert_eq!(refused, absent, "a wrong PIN answers exactly as an unknown number");
+    let io = (app.redis_proxy.bytes_to_server() - redis_before, app.pg_proxy.bytes_to_server() - pg_before);
+    assert_eq!(io, (0, 0), "the kept bucket answered all of it from memory");
+    assert!(app.metrics().await.contains("tier=\"near\",outcome=\"wrong_factor\""), "counted in the near tier");
+}

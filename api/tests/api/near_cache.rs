@@ -253,18 +253,27 @@ async fn near_cache(seeded: &Seeded, budget: u64) -> (std::sync::Arc<NearCache>,
 }
 
 #[tokio::test]
-async fn a_data_set_over_the_budget_is_not_copied_and_the_budget_holds_when_it_fits() {
+async fn a_data_set_over_the_budget_is_kept_bounded_and_the_budget_holds_when_it_fits() {
     let seeded = Seeded::new(STUDENTS).await;
     let first = StudentId::new(seeded.spec.first_id()).expect("an ID");
 
-    let (small, stop_small) = near_cache(&seeded, 4 << 10).await;
-    assert_eq!(small.state(), State::OverBudget);
-    assert_eq!(small.bytes(), 0, "nothing kept");
-    assert_eq!(small.get(first), Answer::AskRedis, "lookups go to Redis");
-    // Not tried again while the data set is the same (each try would read it from Redis).
+    // Less than one bucket: bounded, and it keeps nothing.
+    let budget = 4 << 10;
+    let (small, stop_small) = near_cache(&seeded, budget).await;
+    assert_eq!(small.state(), State::Bounded);
+    assert!(small.bytes() <= budget, "holds {} bytes", small.bytes());
+    let expected = encode_result(&record(&seeded, 0));
+    assert_eq!(
+        small.lookup(first).await.expect("no timeout"),
+        Answer::Value(expected.clone().into()),
+        "read through Redis"
+    );
+    assert_eq!(small.get(first), Answer::AskRedis, "a bucket bigger than the budget is not kept");
+    // Not copied again while the data set is the same (each try would read it from Redis).
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!((small.state(), small.bytes()), (State::OverBudget, 0), "stays over budget, holding nothing");
+        assert_eq!(small.state(), State::Bounded, "stays bounded");
+        assert!(small.bytes() <= budget, "holds {} bytes", small.bytes());
     }
     stop_small.cancel();
 
@@ -273,7 +282,233 @@ async fn a_data_set_over_the_budget_is_not_copied_and_the_budget_holds_when_it_f
     let held = fits.bytes();
     // 300 values of ~40-60 bytes, and the buckets' bookkeeping.
     assert!((10_000..(1 << 20)).contains(&held), "holds {held} bytes");
-    let expected = encode_result(&record(&seeded, 0));
     assert_eq!(fits.get(first), Answer::Value(expected.into()), "the value as Redis holds it");
     stop_fits.cancel();
+}
+
+/// Students of the data sets over the bounded tests' budget: 100 buckets, ~550 KB kept whole.
+const BIG: u32 = 10_000;
+/// The bounded tests' budget: some 30 of those buckets.
+const BOUNDED_BUDGET: u64 = 192 << 10;
+
+async fn spawn_bounded(seeded: &Seeded, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let app = TestApp::spawn(seeded, |s| {
+        s.near_cache_budget = BOUNDED_BUDGET;
+        tweak(s);
+    })
+    .await;
+    let ready = app.wait_ready(Duration::from_secs(10), |r| r["near_cache"] == "bounded").await;
+    assert_eq!(ready["near_cache"], "bounded", "{ready}");
+    app
+}
+
+fn metric(metrics: &str, name: &str) -> f64 {
+    let line = metrics.lines().find(|l| l.split(' ').next() == Some(name)).unwrap_or_else(|| panic!("no {name}"));
+    line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+}
+
+#[tokio::test]
+async fn a_bounded_near_cache_answers_every_id_right_within_its_budget_evicting_the_least_recently_used() {
+    let seeded = Seeded::new(BIG).await;
+    let records = Dataset::new(seeded.spec).generate();
+    let (near, stop) = near_cache(&seeded, BOUNDED_BUDGET).await;
+    assert_eq!(near.state(), State::Bounded);
+    let value = |index: usize| Answer::Value(encode_result(&records[index]).into());
+    // Every student in order, then every 7th backwards: each bucket is read more than once, after
+    // it was evicted.
+    let order = (0..records.len()).chain((0..records.len()).rev().step_by(7));
+    let mut most = 0;
+    for (n, index) in order.enumerate() {
+        assert_eq!(
+            near.lookup(records[index].id).await.expect("no timeout"),
+            value(index),
+            "student {}",
+            records[index].id
+        );
+        most = most.max(near.bytes());
+        assert!(near.bytes() <= BOUNDED_BUDGET, "{} bytes after {n} lookups", near.bytes());
+        if n + 1 == records.len() {
+            // The last bucket read is kept, the first was evicted long ago.
+            assert_eq!(near.get(records[records.len() - 1].id), value(records.len() - 1), "kept");
+            assert_eq!(near.get(records[0].id), Answer::AskRedis, "evicted");
+        }
+    }
+    assert!(most > BOUNDED_BUDGET * 3 / 4, "used its budget: at most {most} bytes");
+    assert_eq!(near.state(), State::Bounded);
+    let first = seeded.spec.first_id();
+    for unknown in [first - 1, first + BIG, 9_999_999] {
+        let id = StudentId::new(unknown).expect("an ID");
+        assert_eq!(near.lookup(id).await.expect("no timeout"), Answer::Unknown, "{unknown} is outside the data set");
+    }
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_bounded_near_cache_answers_a_kept_bucket_from_memory_and_reads_an_evicted_one_again() {
+    let seeded = Seeded::new(BIG).await;
+    let app = spawn_bounded(&seeded, |s| {
+        s.refresh = Duration::from_secs(60);
+        s.failed_lookups_per_client = 0;
+    })
+    .await;
+    let first = seeded.spec.first_id();
+    // One student of every bucket: far more than the budget holds.
+    for bucket in 0..BIG / 100 {
+        let id = first + bucket * 100 + 42;
+        assert_eq!(app.get(&format!("/v1/results/{id}")).await.status(), 200, "student {id}");
+    }
+    let bytes = metric(&app.metrics().await, "near_cache_bytes");
+    assert!(bytes > 0.0 && bytes <= BOUNDED_BUDGET as f64, "near_cache_bytes {bytes}");
+
+    let redis_before = app.redis_proxy.bytes_to_server();
+    let pg_before = app.pg_proxy.bytes_to_server();
+    // Other students of the last buckets read: kept, so memory answers (ETags too).
+    for id in [first + BIG - 100 + 7, first + BIG - 200 + 99, first + BIG - 300] {
+        let response = app.get(&format!("/v1/results/{id}")).await;
+        assert_eq!(response.status(), 200, "student {id}");
+        let etag = response.headers()["etag"].clone();
+        let again = app.client.get(format!("{}/v1/results/{id}", app.base)).header("if-none-match", etag).send().await;
+        assert_eq!(again.expect("a response").status(), 304, "ETags still work from memory");
+    }
+    // Outside the marker's range: unknown, from memory.
+    let (status, code) = crate::helpers::error_code(app.get(&format!("/v1/results/{}", first + BIG)).await).await;
+    assert_eq!((status, code.as_str()), (404, "unknown_id"));
+    assert_eq!(app.redis_proxy.bytes_to_server(), redis_before, "no lookup reached Redis");
+    assert_eq!(app.pg_proxy.bytes_to_server(), pg_before, "no lookup reached PostgreSQL");
+
+    // The first bucket read was evicted since: its bucket is read again.
+    assert_eq!(app.get(&format!("/v1/results/{}", first + 3)).await.status(), 200);
+    assert!(app.redis_proxy.bytes_to_server() > redis_before, "an evicted bucket is read from Redis");
+    let metrics = app.metrics().await;
+    assert!(metric(&metrics, "near_cache_bytes") <= BOUNDED_BUDGET as f64);
+    for series in [
+        "near_cache_hits_total{answer=\"result\"}",
+        "near_cache_misses_total",
+        "near_cache_resyncs_total{outcome=\"bounded\"}",
+    ] {
+        assert!(metrics.contains(series), "/metrics has {series}");
+    }
+}
+
+#[tokio::test]
+async fn a_correction_published_to_a_kept_bucket_is_served_within_the_bound() {
+    let seeded = Seeded::new(BIG).await;
+    // No marker check in the way of the byte counts.
+    let app = spawn_bounded(&seeded, |s| s.refresh = Duration::from_secs(60)).await;
+    let redis = seeded.redis().await;
+    let mut corrected = record(&seeded, 4_242);
+    let old_name = name_of(&app, corrected.id).await;
+    let before = app.redis_proxy.bytes_to_server();
+    assert_eq!(name_of(&app, corrected.id).await, old_name);
+    assert_eq!(app.redis_proxy.bytes_to_server(), before, "kept after its first read");
+
+    corrected.name = format!("{old_name} Corrected");
+    publish(&seeded, &redis, &corrected).await;
+    let published = Instant::now();
+    while name_of(&app, corrected.id).await != corrected.name {
+        assert!(published.elapsed() < CORRECTION_BOUND, "the correction was not served within {CORRECTION_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Read (and kept) again with the new value: memory answers once more.
+    assert_eq!(name_of(&app, corrected.id).await, corrected.name);
+    let before = app.redis_proxy.bytes_to_server();
+    assert_eq!(name_of(&app, corrected.id).await, corrected.name);
+    assert_eq!(app.redis_proxy.bytes_to_server(), before, "kept again, corrected");
+}
+
+#[tokio::test]
+async fn a_correction_made_while_the_bounded_tracking_connection_is_cut_is_not_served_stale_after_the_cut_heals() {
+    let seeded = Seeded::new(BIG).await;
+    // One read connection: Redis counts as back for lookups as soon as /readyz says it is up.
+    let app = spawn_bounded(&seeded, |s| s.redis_pool_size = 1).await;
+    let redis = seeded.redis().await;
+    let mut corrected = record(&seeded, 777);
+    let old_name = name_of(&app, corrected.id).await;
+    assert_eq!(name_of(&app, corrected.id).await, old_name);
+
+    app.redis_proxy.cut();
+    let down = app.wait_ready(Duration::from_secs(5), |r| r["redis"] == "down").await;
+    assert_eq!(down["near_cache"], "resyncing", "the bounded cache is not trusted (and emptied): {down}");
+    corrected.name = format!("{old_name} Corrected");
+    publish(&seeded, &redis, &corrected).await;
+    app.redis_proxy.restore();
+    let up = app.wait_ready(Duration::from_secs(10), |r| r["redis"] == "up").await;
+    assert_eq!(up["redis"], "up", "{up}");
+    // From here until well after the resync, never the old value.
+    let healed = Instant::now();
+    let mut saw_bounded = false;
+    while healed.elapsed() < Duration::from_secs(3) {
+        assert_eq!(name_of(&app, corrected.id).await, corrected.name, "stale after the cut healed");
+        let ready: serde_json::Value = app.get("/readyz").await.json().await.expect("JSON");
+        saw_bounded |= ready["near_cache"] == "bounded";
+        if saw_bounded && healed.elapsed() > Duration::from_millis(500) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(saw_bounded, "the bounded cache was trusted again after the cut");
+    // Tracked again on the new connection: the next correction of the (kept) bucket arrives too.
+    assert_eq!(name_of(&app, corrected.id).await, corrected.name);
+    corrected.name = format!("{old_name} Corrected Twice");
+    publish(&seeded, &redis, &corrected).await;
+    let published = Instant::now();
+    while name_of(&app, corrected.id).await != corrected.name {
+        assert!(published.elapsed() < CORRECTION_BOUND, "the correction was not served within {CORRECTION_BOUND:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_bounded_near_cache_is_emptied_when_the_marker_changes_or_goes() {
+    let seeded = Seeded::new(BIG).await;
+    let (near, stop) = near_cache(&seeded, BOUNDED_BUDGET).await;
+    assert_eq!(near.state(), State::Bounded);
+    let redis = seeded.redis().await;
+    let index = 1_234;
+    let id = record(&seeded, index).id;
+    let expected = Answer::Value(encode_result(&record(&seeded, index)).into());
+    assert_eq!(near.lookup(id).await.expect("no timeout"), expected);
+    assert_eq!(near.get(id), expected, "kept");
+    let held = near.bytes();
+
+    let marker_key = seeded.stores.layout.marker_key();
+    let _: i64 = redis
+        .hset(&marker_key, (results_core::keys::MARKER_FINGERPRINT, "0123456789abcdef"))
+        .await
+        .expect("a new fingerprint, as a correction or a new data set writes");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while near.get(id) != Answer::AskRedis || near.state() != State::Bounded {
+        assert!(Instant::now() < deadline, "not emptied and bounded again: {:?}", near.state());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(near.bytes() < held, "emptied: {} bytes, {held} before", near.bytes());
+    assert_eq!(near.lookup(id).await.expect("no timeout"), expected, "read again");
+    assert_eq!(near.get(id), expected, "and kept");
+
+    let _: i64 = redis.del(&marker_key).await.expect("delete the marker, as a reload does");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while near.state() != State::Warming {
+        assert!(Instant::now() < deadline, "still {:?}", near.state());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!((near.bytes(), near.get(id)), (0, Answer::AskRedis), "nothing kept without a complete data set");
+    assert_eq!(near.lookup(id).await.expect("no timeout"), Answer::AskRedis, "Redis answers, with its marker check");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_bounded_miss_on_a_slow_redis_waits_for_one_redis_timeout_not_two() {
+    let seeded = Seeded::new(BIG).await;
+    let timeout = Duration::from_millis(400);
+    let app = spawn_bounded(&seeded, |s| s.redis_timeout = timeout).await;
+    app.redis_proxy.set_delay(Duration::from_secs(2));
+    let pg_before = app.pg_proxy.bytes_to_server();
+    let started = Instant::now();
+    let id = seeded.spec.first_id() + 5_555;
+    let response = app.get(&format!("/v1/results/{id}")).await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status(), 200);
+    assert!(app.pg_proxy.bytes_to_server() > pg_before, "PostgreSQL answered");
+    // The bounded read's timeout and a PostgreSQL query; asking Redis again would add another.
+    assert!(elapsed >= timeout && elapsed < timeout + Duration::from_millis(300), "took {elapsed:?}");
 }

@@ -365,7 +365,7 @@ mod tests {
     fn a_replica_is_measured_once_its_near_cache_is_done_loading() {
         let body =
             |complete: bool, near: &str| format!("{{\"complete_data_set\":{complete},\"near_cache\":\"{near}\"}}");
-        for near in ["complete", "off", "over_budget"] {
+        for near in ["complete", "off", "bounded"] {
             assert!(ready_and_warm(&body(true, near)), "{near}");
         }
         for near in ["warming", "resyncing"] {
