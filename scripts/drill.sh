@@ -201,7 +201,7 @@ eval "$("$XTASK" stack env)"
 export DATABASE_URL REDIS_URL
 pins=() # DRILL_PINS=on: loadgen's flag for the users and the flood
 if [[ ${DRILL_PINS:-off} == on ]]; then
-  export FACTOR_KEY=${FACTOR_KEY:-drill-local-only-factor-key-0123456789} SEEDER_PINS=on
+  export FACTOR_KEY=${FACTOR_KEY:-drill-local-only-factor-key-0123456789} SEEDER_PINS=true
   pins=(--pins)
 fi
 say "seeding $STUDENTS students${pins:+ (PINs required)}"
