@@ -27,6 +27,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -118,14 +119,39 @@ struct Counts {
     max: u32,
     window: Duration,
     entries: Mutex<HashMap<Subject, Entry>>,
+    /// When this replica's last refusal of any subject ends (milliseconds after `origin`, rounded
+    /// up): until then `refusal` looks the subject up; after it, as nearly always, it answers
+    /// without taking the lock every lookup would otherwise share.
+    refusing_until_ms: AtomicU64,
+    origin: Instant,
 }
 
 impl Counts {
     fn new(limit: Limit, max: u32, window: Duration) -> Option<Self> {
-        (max > 0).then(|| Self { limit, max, window, entries: Mutex::new(HashMap::new()) })
+        (max > 0).then(|| Self {
+            limit,
+            max,
+            window,
+            entries: Mutex::new(HashMap::new()),
+            refusing_until_ms: AtomicU64::new(0),
+            origin: Instant::now(),
+        })
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Refuses `entry`'s subject until `until`.
+    fn refuse(&self, entry: &mut Entry, until: Instant) {
+        entry.refused_until = Some(until);
+        self.refusing_until_ms.fetch_max(self.millis(until).saturating_add(1), Ordering::Relaxed);
     }
 
     fn refusal(&self, subject: &Subject, now: Instant) -> Option<Refusal> {
+        if self.millis(now) >= self.refusing_until_ms.load(Ordering::Relaxed) {
+            return None;
+        }
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let until = entries.get(subject)?.refused_until.filter(|until| *until > now)?;
         Some(Refusal { limit: self.limit, retry_after: until - now })
@@ -146,7 +172,8 @@ impl Counts {
         }
         entry.failures = entry.failures.saturating_add(1);
         if entry.failures >= self.max {
-            entry.refused_until = Some(entry.window_end);
+            let until = entry.window_end;
+            self.refuse(entry, until);
         }
     }
 
@@ -158,7 +185,7 @@ impl Counts {
         }
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(entry) = entries.get_mut(&subject) {
-            entry.refused_until = Some(now + remaining);
+            self.refuse(entry, now + remaining);
         }
     }
 }
