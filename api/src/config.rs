@@ -86,7 +86,7 @@ pub struct Args {
     /// by Redis (client tracking), that answers lookups without I/O. A data set whose copy does
     /// not fit is kept bounded: the results lookups read (whole buckets of 100), least recently
     /// used evicted first, within the budget; a lookup of another reads Redis. 0 turns it off.
-    /// Off for Redis Cluster.
+    /// On a Redis Cluster every master tracks (a topology change means a resync).
     #[arg(long, env = "API_NEAR_CACHE_MB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(0..=65_536))]
     pub near_cache_mb: u64,
     /// Results kept in the in-process cache.

@@ -59,8 +59,11 @@
 //!   keys each replica read (`tracking-table-max-keys`: past it Redis pushes invalidations to
 //!   make room, which merely empty buckets here).
 //!
-//! Redis Cluster is not covered: fred switches broadcast tracking on for one node only, so the
-//! near cache stays off for a `redis-cluster://` URL.
+//! - **Redis Cluster**: tracking is switched on on every master's connection (each node pushes
+//!   invalidations for its own keys only; vendor/fred is patched so that broadcast mode, too, goes
+//!   to every node), and any change of the cluster's topology (a failover, a node added or gone)
+//!   is a lost invalidation: the copy is not trusted until a resync has switched tracking on on
+//!   the new connections too (scripts/tests/redis_cluster_test.sh).
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -341,7 +344,7 @@ pub enum Answer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum State {
-    /// Disabled (a budget of 0, or Redis Cluster).
+    /// Disabled (a budget of 0).
     Off = 0,
     /// No copy yet (starting, or no complete data set in Redis): reads go to Redis.
     Warming = 1,
@@ -433,11 +436,11 @@ pub struct NearCache {
 
 impl NearCache {
     /// A near cache for `settings`, connecting in the background; off (every lookup asks Redis)
-    /// for a budget of 0 or a Redis Cluster URL.
+    /// for a budget of 0.
     pub fn new(settings: &Settings) -> anyhow::Result<Self> {
         let mut config = Config::from_url(&settings.redis_url)
             .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {}", e.details()))?;
-        let off = settings.near_cache_budget == 0 || config.server.is_clustered();
+        let off = settings.near_cache_budget == 0;
         let client = if off {
             None
         } else {
@@ -459,9 +462,6 @@ impl NearCache {
                 .map_err(|e| anyhow::anyhow!("cannot configure the near cache's Redis client: {}", e.details()))?;
             Some(client)
         };
-        if off && settings.near_cache_budget > 0 {
-            tracing::info!("near cache off: Redis Cluster tracking is not supported yet");
-        }
         Ok(Self {
             copy: ArcSwapOption::empty(),
             bounded: ArcSwapOption::empty(),
@@ -740,6 +740,8 @@ impl NearCache {
         use tokio::sync::broadcast::error::RecvError;
         let mut invalidations = client.invalidation_rx();
         let mut errors = client.error_rx();
+        // Never fires for a single Redis.
+        let mut topology = client.cluster_change_rx();
         loop {
             tokio::select! {
                 message = invalidations.recv() => match message {
@@ -749,6 +751,11 @@ impl NearCache {
                 },
                 error = errors.recv() => match error {
                     Ok(_) | Err(RecvError::Lagged(_)) => self.lose_trust("the tracking connection failed"),
+                    Err(RecvError::Closed) => return,
+                },
+                // A new master's connection does not track yet.
+                change = topology.recv() => match change {
+                    Ok(_) | Err(RecvError::Lagged(_)) => self.lose_trust("the cluster's topology changed"),
                     Err(RecvError::Closed) => return,
                 },
                 () = stop.cancelled() => return,

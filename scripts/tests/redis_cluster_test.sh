@@ -14,7 +14,9 @@
 # wrk load loses no request and meets no Redis error; then the master holding the completeness
 # marker is SIGKILLed during a 15 s wrk load:
 # its replica is promoted, the cluster is whole again, and no client request fails (the API reads
-# PostgreSQL while Redis errors). It measures and prints the raw failover: from the kill until
+# PostgreSQL while Redis errors); a fourth replica with the near cache (tracking on every master)
+# serves a correction within 1 s, before the failover and after it on the promoted master. It
+# measures and prints the raw failover: from the kill until
 # the cluster answers reads for the dead master's slots, until the API's Redis hits are back,
 # and how many lookups went to PostgreSQL meanwhile. Last, the killed node comes back as a
 # replica, and down stops all six nodes.
@@ -56,8 +58,10 @@ keep_logs() {
       { cp -f "$STACK_DIR"/log/* "$STACK_DIR"/*.txt "$STACK_DIR"/*.log "$REDIS_CLUSTER_KEEP_LOGS"/ 2>/dev/null || true; }
   fi
 }
+NEAR_PID=''
 cleanup() {
   [[ -z $WRK_PID ]] || kill "$WRK_PID" 2>/dev/null || true
+  [[ -z $NEAR_PID ]] || kill "$NEAR_PID" 2>/dev/null || true
   keep_logs
   "$XTASK" stack down --purge >/dev/null 2>&1 || true
   rm -rf "$STACK_DIR"
@@ -139,7 +143,9 @@ done
 # A debug build opens a PostgreSQL connection slowly (its SCRAM hashing is unoptimised: 0.6-1.3 s
 # on a busy host, 0.05 s for a release build), and a failover sends every lookup to PostgreSQL
 # at once: 3 s instead of 1 s for a connection keeps that start-up cost from failing lookups.
-API_PG_TIMEOUT_MS=3000 STACK_SERVICES="redis_cluster api nginx" "$XTASK" stack up >"$STACK_DIR/up-api.log" 2>&1 ||
+# No near cache on these three, so that the loads below exercise the Redis read path (the fourth
+# replica, further down, has it).
+API_NEAR_CACHE_MB=0 API_PG_TIMEOUT_MS=3000 STACK_SERVICES="redis_cluster api nginx" "$XTASK" stack up >"$STACK_DIR/up-api.log" 2>&1 ||
   fatal "xtask stack up (api nginx) failed: $(tail -5 "$STACK_DIR/up-api.log")"
 PUBLIC=http://$HOST:$STACK_NGINX_PORT
 check "the replicas were given REDIS_URL=redis-cluster://" bash -c \
@@ -278,6 +284,41 @@ check "the API followed every redirection: no Redis error during the reshard ($r
 check "Redis hits went on during the reshard" test "$(lookups redis hit)" -gt "$((hits_before + 100))"
 check "seeder verify still agrees after the reshard" "$SEEDER_BIN" verify
 
+# --- the near cache on the cluster -------------------------------------------------------------
+# A fourth replica with the near cache: a full copy, broadcast tracking on every master. A
+# correction (seeder correct) is served by it within 1 s, through whichever master holds it.
+NEAR=$HOST:$(free_port $((STACK_API_PORT + 30)) 2)
+NEAR_ADMIN=$HOST:$((${NEAR##*:} + 1))
+API_LISTEN=$NEAR API_ADMIN_LISTEN=$NEAR_ADMIN "$API_BIN" >"$STACK_DIR/near-api.log" 2>&1 &
+NEAR_PID=$!
+near_complete() { [[ $(curl -fs --max-time 2 "http://$NEAR/readyz" | jq -r .near_cache) == complete ]]; }
+wait_for() { # wait_for SECONDS COMMAND...: until COMMAND succeeds, for at most SECONDS
+  local end=$(($(now_ms) + $1 * 1000))
+  shift
+  until "$@"; do (($(now_ms) < end)) || return 1; sleep 0.1; done
+}
+score_of() { curl -fs --max-time 2 "http://$NEAR/v1/results/$1" | jq -r --arg s "$2" '.subjects[] | select(.subject == $s) | .score'; }
+correction_ms() { # correction_ms ID: changes ID's first score (seeder correct); prints the ms until the near cache serves it
+  local json subject new t
+  json=$(curl -fs --max-time 2 "http://$NEAR/v1/results/$1")
+  subject=$(jq -r '.subjects[0].subject' <<<"$json") new=$((($(jq -r '.subjects[0].score' <<<"$json") + 37) % 101))
+  printf 'student_id,subject,score\n%s,%s,%s\n' "$1" "$subject" "$new" >"$STACK_DIR/correction-$1.csv"
+  SEEDER_PROGRESS=quiet "$SEEDER_BIN" correct --file "$STACK_DIR/correction-$1.csv" >>"$STACK_DIR/correct.log" 2>&1 || { echo 99999 && return; }
+  t=$(now_ms)
+  until [[ $(score_of "$1" "$subject") == "$new" ]]; do
+    (($(now_ms) - t < 5000)) || { echo 99999 && return; }
+    sleep 0.02
+  done
+  echo $(($(now_ms) - t))
+}
+near_hits() { curl -fs "http://$NEAR_ADMIN/metrics" | awk '$1 == "result_lookups_total{tier=\"near\",outcome=\"hit\"}" { print $2 + 0 }'; }
+check "a replica with the near cache copies the whole data set from the cluster" wait_for 60 near_complete
+before=$(near_hits)
+for ((i = 0; i < 20; i++)); do curl -fs -o /dev/null "http://$NEAR/v1/results/$((FIRST_ID + i * 997))"; done
+check "it answers from memory (near hits $before -> $(near_hits))" test "$(near_hits)" -ge $((${before:-0} + 20))
+ms=$(correction_ms $((FIRST_ID + 4321)))
+check "a correction is served by the near cache ${ms} ms after seeder correct exited (bound 1000)" test "$ms" -le 1000
+
 # 3. SIGKILL the master that holds the completeness marker, during a 15 s load.
 marker_key=results:v1:meta
 slot=$(cli "${PORTS[0]}" cluster keyslot "$marker_key")
@@ -346,6 +387,19 @@ check "status shows the cluster degraded (5 of 6 nodes)" bash -c \
   "'$XTASK' stack status | grep -q '^redis_cluster  *degraded .*nodes=5/6'"
 check "/readyz shows the complete data set again" bash -c \
   "curl -fs 'http://$HOST:$STACK_API_PORT/readyz' | grep -q '\"redis\":\"up\".*\"complete_data_set\":true'"
+
+# The near cache after the failover: it distrusted its copy, resynchronised with tracking on the
+# promoted master too, and a correction to a bucket that master holds reaches it.
+check "the near cache is complete again after the failover" wait_for 60 near_complete
+on_promoted=''
+for ((b = FIRST_ID / 100; b <= LAST_ID / 100; b++)); do
+  # A master holds the keys of its own slots only.
+  (($(cli "$replica" cluster countkeysinslot "$(cli "$replica" cluster keyslot "results:v1:r:$b")") > 0)) &&
+    on_promoted=$((b * 100 + 7)) && break
+done
+ms=$(correction_ms "${on_promoted:-$FIRST_ID}")
+check "a correction on the promoted master ($replica, student ${on_promoted:-none}) is served by the near cache in ${ms} ms (bound 1000)" \
+  test -n "$on_promoted" -a "$ms" -le 1000
 
 # 4. The killed node comes back: as a replica of its promoted replica.
 check "up restarts the killed node" env STACK_SERVICES=redis_cluster "$XTASK" stack up

@@ -7,10 +7,9 @@ use crate::{
     utils as protocol_utils,
   },
   runtime::oneshot_channel,
-  types::{client::Toggle, ClusterHash, MultipleStrings, Value},
+  types::{client::Toggle, MultipleStrings, Value},
   utils,
 };
-use redis_protocol::redis_keyslot;
 
 pub static PREFIX: &str = "PREFIX";
 pub static REDIRECT: &str = "REDIRECT";
@@ -70,27 +69,17 @@ pub async fn start_tracking<C: ClientLike>(
 
   let args = tracking_args(Toggle::On, None, prefixes, bcast, optin, optout, noloop);
   if client.inner().config.server.is_clustered() {
-    if bcast {
-      // only send the tracking command on one connection when in bcast mode
-      let frame = utils::request_response(client, move || {
-        let mut command = Command::new(CommandKind::ClientTracking, args);
-        command.hasher = ClusterHash::Custom(redis_keyslot(client.id().as_bytes()));
-        Ok(command)
-      })
-      .await?;
+    // PATCH (results portal, vendor/README.md): broadcast mode too goes to every node. Upstream
+    // sent it to one connection only, but each cluster node pushes invalidations for its own
+    // keys alone, so a writer on any other node's slots went unseen.
+    let (tx, rx) = oneshot_channel();
+    let response = ResponseKind::Respond(Some(tx));
+    let command: Command = (CommandKind::_ClientTrackingCluster, args, response).into();
+    client.send_command(command)?;
 
-      protocol_utils::frame_to_results(frame)?.convert()
-    } else {
-      // send the tracking command to all nodes when not in bcast mode
-      let (tx, rx) = oneshot_channel();
-      let response = ResponseKind::Respond(Some(tx));
-      let command: Command = (CommandKind::_ClientTrackingCluster, args, response).into();
-      client.send_command(command)?;
-
-      let frame = utils::timeout(rx, client.inner().internal_command_timeout()).await??;
-      let _ = protocol_utils::frame_to_results(frame)?;
-      Ok(())
-    }
+    let frame = utils::timeout(rx, client.inner().internal_command_timeout()).await??;
+    let _ = protocol_utils::frame_to_results(frame)?;
+    Ok(())
   } else {
     utils::request_response(client, move || Ok((CommandKind::ClientTracking, args)))
       .await
