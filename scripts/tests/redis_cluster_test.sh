@@ -289,7 +289,8 @@ check "seeder verify still agrees after the reshard" "$SEEDER_BIN" verify
 # correction (seeder correct) is served by it within 1 s, through whichever master holds it.
 NEAR=$HOST:$(free_port $((STACK_API_PORT + 30)) 2)
 NEAR_ADMIN=$HOST:$((${NEAR##*:} + 1))
-API_LISTEN=$NEAR API_ADMIN_LISTEN=$NEAR_ADMIN "$API_BIN" >"$STACK_DIR/near-api.log" 2>&1 &
+# Its marker check every 5 s, not 1: only Redis's invalidations can bring a correction within 1 s.
+API_REFRESH_MS=5000 API_LISTEN=$NEAR API_ADMIN_LISTEN=$NEAR_ADMIN "$API_BIN" >"$STACK_DIR/near-api.log" 2>&1 &
 NEAR_PID=$!
 near_complete() { [[ $(curl -fs --max-time 2 "http://$NEAR/readyz" | jq -r .near_cache) == complete ]]; }
 wait_for() { # wait_for SECONDS COMMAND...: until COMMAND succeeds, for at most SECONDS
@@ -316,8 +317,18 @@ check "a replica with the near cache copies the whole data set from the cluster"
 before=$(near_hits)
 for ((i = 0; i < 20; i++)); do curl -fs -o /dev/null "http://$NEAR/v1/results/$((FIRST_ID + i * 997))"; done
 check "it answers from memory (near hits $before -> $(near_hits))" test "$(near_hits)" -ge $((${before:-0} + 20))
-ms=$(correction_ms $((FIRST_ID + 4321)))
-check "a correction is served by the near cache ${ms} ms after seeder correct exited (bound 1000)" test "$ms" -le 1000
+on_master() { # on_master PORT: a student whose bucket that master holds (a master holds its own slots' keys only)
+  local b
+  for ((b = FIRST_ID / 100; b <= LAST_ID / 100; b++)); do
+    (($(cli "$1" cluster countkeysinslot "$(cli "$1" cluster keyslot "results:v1:r:$b")") > 0)) && echo $((b * 100 + 7)) && return
+  done
+}
+for p in "${MASTERS[@]}"; do
+  student=$(on_master "$p")
+  ms=$(correction_ms "$student")
+  say "near cache: a correction on master $p served ${ms} ms after seeder correct exited"
+  check "a correction on master $p (student $student) is served by the near cache ${ms} ms after seeder correct exited (bound 1000)" test "$ms" -le 1000
+done
 
 # 3. SIGKILL the master that holds the completeness marker, during a 15 s load.
 marker_key=results:v1:meta
@@ -391,12 +402,7 @@ check "/readyz shows the complete data set again" bash -c \
 # The near cache after the failover: it distrusted its copy, resynchronised with tracking on the
 # promoted master too, and a correction to a bucket that master holds reaches it.
 check "the near cache is complete again after the failover" wait_for 60 near_complete
-on_promoted=''
-for ((b = FIRST_ID / 100; b <= LAST_ID / 100; b++)); do
-  # A master holds the keys of its own slots only.
-  (($(cli "$replica" cluster countkeysinslot "$(cli "$replica" cluster keyslot "results:v1:r:$b")") > 0)) &&
-    on_promoted=$((b * 100 + 7)) && break
-done
+on_promoted=$(on_master "$replica")
 ms=$(correction_ms "${on_promoted:-$FIRST_ID}")
 check "a correction on the promoted master ($replica, student ${on_promoted:-none}) is served by the near cache in ${ms} ms (bound 1000)" \
   test -n "$on_promoted" -a "$ms" -le 1000
