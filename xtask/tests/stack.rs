@@ -121,6 +121,31 @@ impl TestStack {
         (stdout, stderr)
     }
 
+    /// The stores up with `students` generated students, seeded as the seeder's own Redis user
+    /// (xtask::redis::seeder_acl_rules, compose's and k8s' too: its whole load must work within
+    /// those rights).
+    fn seeded(&self, students: u32) {
+        self.ok(&["stack", "up"], &[]);
+        let (env, _) = self.ok(&["stack", "env"], &[]);
+        let var = |name: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}='"))?.strip_suffix('\''))
+                .unwrap_or_else(|| panic!("{name} in {env}"))
+                .to_owned()
+        };
+        use xtask::facts::{REDIS_SEEDER_PASSWORD, REDIS_SEEDER_USER};
+        let seeder_redis =
+            var("REDIS_URL").replace("redis://", &format!("redis://{REDIS_SEEDER_USER}:{REDIS_SEEDER_PASSWORD}@"));
+        let seeded = Command::new(workspace_bin("seeder"))
+            .args(["--students", &students.to_string()])
+            .env("DATABASE_URL", var("DATABASE_URL"))
+            .env("REDIS_URL", &seeder_redis)
+            .env("SEEDER_PROGRESS", "quiet")
+            .output()
+            .expect("the seeder runs");
+        assert!(seeded.status.success(), "seeding failed: {:?}", texts(&seeded));
+    }
+
     fn pid(&self, file: &str) -> u32 {
         let text = std::fs::read_to_string(self.folder().join(file)).unwrap_or_default();
         text.lines().next().and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("no pid in {file}"))
@@ -648,27 +673,7 @@ fn normalisations_of(route: &str, id: &str) -> Vec<String> {
 #[test]
 fn no_request_uri_nginx_normalises_changes_what_the_micro_cache_answers_for_another() {
     let s = TestStack::new("pg redis");
-    s.ok(&["stack", "up"], &[]);
-    let (env, _) = s.ok(&["stack", "env"], &[]);
-    let var = |name: &str| {
-        env.lines()
-            .find_map(|l| l.strip_prefix(&format!("export {name}='"))?.strip_suffix('\''))
-            .unwrap_or_else(|| panic!("{name} in {env}"))
-            .to_owned()
-    };
-    // As its own Redis user (xtask::redis::seeder_acl_rules, compose's and k8s' too): the
-    // seeder's whole load must work within those rights.
-    use xtask::facts::{REDIS_SEEDER_PASSWORD, REDIS_SEEDER_USER};
-    let seeder_redis =
-        var("REDIS_URL").replace("redis://", &format!("redis://{REDIS_SEEDER_USER}:{REDIS_SEEDER_PASSWORD}@"));
-    let seeded = Command::new(workspace_bin("seeder"))
-        .args(["--students", "100"])
-        .env("DATABASE_URL", var("DATABASE_URL"))
-        .env("REDIS_URL", &seeder_redis)
-        .env("SEEDER_PROGRESS", "quiet")
-        .output()
-        .expect("the seeder runs");
-    assert!(seeded.status.success(), "seeding failed: {:?}", texts(&seeded));
+    s.seeded(100);
     // The limit off: the attack below makes ~100 requests from one address in about a second,
     // right at the default burst, and what is tested is the cache.
     let edge_settings =
@@ -730,25 +735,7 @@ fn no_request_uri_nginx_normalises_changes_what_the_micro_cache_answers_for_anot
 #[test]
 fn the_default_per_client_limit_admits_a_school_behind_one_address_and_refuses_a_harvester() {
     let s = TestStack::new("pg redis");
-    s.ok(&["stack", "up"], &[]);
-    let (env, _) = s.ok(&["stack", "env"], &[]);
-    let var = |name: &str| {
-        env.lines()
-            .find_map(|l| l.strip_prefix(&format!("export {name}='"))?.strip_suffix('\''))
-            .unwrap_or_else(|| panic!("{name} in {env}"))
-            .to_owned()
-    };
-    use xtask::facts::{REDIS_SEEDER_PASSWORD, REDIS_SEEDER_USER};
-    let seeder_redis =
-        var("REDIS_URL").replace("redis://", &format!("redis://{REDIS_SEEDER_USER}:{REDIS_SEEDER_PASSWORD}@"));
-    let seeded = Command::new(workspace_bin("seeder"))
-        .args(["--students", "600"])
-        .env("DATABASE_URL", var("DATABASE_URL"))
-        .env("REDIS_URL", &seeder_redis)
-        .env("SEEDER_PROGRESS", "quiet")
-        .output()
-        .expect("the seeder runs");
-    assert!(seeded.status.success(), "seeding failed: {:?}", texts(&seeded));
+    s.seeded(600);
     // No STACK_NGINX_RATE_LIMIT: the default is what is tested.
     s.ok(&["stack", "up"], &[("STACK_SERVICES", "pg redis api nginx")]);
     let edge = s.port("STACK_NGINX_PORT");
