@@ -148,8 +148,13 @@ impl Counts {
         self.refusing_until_ms.fetch_max(self.millis(until).saturating_add(1), Ordering::Relaxed);
     }
 
+    /// Whether any subject may be refused at `now` (an upper bound: no lock).
+    fn refusing(&self, now: Instant) -> bool {
+        self.millis(now) < self.refusing_until_ms.load(Ordering::Relaxed)
+    }
+
     fn refusal(&self, subject: &Subject, now: Instant) -> Option<Refusal> {
-        if self.millis(now) >= self.refusing_until_ms.load(Ordering::Relaxed) {
+        if !self.refusing(now) {
             return None;
         }
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
@@ -244,11 +249,21 @@ impl FailedLookups {
         ]
     }
 
-    /// Whether the lookup must be refused, decided from this replica's memory (no I/O).
-    pub fn refusal(&self, client: Option<IpAddr>, id: StudentId, factor_required: bool) -> Option<Refusal> {
+    /// Whether the lookup must be refused, decided from this replica's memory (no I/O). `client`
+    /// is asked only while this replica refuses someone: nearly always nobody is, and the lookup
+    /// then costs two atomic loads here.
+    pub fn refusal(
+        &self,
+        client: impl FnOnce() -> Option<IpAddr>,
+        id: StudentId,
+        factor_required: bool,
+    ) -> Option<Refusal> {
         let now = Instant::now();
+        if ![&self.client, &self.number].into_iter().flatten().any(|counts| counts.refusing(now)) {
+            return None;
+        }
         let refusal = self
-            .subjects(client, id, factor_required)
+            .subjects(client(), id, factor_required)
             .into_iter()
             .flatten()
             .find_map(|(counts, subject)| counts.refusal(&subject, now));

@@ -95,7 +95,8 @@ async fn result(
     };
     let mode = state.directory.snapshot().factor;
     let factor_required = matches!(mode, FactorMode::Required(_));
-    let client = state.failed_lookups.client(peer.map(|Extension(ConnectInfo(peer))| peer), &headers);
+    let peer = peer.map(|Extension(ConnectInfo(peer))| peer);
+    let client = || state.failed_lookups.client(peer, &headers);
     let presented = presented_factor(&state, mode, &headers).and_then(|presented| {
         // Decided from memory: a lookup within the limits costs nothing here.
         match state.failed_lookups.refusal(client, id, factor_required) {
@@ -112,7 +113,7 @@ async fn result(
                 Ok(Err(LookupError::NotFound)) => {
                     // Counted before answering, so a client that waits for each answer cannot
                     // get past the limit by one.
-                    state.failed_lookups.count_failure(client, id, factor_required).await;
+                    state.failed_lookups.count_failure(client(), id, factor_required).await;
                     ApiError::unknown_id().into_response()
                 }
                 Ok(Err(LookupError::Unavailable)) => ApiError::unavailable().into_response(),
