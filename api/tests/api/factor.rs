@@ -152,19 +152,25 @@ fn nginx_neither_caches_nor_logs_a_request_that_carries_the_factor() {
     assert!(!template.contains("log_format"));
 }
 
-#[tokio::test]
-async fn the_near_cache_checks_the_factor_with_no_io_for_a_wrong_one_or_an_unknown_number() {
+/// A data set with PINs and a replica whose near cache has `budget` bytes. The failed-lookup
+/// limits are off: they count each 404 in Redis, the same for a wrong PIN and an unknown number
+/// (tests/api/limits.rs); the read path itself does no I/O.
+async fn guarded_with_near_cache(budget: u64) -> (Seeded, TestApp) {
     let seeded = Seeded::generated_with_pins(DatasetSpec::with_first_id(6, STUDENTS, FIRST).expect("spec")).await;
     let app = TestApp::spawn(&seeded, |s| {
         s.factor_key = Some(results_core::FactorKey::new(FACTOR_KEY).expect("key"));
         s.refresh = Duration::from_secs(3_600);
-        s.near_cache_budget = 64 << 20;
-        // The failed-lookup limits off: they count each 404 in Redis, the same for a wrong PIN
-        // and an unknown number (tests/api/limits.rs); the read path itself does no I/O.
+        s.near_cache_budget = budget;
         s.failed_lookups_per_client = 0;
         s.factor_tries_per_number = 0;
     })
     .await;
+    (seeded, app)
+}
+
+#[tokio::test]
+async fn the_near_cache_checks_the_factor_with_no_io_for_a_wrong_one_or_an_unknown_number() {
+    let (seeded, app) = guarded_with_near_cache(64 << 20).await;
     let ready = app.wait_ready(Duration::from_secs(10), |r| r["near_cache"] == "complete").await;
     assert_eq!(ready["near_cache"], "complete", "{ready}");
     let id = FIRST + 99;
@@ -183,16 +189,8 @@ async fn the_near_cache_checks_the_factor_with_no_io_for_a_wrong_one_or_an_unkno
 
 #[tokio::test]
 async fn a_bounded_near_cache_checks_the_factor_on_a_kept_bucket_with_no_io() {
-    let seeded = Seeded::generated_with_pins(DatasetSpec::with_first_id(6, STUDENTS, FIRST).expect("spec")).await;
-    let app = TestApp::spawn(&seeded, |s| {
-        s.factor_key = Some(results_core::FactorKey::new(FACTOR_KEY).expect("key"));
-        s.refresh = Duration::from_secs(3_600);
-        // Under the five buckets' size: a couple of them are kept.
-        s.near_cache_budget = 24 << 10;
-        s.failed_lookups_per_client = 0;
-        s.factor_tries_per_number = 0;
-    })
-    .await;
+    // Under the five buckets' size: a couple of them are kept.
+    let (seeded, app) = guarded_with_near_cache(24 << 10).await;
     let ready = app.wait_ready(Duration::from_secs(10), |r| r["near_cache"] == "bounded").await;
     assert_eq!(ready["near_cache"], "bounded", "{ready}");
     // A bucket not kept yet: read through Redis, the factor checked all the same.
